@@ -1,0 +1,32 @@
+// Command decnet-stream is a Benthos distribution for DECNET honeypot
+// telemetry: every core Benthos component plus this project's plugins, and
+// sub-commands of its own (broker).
+package main
+
+import (
+	"context"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	_ "github.com/redpanda-data/benthos/v4/public/components/io"
+	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
+
+	"github.com/decnet/decnet-stream/internal/cli"
+	_ "github.com/decnet/decnet-stream/plugins/kafka"
+)
+
+// Set at build time: -ldflags "-X main.version=… -X main.dateBuilt=…".
+var (
+	version   = "dev"
+	dateBuilt = "unknown"
+)
+
+func main() {
+	service.RunCLI(context.Background(),
+		service.CLIOptSetBinaryName("decnet-stream"),
+		service.CLIOptSetProductName("decnet-stream"),
+		service.CLIOptSetVersion(version, dateBuilt),
+		service.CLIOptSetDocumentationURL("https://github.com/decnet/decnet-stream"),
+		service.CLIOptAddCommand(cli.BrokerCommand()),
+	)
+}

@@ -1,0 +1,344 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Metadata keys set on every consumed message, as Redpanda Connect sets them.
+const (
+	metaKey       = "kafka_key"
+	metaTopic     = "kafka_topic"
+	metaPartition = "kafka_partition"
+	metaOffset    = "kafka_offset"
+	metaTimestamp = "kafka_timestamp_ms"
+	metaTombstone = "kafka_tombstone_message"
+)
+
+// maxPollRecords caps one poll so that a huge backlog is handed to the
+// pipeline in pieces rather than all at once.
+const maxPollRecords = 10000
+
+// readBatch is one batch of one partition on its way to the pipeline.
+type readBatch struct {
+	msgs    service.MessageBatch
+	release func()
+}
+
+// franzReader is the kafka_franz input. A poll goroutine turns fetches into
+// per-partition batches, registers each with the checkpointer and hands it to
+// ReadBatch; acknowledgements flow back through the checkpointer into
+// franz-go's marked offsets, which are committed every commit_period.
+type franzReader struct {
+	conf readerConfig
+	log  *service.Logger
+	res  *service.Resources
+
+	mu      sync.Mutex
+	cl      *kgo.Client
+	cp      *checkpointer
+	batches chan readBatch
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+func newFranzReader(conf readerConfig, res *service.Resources) *franzReader {
+	return &franzReader{conf: conf, log: res.Logger(), res: res}
+}
+
+func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
+	opts := append(r.conf.client.opts(r.log),
+		kgo.ConsumeTopics(r.conf.topics...),
+		kgo.ConsumeResetOffset(r.conf.startOffset),
+		kgo.FetchMaxBytes(r.conf.fetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(r.conf.fetchMaxPart),
+	)
+	if r.conf.regexpTopics {
+		opts = append(opts, kgo.ConsumeRegex())
+	}
+	if r.conf.rackID != "" {
+		opts = append(opts, kgo.Rack(r.conf.rackID))
+	}
+	if r.conf.group != "" {
+		opts = append(opts,
+			kgo.ConsumerGroup(r.conf.group),
+			kgo.AutoCommitMarks(),
+			kgo.AutoCommitInterval(r.conf.commitPeriod),
+			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+				cp.assign(assigned)
+			}),
+			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+				dctx, cancel := context.WithTimeout(ctx, drainTimeout)
+				defer cancel()
+				cp.drain(dctx, revoked)
+				if err := cl.CommitMarkedOffsets(ctx); err != nil {
+					r.log.Warnf("Committing offsets of revoked partitions failed: %v", err)
+				}
+			}),
+			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+				cp.drop(lost)
+			}),
+		)
+	}
+	return opts
+}
+
+// Connect starts a client and its poll loop. It pings the cluster first so
+// that an unreachable broker is reported here and retried with backoff.
+func (r *franzReader) Connect(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cl != nil {
+		return nil
+	}
+	var cl *kgo.Client
+	cp := newCheckpointer(r.conf.checkpointLimit,
+		func(rec *kgo.Record) { cl.MarkCommitRecords(rec) },
+		func(tp topicPartition) { cl.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}}) },
+		func(tps ...topicPartition) {
+			m := map[string][]int32{}
+			for _, tp := range tps {
+				m[tp.topic] = append(m[tp.topic], tp.partition)
+			}
+			cl.ResumeFetchPartitions(m)
+		},
+	)
+	cl, err := kgo.NewClient(r.clientOpts(cp)...)
+	if err != nil {
+		return err
+	}
+	if err := cl.Ping(ctx); err != nil {
+		cl.Close()
+		return err
+	}
+	loopCtx, stop := context.WithCancel(context.Background())
+	r.cl, r.cp, r.stop = cl, cp, stop
+	r.batches = make(chan readBatch)
+	r.done = make(chan struct{})
+	go r.pollLoop(loopCtx, cl, cp, r.batches, r.done)
+	return nil
+}
+
+// partitionBuffer holds one partition's records until its batch policy says
+// to flush. It belongs to the checkpoint the records were fetched under.
+type partitionBuffer struct {
+	pc      *partitionCheckpoint
+	batcher *service.Batcher
+	last    *kgo.Record
+	n       int
+}
+
+func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpointer, out chan<- readBatch, done chan<- struct{}) {
+	defer close(done)
+	batching := !r.conf.batching.IsNoop()
+	buffers := map[topicPartition]*partitionBuffer{}
+	defer func() {
+		for _, b := range buffers {
+			_ = b.batcher.Close(context.Background())
+		}
+	}()
+	direct := r.conf.group == ""
+
+	for {
+		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		if wait, ok := nextFlush(buffers); ok {
+			pollCtx, cancel = context.WithTimeout(ctx, wait)
+		}
+		fetches := cl.PollRecords(pollCtx, maxPollRecords)
+		cancel()
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
+			}
+			r.log.Errorf("Fetching %s/%d failed: %v", topic, partition, err)
+		})
+		ok := true
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if !ok || len(p.Records) == 0 {
+				return
+			}
+			tp := topicPartition{p.Topic, p.Partition}
+			pc := cp.current(tp, direct)
+			if pc == nil {
+				return // revoked while in flight from the broker
+			}
+			if !batching {
+				ok = r.send(ctx, cp, out, pc, recordsToBatch(p.Records), p.Records[len(p.Records)-1])
+				return
+			}
+			buf := buffers[tp]
+			if buf != nil && buf.pc != pc {
+				// The partition was reassigned: what was buffered for the old
+				// assignment will be read again from the last commit.
+				_ = buf.batcher.Close(ctx)
+				buf = nil
+			}
+			if buf == nil {
+				batcher, err := r.conf.batching.NewBatcher(r.res)
+				if err != nil {
+					r.log.Errorf("Creating batcher: %v", err)
+					ok = false
+					return
+				}
+				buf = &partitionBuffer{pc: pc, batcher: batcher}
+				buffers[tp] = buf
+			}
+			for _, rec := range p.Records {
+				buf.last = rec
+				buf.n++
+				if buf.batcher.Add(recordToMessage(rec)) && ok {
+					ok = r.flush(ctx, cp, out, buf)
+				}
+			}
+		})
+		if !ok {
+			return
+		}
+		for _, buf := range buffers {
+			if wait, has := buf.batcher.UntilNext(); has && wait <= 0 && buf.n > 0 {
+				if !r.flush(ctx, cp, out, buf) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// nextFlush is how long until the soonest period flush of any buffer.
+func nextFlush(buffers map[topicPartition]*partitionBuffer) (time.Duration, bool) {
+	var min time.Duration
+	found := false
+	for _, b := range buffers {
+		if b.n == 0 {
+			continue
+		}
+		if d, ok := b.batcher.UntilNext(); ok && (!found || d < min) {
+			min, found = d, true
+		}
+	}
+	if found && min < time.Millisecond {
+		min = time.Millisecond
+	}
+	return min, found
+}
+
+func (r *franzReader) flush(ctx context.Context, cp *checkpointer, out chan<- readBatch, buf *partitionBuffer) bool {
+	msgs, err := buf.batcher.Flush(ctx)
+	last := buf.last
+	buf.n, buf.last = 0, nil
+	if err != nil {
+		r.log.Errorf("Flushing batch: %v", err)
+		return ctx.Err() == nil
+	}
+	if len(msgs) == 0 {
+		return true
+	}
+	return r.send(ctx, cp, out, buf.pc, msgs, last)
+}
+
+// send registers a batch with the checkpointer and waits for the pipeline to
+// take it. It reports false only when the reader is shutting down.
+func (r *franzReader) send(ctx context.Context, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint, msgs service.MessageBatch, last *kgo.Record) bool {
+	release, ok := cp.track(pc, last, len(msgs))
+	if !ok {
+		return true // revoked since fetched: the new owner reads it
+	}
+	select {
+	case out <- readBatch{msgs: msgs, release: release}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func recordsToBatch(recs []*kgo.Record) service.MessageBatch {
+	batch := make(service.MessageBatch, len(recs))
+	for i, rec := range recs {
+		batch[i] = recordToMessage(rec)
+	}
+	return batch
+}
+
+func recordToMessage(rec *kgo.Record) *service.Message {
+	msg := service.NewMessage(rec.Value)
+	msg.MetaSetMut(metaKey, string(rec.Key))
+	msg.MetaSetMut(metaTopic, rec.Topic)
+	msg.MetaSetMut(metaPartition, int(rec.Partition))
+	msg.MetaSetMut(metaOffset, int(rec.Offset))
+	msg.MetaSetMut(metaTimestamp, rec.Timestamp.UnixMilli())
+	msg.MetaSetMut(metaTombstone, rec.Value == nil)
+	for _, h := range rec.Headers {
+		msg.MetaSetMut(h.Key, string(h.Value))
+	}
+	return msg
+}
+
+// ReadBatch hands the pipeline the next batch. Its ack releases the batch's
+// offsets for commit; a nack leaves them held (the auto-replay wrapper
+// delivers the batch again).
+func (r *franzReader) ReadBatch(ctx context.Context) (service.MessageBatch, service.AckFunc, error) {
+	r.mu.Lock()
+	batches, done := r.batches, r.done
+	r.mu.Unlock()
+	if batches == nil {
+		return nil, nil, service.ErrNotConnected
+	}
+	select {
+	case b := <-batches:
+		return b.msgs, func(_ context.Context, err error) error {
+			if err == nil {
+				b.release()
+			}
+			return nil
+		}, nil
+	case <-done:
+		r.reset()
+		return nil, nil, service.ErrNotConnected
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// reset closes the client after the poll loop ended on its own, so that
+// Connect starts afresh.
+func (r *franzReader) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cl != nil {
+		r.stop()
+		r.cl.Close()
+		r.cl, r.batches = nil, nil
+	}
+}
+
+// Close stops polling, commits every acknowledged offset and leaves the group.
+func (r *franzReader) Close(ctx context.Context) error {
+	r.mu.Lock()
+	cl, stop, done := r.cl, r.stop, r.done
+	r.cl, r.batches = nil, nil
+	r.mu.Unlock()
+	if cl == nil {
+		return nil
+	}
+	stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	var err error
+	if r.conf.group != "" {
+		if err = cl.CommitMarkedOffsets(ctx); err != nil {
+			err = errors.New("committing offsets on close: " + err.Error())
+		}
+	}
+	cl.Close()
+	return err
+}

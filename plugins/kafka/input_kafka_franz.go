@@ -1,0 +1,254 @@
+package kafka
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+const (
+	fieldTopics          = "topics"
+	fieldRegexpTopics    = "regexp_topics"
+	fieldConsumerGroup   = "consumer_group"
+	fieldCheckpointLimit = "checkpoint_limit"
+	fieldCommitPeriod    = "commit_period"
+	fieldStartOffset     = "start_offset"
+	fieldFetchMaxBytes   = "fetch_max_bytes"
+	fieldFetchMaxPart    = "fetch_max_partition_bytes"
+	fieldRackID          = "rack_id"
+	fieldBatching        = "batching"
+	fieldAutoReplayNacks = "auto_replay_nacks"
+
+	startEarliest = "earliest"
+	startLatest   = "latest"
+)
+
+func inputSpec() *service.ConfigSpec {
+	return service.NewConfigSpec().
+		Stable().
+		Categories("Services").
+		Summary("Consumes records from Kafka (or Redpanda, or `decnet-stream broker`) with franz-go, at least once.").
+		Description(`
+Fields and metadata follow Redpanda Connect's `+"`kafka_franz`"+` input, so existing configs work unchanged.
+
+### Delivery guarantees
+
+With a `+"`consumer_group`"+`, an offset is committed only when every message of its partition up to it has
+been acknowledged by the outputs: a crash or restart may deliver a message twice, never skip one. Order is
+kept within a partition. A nacked batch is delivered again (unless `+"`auto_replay_nacks`"+` is false) and
+holds back the commit of everything after it until it succeeds.
+
+On a rebalance, revoked partitions wait up to 10s for their batches to be acknowledged and commit what is
+done; lost partitions drop their state, and the new owner resumes from the last commit.
+
+### Backpressure
+
+At most `+"`checkpoint_limit`"+` messages of one partition are out with the pipeline at a time; past that
+the partition's fetching is paused until acknowledgements come back, so a slow output slows the consumer
+instead of growing memory.
+
+### Metadata
+
+Each message carries:
+
+`+"```text"+`
+- kafka_key
+- kafka_topic
+- kafka_partition
+- kafka_offset
+- kafka_timestamp_ms
+- kafka_tombstone_message
+- All record headers
+`+"```"+`
+`).
+		Fields(slices.Concat(
+			clientFields(),
+			[]*service.ConfigField{
+				service.NewStringListField(fieldTopics).
+					Description("A list of topics to consume from. Multiple comma separated topics can be listed in a single element.").
+					Example([]string{"attacker.observed"}).
+					Example([]string{"attacker.observed,attacker.scored"}).
+					LintRule(`root = if this.length() == 0 { [ "topics must list at least one topic" ] }`),
+				service.NewBoolField(fieldRegexpTopics).
+					Description("Whether each topic is a regular expression matching the topics to consume.").
+					Default(false),
+				service.NewStringField(fieldConsumerGroup).
+					Description("A consumer group to consume as. Partitions are shared among members and offsets are committed as messages are acknowledged. Without one, every partition is consumed and nothing is committed.").
+					Optional(),
+				service.NewIntField(fieldCheckpointLimit).
+					Description("The most messages of one partition that may be out with the pipeline at once before fetching from it pauses. Lower values reduce duplicates after a crash.").
+					Default(1024).
+					LintRule(`root = if this < 1 { [ "checkpoint_limit must be at least 1" ] }`).
+					Advanced(),
+				service.NewDurationField(fieldCommitPeriod).
+					Description("The period of time between each commit of acknowledged offsets.").
+					Default("5s").
+					Advanced(),
+				service.NewStringAnnotatedEnumField(fieldStartOffset, map[string]string{
+					startEarliest: "Start from the earliest offset when the group has no committed offset.",
+					startLatest:   "Start from the latest offset when the group has no committed offset.",
+				}).
+					Description("Where to start consuming a partition that has no committed offset.").
+					Default(startEarliest).
+					LintRule(enumLint(fieldStartOffset, startEarliest, startLatest)).
+					Advanced(),
+				service.NewStringField(fieldFetchMaxBytes).
+					Description("The maximum number of bytes a broker returns for one fetch request.").
+					Default("50MiB").
+					LintRule(byteSizeLint(fieldFetchMaxBytes)).
+					Advanced(),
+				service.NewStringField(fieldFetchMaxPart).
+					Description("The maximum number of bytes a broker returns for one partition in a fetch request.").
+					Default("1MiB").
+					LintRule(byteSizeLint(fieldFetchMaxPart)).
+					Advanced(),
+				service.NewStringField(fieldRackID).
+					Description("A rack to identify as, letting brokers that support it serve fetches from the closest replica.").
+					Default("").
+					Advanced(),
+				service.NewBatchPolicyField(fieldBatching).
+					Description("Allows you to configure a batching policy that applies to individual topic partitions in order to batch messages together before flushing them for processing. By default each fetch of a partition is one batch.").
+					Advanced(),
+				service.NewAutoRetryNacksToggleField(),
+			},
+		)...).
+		LintRule(`root = if this.regexp_topics.or(false) && this.consumer_group.or("") == "" { [ "regexp_topics requires a consumer_group" ] }`).
+		Example("Consume DECNET attacker events", "Read the attacker subjects in a consumer group, committing as outputs acknowledge.", `
+input:
+  kafka_franz:
+    seed_brokers: [ "${KAFKA_SEED_BROKERS:127.0.0.1:9092}" ]
+    topics: [ attacker.observed, attacker.scored ]
+    consumer_group: decnet-intel
+`)
+}
+
+func init() {
+	err := service.RegisterBatchInput("kafka_franz", inputSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchInput, error) {
+			rc, err := parseReaderConfig(conf)
+			if err != nil {
+				return nil, err
+			}
+			r := newFranzReader(rc, mgr)
+			return service.AutoRetryNacksBatchedToggled(conf, r)
+		})
+	if err != nil {
+		panic(err)
+	}
+}
+
+// readerConfig is the parsed kafka_franz input config.
+type readerConfig struct {
+	client          clientConfig
+	topics          []string
+	regexpTopics    bool
+	group           string
+	checkpointLimit int
+	commitPeriod    time.Duration
+	startOffset     kgo.Offset
+	fetchMaxBytes   int32
+	fetchMaxPart    int32
+	rackID          string
+	batching        service.BatchPolicy
+}
+
+func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) {
+	if rc.client, err = parseClientConfig(conf); err != nil {
+		return rc, err
+	}
+	if rc.topics, err = splitList(conf, fieldTopics); err != nil {
+		return rc, err
+	}
+	if len(rc.topics) == 0 {
+		return rc, fmt.Errorf("%s: at least one topic is required", fieldTopics)
+	}
+	if rc.regexpTopics, err = conf.FieldBool(fieldRegexpTopics); err != nil {
+		return rc, err
+	}
+	if rc.regexpTopics {
+		for _, t := range rc.topics {
+			if _, err := regexp.Compile(t); err != nil {
+				return rc, fmt.Errorf("%s: %q is not a valid regular expression: %w", fieldTopics, t, err)
+			}
+		}
+	}
+	if conf.Contains(fieldConsumerGroup) {
+		if rc.group, err = conf.FieldString(fieldConsumerGroup); err != nil {
+			return rc, err
+		}
+	}
+	if rc.regexpTopics && rc.group == "" {
+		return rc, fmt.Errorf("%s requires a %s", fieldRegexpTopics, fieldConsumerGroup)
+	}
+	if rc.checkpointLimit, err = conf.FieldInt(fieldCheckpointLimit); err != nil {
+		return rc, err
+	}
+	if rc.checkpointLimit < 1 {
+		return rc, fmt.Errorf("%s: must be at least 1, got %d", fieldCheckpointLimit, rc.checkpointLimit)
+	}
+	if rc.commitPeriod, err = conf.FieldDuration(fieldCommitPeriod); err != nil {
+		return rc, err
+	}
+	start, err := conf.FieldString(fieldStartOffset)
+	if err != nil {
+		return rc, err
+	}
+	switch start {
+	case startEarliest:
+		rc.startOffset = kgo.NewOffset().AtStart()
+	case startLatest:
+		rc.startOffset = kgo.NewOffset().AtEnd()
+	default:
+		return rc, fmt.Errorf("%s: unknown value %q", fieldStartOffset, start)
+	}
+	if rc.fetchMaxBytes, err = byteField(conf, fieldFetchMaxBytes); err != nil {
+		return rc, err
+	}
+	if rc.fetchMaxPart, err = byteField(conf, fieldFetchMaxPart); err != nil {
+		return rc, err
+	}
+	if rc.rackID, err = conf.FieldString(fieldRackID); err != nil {
+		return rc, err
+	}
+	if rc.batching, err = conf.FieldBatchPolicy(fieldBatching); err != nil {
+		return rc, err
+	}
+	return rc, nil
+}
+
+// splitList reads a string list whose items may hold comma separated values.
+func splitList(conf *service.ParsedConfig, field string) ([]string, error) {
+	raw, err := conf.FieldStringList(field)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, item := range raw {
+		for _, v := range strings.Split(item, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out, nil
+}
+
+func byteField(conf *service.ParsedConfig, field string) (int32, error) {
+	s, err := conf.FieldString(field)
+	if err != nil {
+		return 0, err
+	}
+	n, err := parseBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", field, err)
+	}
+	if n < 1 || n > 1<<31-1 {
+		return 0, fmt.Errorf("%s: %q is out of range (1B to 2GiB)", field, s)
+	}
+	return int32(n), nil
+}
