@@ -27,7 +27,6 @@ type partitionCheckpoint struct {
 	tp      topicPartition
 	pending []*inflightBatch // in offset order
 	msgs    int              // messages out with the pipeline
-	paused  bool
 }
 
 type inflightBatch struct {
@@ -51,12 +50,10 @@ type checkpointer struct {
 	changed chan struct{} // closed and replaced whenever an ack lands
 }
 
-func newCheckpointer(limit int, commit func(*kgo.Record), pause func(topicPartition), resume func(...topicPartition)) *checkpointer {
+func newCheckpointer(limit int, commit func(*kgo.Record)) *checkpointer {
 	return &checkpointer{
 		limit:   limit,
 		commit:  commit,
-		pause:   pause,
-		resume:  resume,
 		parts:   map[topicPartition]*partitionCheckpoint{},
 		changed: make(chan struct{}),
 	}
@@ -89,12 +86,24 @@ func (c *checkpointer) current(tp topicPartition, create bool) *partitionCheckpo
 }
 
 // track registers a batch whose highest record is last as out with the
-// pipeline under the checkpoint pc. It returns false when pc is no longer the
-// partition's live checkpoint (revoked or lost since its records were
-// fetched): the batch must then be dropped, the new owner reads it again.
+// pipeline under the checkpoint pc, first waiting while the partition has
+// checkpoint_limit messages or more out. (A batch larger than the limit goes
+// out alone.) It returns false when pc is no longer the partition's live
+// checkpoint (revoked or lost since its records were fetched) or ctx ended:
+// the batch must then be dropped, and is read again from the last commit.
 // The returned release function acknowledges the batch.
-func (c *checkpointer) track(pc *partitionCheckpoint, last *kgo.Record, n int) (release func(), ok bool) {
+func (c *checkpointer) track(ctx context.Context, pc *partitionCheckpoint, last *kgo.Record, n int) (release func(), ok bool) {
 	c.mu.Lock()
+	for pc.msgs > 0 && pc.msgs+n > c.limit && c.parts[pc.tp] == pc {
+		changed := c.changed
+		c.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, false
+		}
+		c.mu.Lock()
+	}
 	defer c.mu.Unlock()
 	if c.parts[pc.tp] != pc {
 		return nil, false
@@ -102,10 +111,6 @@ func (c *checkpointer) track(pc *partitionCheckpoint, last *kgo.Record, n int) (
 	b := &inflightBatch{last: last, n: n}
 	pc.pending = append(pc.pending, b)
 	pc.msgs += n
-	if pc.msgs >= c.limit && !pc.paused {
-		pc.paused = true
-		c.pause(pc.tp)
-	}
 	return func() { c.ack(pc, b) }, true
 }
 
@@ -123,16 +128,14 @@ func (c *checkpointer) ack(pc *partitionCheckpoint, b *inflightBatch) {
 		pc.pending[0] = nil
 		pc.pending = pc.pending[1:]
 	}
-	live := c.parts[pc.tp] == pc
-	if release != nil && live {
+	if release != nil && c.parts[pc.tp] == pc {
 		c.commit(release)
 	}
-	if pc.paused && pc.msgs < c.limit {
-		pc.paused = false
-		if live {
-			c.resume(pc.tp)
-		}
-	}
+	c.notify()
+}
+
+// notify wakes everything waiting on a change; call with mu held.
+func (c *checkpointer) notify() {
 	close(c.changed)
 	c.changed = make(chan struct{})
 }
@@ -168,26 +171,16 @@ func (c *checkpointer) drain(ctx context.Context, parts map[string][]int32) {
 }
 
 // drop forgets the given partitions at once (they were lost, or the drain
-// gave up) and resumes their fetching so that a later assignment starts
-// unpaused.
+// gave up), waking a poll loop that waits on one of them.
 func (c *checkpointer) drop(parts map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var resumed []topicPartition
 	for topic, ps := range parts {
 		for _, p := range ps {
-			tp := topicPartition{topic, p}
-			if pc := c.parts[tp]; pc != nil {
-				if pc.paused {
-					resumed = append(resumed, tp)
-				}
-				delete(c.parts, tp)
-			}
+			delete(c.parts, topicPartition{topic, p})
 		}
 	}
-	if len(resumed) > 0 {
-		c.resume(resumed...)
-	}
+	c.notify()
 }
 
 // drainTimeout bounds how long a rebalance waits for a revoked partition's

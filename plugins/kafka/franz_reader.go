@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -45,6 +46,9 @@ type franzReader struct {
 	batches chan readBatch
 	stop    context.CancelFunc
 	done    chan struct{}
+	// closing tells the revoke callback run by Close not to wait for
+	// batches that the stopping pipeline will never acknowledge.
+	closing atomic.Bool
 }
 
 func newFranzReader(conf readerConfig, res *service.Resources) *franzReader {
@@ -75,6 +79,9 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 				dctx, cancel := context.WithTimeout(ctx, drainTimeout)
 				defer cancel()
+				if r.closing.Load() {
+					cancel()
+				}
 				cp.drain(dctx, revoked)
 				if err := cl.CommitMarkedOffsets(ctx); err != nil {
 					r.log.Warnf("Committing offsets of revoked partitions failed: %v", err)
@@ -97,17 +104,7 @@ func (r *franzReader) Connect(ctx context.Context) error {
 		return nil
 	}
 	var cl *kgo.Client
-	cp := newCheckpointer(r.conf.checkpointLimit,
-		func(rec *kgo.Record) { cl.MarkCommitRecords(rec) },
-		func(tp topicPartition) { cl.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}}) },
-		func(tps ...topicPartition) {
-			m := map[string][]int32{}
-			for _, tp := range tps {
-				m[tp.topic] = append(m[tp.topic], tp.partition)
-			}
-			cl.ResumeFetchPartitions(m)
-		},
-	)
+	cp := newCheckpointer(r.conf.checkpointLimit, func(rec *kgo.Record) { cl.MarkCommitRecords(rec) })
 	cl, err := kgo.NewClient(r.clientOpts(cp)...)
 	if err != nil {
 		return err
@@ -118,7 +115,7 @@ func (r *franzReader) Connect(ctx context.Context) error {
 	}
 	loopCtx, stop := context.WithCancel(context.Background())
 	r.cl, r.cp, r.stop = cl, cp, stop
-	r.batches = make(chan readBatch)
+	r.batches = make(chan readBatch, 4)
 	r.done = make(chan struct{})
 	go r.pollLoop(loopCtx, cl, cp, r.batches, r.done)
 	return nil
@@ -247,9 +244,9 @@ func (r *franzReader) flush(ctx context.Context, cp *checkpointer, out chan<- re
 // send registers a batch with the checkpointer and waits for the pipeline to
 // take it. It reports false only when the reader is shutting down.
 func (r *franzReader) send(ctx context.Context, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint, msgs service.MessageBatch, last *kgo.Record) bool {
-	release, ok := cp.track(pc, last, len(msgs))
+	release, ok := cp.track(ctx, pc, last, len(msgs))
 	if !ok {
-		return true // revoked since fetched: the new owner reads it
+		return ctx.Err() == nil // revoked since fetched: the new owner reads it
 	}
 	select {
 	case out <- readBatch{msgs: msgs, release: release}:
@@ -282,8 +279,7 @@ func recordToMessage(rec *kgo.Record) *service.Message {
 }
 
 // ReadBatch hands the pipeline the next batch. Its ack releases the batch's
-// offsets for commit; a nack leaves them held (the auto-replay wrapper
-// delivers the batch again).
+// offsets for commit.
 func (r *franzReader) ReadBatch(ctx context.Context) (service.MessageBatch, service.AckFunc, error) {
 	r.mu.Lock()
 	batches, done := r.batches, r.done
@@ -293,10 +289,11 @@ func (r *franzReader) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 	}
 	select {
 	case b := <-batches:
-		return b.msgs, func(_ context.Context, err error) error {
-			if err == nil {
-				b.release()
-			}
+		// With auto_replay_nacks (the default) the retry wrapper calls this
+		// only once the batch finally succeeded. Without it a nack means the
+		// batch is dropped, as Redpanda Connect documents, so both release.
+		return b.msgs, func(context.Context, error) error {
+			b.release()
 			return nil
 		}, nil
 	case <-done:
@@ -328,6 +325,7 @@ func (r *franzReader) Close(ctx context.Context) error {
 	if cl == nil {
 		return nil
 	}
+	r.closing.Store(true)
 	stop()
 	select {
 	case <-done:

@@ -38,6 +38,9 @@ func (w *franzWriter) Connect(ctx context.Context) error {
 		// Produce requests are bounded by the write timeout instead.
 		kgo.RecordDeliveryTimeout(w.conf.timeout),
 		kgo.MaxBufferedRecords(50000),
+		// Benthos has already batched: lingering would only add latency to
+		// every synchronous batch write.
+		kgo.ProducerLinger(0),
 	)
 	if !w.conf.idempotent {
 		opts = append(opts, kgo.DisableIdempotentWrite())
@@ -72,8 +75,9 @@ func (w *franzWriter) WriteBatch(ctx context.Context, batch service.MessageBatch
 		batchErr.Failed(i, err)
 	}
 	index := make([]int, 0, len(batch)) // record i came from batch[index[i]]
+	ex := w.executors(batch)
 	for i, msg := range batch {
-		rec, err := w.record(batch, i, msg)
+		rec, err := w.record(ex, i, msg)
 		if err != nil {
 			fail(i, err)
 			continue
@@ -97,25 +101,50 @@ func (w *franzWriter) WriteBatch(ctx context.Context, batch service.MessageBatch
 	return nil
 }
 
-func (w *franzWriter) record(batch service.MessageBatch, i int, msg *service.Message) (*kgo.Record, error) {
+// batchExecutors evaluate the interpolated fields over one batch. A static
+// topic skips interpolation altogether.
+type batchExecutors struct {
+	staticTopic           string
+	topic, key, partition *service.MessageBatchInterpolationExecutor
+}
+
+func (w *franzWriter) executors(batch service.MessageBatch) batchExecutors {
+	var ex batchExecutors
+	if t, static := w.conf.topic.Static(); static {
+		ex.staticTopic = t
+	} else {
+		ex.topic = batch.InterpolationExecutor(w.conf.topic)
+	}
+	if w.conf.key != nil {
+		ex.key = batch.InterpolationExecutor(w.conf.key)
+	}
+	if w.conf.partition != nil {
+		ex.partition = batch.InterpolationExecutor(w.conf.partition)
+	}
+	return ex
+}
+
+func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*kgo.Record, error) {
 	value, err := msg.AsBytes()
 	if err != nil {
 		return nil, err
 	}
-	rec := &kgo.Record{Value: value}
-	if rec.Topic, err = batch.TryInterpolatedString(i, w.conf.topic); err != nil {
-		return nil, fmt.Errorf("topic interpolation: %w", err)
+	rec := &kgo.Record{Value: value, Topic: ex.staticTopic}
+	if ex.topic != nil {
+		if rec.Topic, err = ex.topic.TryString(i); err != nil {
+			return nil, fmt.Errorf("topic interpolation: %w", err)
+		}
 	}
 	if rec.Topic == "" {
 		return nil, fmt.Errorf("topic interpolation: empty topic")
 	}
-	if w.conf.key != nil {
-		if rec.Key, err = batch.TryInterpolatedBytes(i, w.conf.key); err != nil {
+	if ex.key != nil {
+		if rec.Key, err = ex.key.TryBytes(i); err != nil {
 			return nil, fmt.Errorf("key interpolation: %w", err)
 		}
 	}
-	if w.conf.partition != nil {
-		s, err := batch.TryInterpolatedString(i, w.conf.partition)
+	if ex.partition != nil {
+		s, err := ex.partition.TryString(i)
 		if err != nil {
 			return nil, fmt.Errorf("partition interpolation: %w", err)
 		}

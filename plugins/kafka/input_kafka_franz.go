@@ -48,8 +48,9 @@ done; lost partitions drop their state, and the new owner resumes from the last 
 
 ### Backpressure
 
-At most `+"`checkpoint_limit`"+` messages of one partition are out with the pipeline at a time; past that
-the partition's fetching is paused until acknowledgements come back, so a slow output slows the consumer
+At most `+"`checkpoint_limit`"+` messages of one partition are out with the pipeline at a time (a single
+fetch larger than that goes out alone). Past that the consumer stops polling until acknowledgements come
+back, and franz-go stops fetching once its bounded buffer is full, so a slow output slows the consumer
 instead of growing memory.
 
 ### Metadata
@@ -81,7 +82,7 @@ Each message carries:
 					Description("A consumer group to consume as. Partitions are shared among members and offsets are committed as messages are acknowledged. Without one, every partition is consumed and nothing is committed.").
 					Optional(),
 				service.NewIntField(fieldCheckpointLimit).
-					Description("The most messages of one partition that may be out with the pipeline at once before fetching from it pauses. Lower values reduce duplicates after a crash.").
+					Description("The most messages of one partition that may be out with the pipeline at once before the consumer waits for acknowledgements. Lower values reduce duplicates after a crash.").
 					Default(1024).
 					LintRule(`root = if this < 1 { [ "checkpoint_limit must be at least 1" ] }`).
 					Advanced(),

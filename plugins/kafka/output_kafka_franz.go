@@ -183,6 +183,9 @@ func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) 
 		if wc.metadata, err = conf.FieldMetadataFilter(fieldMetadata); err != nil {
 			return wc, err
 		}
+		if wc.metadata.IsEmpty() {
+			wc.metadata = nil // skip walking every message's metadata for nothing
+		}
 	}
 	comp, err := conf.FieldString(fieldCompression)
 	if err != nil {
