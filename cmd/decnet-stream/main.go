@@ -1,6 +1,6 @@
 // Command decnet-stream is a Benthos distribution for DECNET honeypot
 // telemetry: every core Benthos component plus this project's plugins, and
-// sub-commands of its own (broker).
+// sub-commands of its own (broker, dev, docs).
 package main
 
 import (
@@ -28,5 +28,7 @@ func main() {
 		service.CLIOptSetVersion(version, dateBuilt),
 		service.CLIOptSetDocumentationURL("https://github.com/decnet/decnet-stream"),
 		service.CLIOptAddCommand(cli.BrokerCommand()),
+		service.CLIOptAddCommand(cli.DevCommand()),
+		service.CLIOptAddCommand(cli.DocsCommand()),
 	)
 }

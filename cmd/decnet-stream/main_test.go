@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is decnet-stream built once for these tests, as users run it.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "decnet-stream-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "decnet-stream")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=v0.0.0-test -X main.dateBuilt=today", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		panic("building decnet-stream: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	return string(out), err
+}
+
+func TestVersionAndComponents(t *testing.T) {
+	out, err := run(t, "--version")
+	if err != nil || !strings.Contains(out, "v0.0.0-test") {
+		t.Fatalf("--version: %v\n%s", err, out)
+	}
+	out, err = run(t, "list", "inputs", "outputs")
+	if err != nil {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, "kafka_franz"); n != 2 {
+		t.Fatalf("list shows kafka_franz %d times, want as input and output:\n%s", n, out)
+	}
+}
+
+func TestLintNamesTheBadField(t *testing.T) {
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"misspelt field": {`
+input:
+  kafka_franz:
+    seed_brokers: [ localhost:9092 ]
+    topics: [ a ]
+    consumer_grup: g
+output:
+  drop: {}
+`, "field consumer_grup not recognised"},
+		"out of range": {`
+input:
+  kafka_franz:
+    seed_brokers: [ localhost:9092 ]
+    topics: [ a ]
+    checkpoint_limit: 0
+output:
+  drop: {}
+`, "checkpoint_limit must be at least 1"},
+		"bad enum": {`
+input:
+  generate: { mapping: 'root = ""' }
+output:
+  kafka_franz:
+    seed_brokers: [ localhost:9092 ]
+    topic: out
+    compression: brotli
+`, "compression must be one of none, gzip, snappy, lz4, zstd, got brotli"},
+		"bad size": {`
+input:
+  generate: { mapping: 'root = ""' }
+output:
+  kafka_franz:
+    seed_brokers: [ localhost:9092 ]
+    topic: out
+    max_message_bytes: lots
+`, "max_message_bytes must be a byte size"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "bad.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := run(t, "lint", path)
+			if err == nil {
+				t.Fatalf("lint passed a bad config:\n%s", out)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Fatalf("lint output lacks %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+func TestShippedConfigsLint(t *testing.T) {
+	configs, _ := filepath.Glob("../../config/*.yaml")
+	more, _ := filepath.Glob("../../config/*/*.yaml")
+	configs = append(configs, more...)
+	if len(configs) == 0 {
+		t.Fatal("no configs found")
+	}
+	out, err := run(t, append([]string{"lint"}, configs...)...)
+	if err != nil {
+		t.Fatalf("lint: %v\n%s", err, out)
+	}
+}
+
+// startBroker runs `decnet-stream broker` on a free port and returns its
+// address once it serves.
+func startBroker(t *testing.T, topics ...string) string {
+	t.Helper()
+	args := []string{"broker", "--addr", "127.0.0.1:0", "--log-level", "warn"}
+	for _, topic := range topics {
+		args = append(args, "--topic", topic)
+	}
+	cmd := exec.Command(binary, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("broker printed nothing: %v", err)
+	}
+	m := regexp.MustCompile(`serving Kafka on (\S+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("unexpected broker banner %q", line)
+	}
+	return m[1]
+}
+
+// kcat, a client nobody here wrote (librdkafka), produces 1,000 keyed records
+// with headers into `decnet-stream broker`; decnet-stream reads them with
+// kafka_franz and writes them back with kafka_franz; kcat reads them back
+// with their keys and headers.
+func TestKcatRoundTrip(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is required (apt-get install kcat; .ci/run installs it)")
+	}
+	const n = 1000
+	// kcat's consumer gives up on a topic that does not exist yet.
+	addr := startBroker(t, "sensor.relayed")
+
+	var in strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&in, "203.0.113.%d|{\"seq\":%d}\n", i%200, i)
+	}
+	produce := exec.Command(kcat, "-P", "-b", addr, "-t", "sensor.raw", "-K", "|", "-H", "decnet_sensor=sensor-7", "-p", "-1")
+	produce.Stdin = strings.NewReader(in.String())
+	if out, err := produce.CombinedOutput(); err != nil {
+		t.Fatalf("kcat produce: %v\n%s", err, out)
+	}
+
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+input:
+  kafka_franz:
+    seed_brokers: [ %q ]
+    topics: [ sensor.raw ]
+    consumer_group: relay
+pipeline:
+  processors:
+    - mapping: |
+        root = this
+        meta relayed_key = @kafka_key
+        meta decnet_sensor = @decnet_sensor
+output:
+  kafka_franz:
+    seed_brokers: [ %q ]
+    topic: sensor.relayed
+    key: ${! @kafka_key }
+    metadata:
+      include_patterns: [ "^decnet_sensor$", "^relayed_key$" ]
+logger:
+  level: warn
+`, addr, addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	relay := exec.Command(binary, "run", cfg)
+	relay.Stdout, relay.Stderr = os.Stderr, os.Stderr
+	if err := relay.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = relay.Process.Signal(syscall.SIGTERM)
+		_ = relay.Wait()
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	consume := exec.CommandContext(ctx, kcat, "-C", "-b", addr, "-t", "sensor.relayed", "-o", "beginning",
+		"-c", fmt.Sprint(n), "-f", "%k|%h|%s\n")
+	out, err := consume.Output()
+	if err != nil {
+		t.Fatalf("kcat consume: %v (read %d lines)", err, strings.Count(string(out), "\n"))
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		parts := strings.SplitN(line, "|", 3)
+		if len(parts) != 3 {
+			t.Fatalf("bad kcat line %q", line)
+		}
+		key, headers, value := parts[0], parts[1], parts[2]
+		if !strings.Contains(headers, "decnet_sensor=sensor-7") || !strings.Contains(headers, "relayed_key="+key) {
+			t.Fatalf("record %s: headers %q lack the original header or key", value, headers)
+		}
+		seen[value] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("kcat read %d distinct records back, want %d", len(seen), n)
+	}
+}
+
+// The committed reference under docs/components is what the specs render
+// now: run `go tool task docs` after changing a spec.
+func TestDocsMatchSpecs(t *testing.T) {
+	out := t.TempDir()
+	if msg, err := run(t, "docs", "--out", out); err != nil {
+		t.Fatalf("docs: %v\n%s", err, msg)
+	}
+	generated, _ := filepath.Glob(filepath.Join(out, "*", "*.md"))
+	if len(generated) == 0 {
+		t.Fatal("docs wrote nothing")
+	}
+	for _, g := range generated {
+		rel, _ := filepath.Rel(out, g)
+		want, _ := os.ReadFile(g)
+		got, err := os.ReadFile(filepath.Join("../../docs/components", rel))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("docs/components/%s is stale or missing: run `go tool task docs`", rel)
+		}
+	}
+}

@@ -1,0 +1,177 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/decnet/decnet-stream/internal/broker"
+)
+
+// DevCommand is `decnet-stream dev`: the whole job on one machine. It starts
+// the embedded broker, runs the pipeline and a generator of DECNET traffic
+// against it, and prints what flows through each topic until Ctrl-C.
+func DevCommand() *ucli.Command {
+	return &ucli.Command{
+		Name:  "dev",
+		Usage: "Run the pipeline on an embedded broker, fed by generated DECNET traffic",
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "broker-addr", Value: "127.0.0.1:9092", Usage: "where the embedded broker listens"},
+			&ucli.StringSliceFlag{Name: "config", Value: ucli.NewStringSlice("config/pipeline.yaml"), Usage: "pipeline configs to run"},
+			&ucli.StringFlag{Name: "generator", Value: "config/dev/generator.yaml", Usage: "the traffic generator config (empty for none)"},
+			&ucli.DurationFlag{Name: "summary-interval", Value: 5 * time.Second, Usage: "how often to print the summary"},
+			&ucli.DurationFlag{Name: "duration", Usage: "stop after this long (default: run until Ctrl-C)"},
+		},
+		Action: func(c *ucli.Context) error {
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if d := c.Duration("duration"); d > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+			configs := c.StringSlice("config")
+			if g := c.String("generator"); g != "" {
+				configs = append(configs, g)
+			}
+			return runDev(ctx, c.App.Writer, c.String("broker-addr"), configs, c.Duration("summary-interval"))
+		},
+	}
+}
+
+func runDev(ctx context.Context, w io.Writer, addr string, configs []string, every time.Duration) error {
+	b, err := broker.Start(broker.Config{Addr: addr})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	// The configs read their brokers from the environment.
+	if err := os.Setenv("KAFKA_SEED_BROKERS", b.Addr()); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "decnet-stream dev: embedded broker on %s\n", b.Addr())
+
+	streams := make([]*service.Stream, 0, len(configs))
+	for _, path := range configs {
+		s, err := buildStream(path)
+		if err != nil {
+			return err
+		}
+		streams = append(streams, s)
+	}
+	errs := make(chan error, len(streams))
+	var wg sync.WaitGroup
+	for i, s := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				errs <- fmt.Errorf("%s: %w", configs[i], err)
+			}
+		}()
+		fmt.Fprintf(w, "decnet-stream dev: running %s\n", configs[i])
+	}
+
+	sum, err := newTopicSummary(b.Addr())
+	if err != nil {
+		return err
+	}
+	defer sum.close()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var runErr error
+loop:
+	for {
+		select {
+		case <-tick.C:
+			fmt.Fprintln(w, sum.line(ctx))
+		case runErr = <-errs:
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	for _, s := range streams {
+		_ = s.StopWithin(10 * time.Second)
+	}
+	wg.Wait()
+	fmt.Fprintf(w, "decnet-stream dev: final tally: %s\n", sum.line(context.Background()))
+	return runErr
+}
+
+func buildStream(path string) (*service.Stream, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	sb := service.NewStreamBuilder()
+	if err := sb.SetYAML(string(raw)); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s, err := sb.Build()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// topicSummary reports records per topic and their rate since the last line.
+type topicSummary struct {
+	cl   *kgo.Client
+	adm  *kadm.Client
+	last map[string]int64
+	at   time.Time
+}
+
+func newTopicSummary(addr string) (*topicSummary, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		return nil, err
+	}
+	return &topicSummary{cl: cl, adm: kadm.NewClient(cl), last: map[string]int64{}, at: time.Now()}, nil
+}
+
+func (s *topicSummary) close() { s.cl.Close() }
+
+func (s *topicSummary) line(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ends, err := s.adm.ListEndOffsets(ctx)
+	if err != nil {
+		return "summary unavailable: " + err.Error()
+	}
+	totals := map[string]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if !strings.HasPrefix(o.Topic, "__") {
+			totals[o.Topic] += o.Offset
+		}
+	})
+	names := make([]string, 0, len(totals))
+	for t := range totals {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	secs := time.Since(s.at).Seconds()
+	parts := make([]string, 0, len(names))
+	for _, t := range names {
+		parts = append(parts, fmt.Sprintf("%s=%d (%.0f/s)", t, totals[t], float64(totals[t]-s.last[t])/secs))
+	}
+	s.last, s.at = totals, time.Now()
+	if len(parts) == 0 {
+		return "no records yet"
+	}
+	return strings.Join(parts, "  ")
+}

@@ -1,0 +1,157 @@
+package kafka
+
+import (
+	"context"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+type commits struct{ offsets []int64 }
+
+func (c *commits) commit(r *kgo.Record) { c.offsets = append(c.offsets, r.Offset) }
+
+func rec(off int64) *kgo.Record { return &kgo.Record{Topic: "t", Partition: 0, Offset: off} }
+
+var tp0 = map[string][]int32{"t": {0}}
+
+func TestCheckpointReleasesOnlyContiguousAcks(t *testing.T) {
+	var c commits
+	cp := newCheckpointer(1000, c.commit)
+	cp.assign(tp0)
+	pc := cp.current(topicPartition{"t", 0}, false)
+	ctx := context.Background()
+	a, _ := cp.track(ctx, pc, rec(9), 10)
+	b, _ := cp.track(ctx, pc, rec(19), 10)
+	d, _ := cp.track(ctx, pc, rec(29), 10)
+
+	b() // out of order: nothing before it is done
+	if len(c.offsets) != 0 {
+		t.Fatalf("committed %v before the first batch was acked", c.offsets)
+	}
+	a() // releases a and b together
+	d()
+	d() // a second ack of the same batch changes nothing
+	if want := []int64{19, 29}; !equal(c.offsets, want) {
+		t.Fatalf("committed %v, want %v", c.offsets, want)
+	}
+	if pc.msgs != 0 || len(pc.pending) != 0 {
+		t.Fatalf("state not empty after all acks: %d msgs, %d pending", pc.msgs, len(pc.pending))
+	}
+}
+
+func TestCheckpointIgnoresAcksAfterRevoke(t *testing.T) {
+	var c commits
+	cp := newCheckpointer(1000, c.commit)
+	cp.assign(tp0)
+	old := cp.current(topicPartition{"t", 0}, false)
+	release, _ := cp.track(context.Background(), old, rec(5), 6)
+	cp.drop(tp0)
+	cp.assign(tp0) // reassigned: a new owner epoch
+	release()
+	if len(c.offsets) != 0 {
+		t.Fatalf("an ack from a revoked assignment committed %v", c.offsets)
+	}
+	if _, ok := cp.track(context.Background(), old, rec(7), 1); ok {
+		t.Fatal("a batch fetched under the old assignment was accepted")
+	}
+}
+
+func TestCheckpointLimitWaitsForAcks(t *testing.T) {
+	var c commits
+	cp := newCheckpointer(10, c.commit)
+	cp.assign(tp0)
+	pc := cp.current(topicPartition{"t", 0}, false)
+	ctx := context.Background()
+	first, _ := cp.track(ctx, pc, rec(7), 8)
+
+	tracked := make(chan bool)
+	go func() {
+		_, ok := cp.track(ctx, pc, rec(15), 8) // 16 > 10: must wait
+		tracked <- ok
+	}()
+	select {
+	case <-tracked:
+		t.Fatal("second batch went out past checkpoint_limit")
+	default:
+	}
+	first()
+	if ok := <-tracked; !ok {
+		t.Fatal("second batch was dropped instead of going out after the ack")
+	}
+}
+
+func TestCheckpointLimitAllowsOneOversizedBatch(t *testing.T) {
+	cp := newCheckpointer(10, func(*kgo.Record) {})
+	cp.assign(tp0)
+	pc := cp.current(topicPartition{"t", 0}, false)
+	if _, ok := cp.track(context.Background(), pc, rec(99), 100); !ok {
+		t.Fatal("a batch larger than the limit must go out alone, not deadlock")
+	}
+}
+
+func TestCheckpointWaitEndsOnRevoke(t *testing.T) {
+	cp := newCheckpointer(1, func(*kgo.Record) {})
+	cp.assign(tp0)
+	pc := cp.current(topicPartition{"t", 0}, false)
+	_, _ = cp.track(context.Background(), pc, rec(0), 1)
+	tracked := make(chan bool)
+	go func() {
+		_, ok := cp.track(context.Background(), pc, rec(1), 1)
+		tracked <- ok
+	}()
+	cp.drop(tp0)
+	if <-tracked {
+		t.Fatal("a waiting batch of a dropped partition was accepted")
+	}
+}
+
+func TestDrainWaitsForOutstandingBatches(t *testing.T) {
+	var c commits
+	cp := newCheckpointer(1000, c.commit)
+	cp.assign(tp0)
+	pc := cp.current(topicPartition{"t", 0}, false)
+	first, _ := cp.track(context.Background(), pc, rec(3), 4)
+	second, _ := cp.track(context.Background(), pc, rec(8), 5)
+
+	drained := make(chan struct{})
+	go func() { cp.drain(context.Background(), tp0); close(drained) }()
+	first()
+	second()
+	<-drained // hangs (and the test times out) if drain never notices the acks
+	if want := []int64{3, 8}; !equal(c.offsets, want) {
+		t.Fatalf("committed %v, want %v", c.offsets, want)
+	}
+	if cp.current(topicPartition{"t", 0}, false) != nil {
+		t.Fatal("drained partition still tracked")
+	}
+}
+
+func TestDrainGivesUpAtDeadlineKeepingWhatIsDone(t *testing.T) {
+	var c commits
+	cp := newCheckpointer(1000, c.commit)
+	cp.assign(tp0)
+	pc := cp.current(topicPartition{"t", 0}, false)
+	done, _ := cp.track(context.Background(), pc, rec(3), 4)
+	late, _ := cp.track(context.Background(), pc, rec(8), 5)
+	done()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the rebalance deadline has passed
+	cp.drain(ctx, tp0)
+	late()
+	if want := []int64{3}; !equal(c.offsets, want) {
+		t.Fatalf("committed %v, want %v (a late ack must not commit)", c.offsets, want)
+	}
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
