@@ -1,0 +1,162 @@
+package topics
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+
+	"github.com/tidwall/gjson"
+)
+
+// Reason is why an event was refused, carried in the decnet_error metadata
+// key so a dead-letter route can say why.
+type Reason string
+
+// Reasons an event is refused.
+const (
+	ReasonInvalidJSON  Reason = "invalid_json"
+	ReasonBadEnvelope  Reason = "bad_envelope"
+	ReasonBadSubject   Reason = "bad_subject"
+	ReasonSpoofedTopic Reason = "spoofed_topic"
+	ReasonNoRoute      Reason = "no_route"
+	ReasonBadKey       Reason = "bad_key"
+)
+
+// EventError is a refused event: a reason from the fixed list above and a
+// detail for people.
+type EventError struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *EventError) Error() string { return string(e.Reason) + ": " + e.Detail }
+
+func refuse(r Reason, format string, args ...any) *EventError {
+	return &EventError{Reason: r, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Envelope is a validated v1 DECNET event. Payload is the raw JSON object,
+// left undecoded: most stages only need one field of it.
+type Envelope struct {
+	ID          string
+	Topic       string
+	Type        string
+	TS          float64
+	Payload     []byte
+	IDGenerated bool // the body had no id; WithID adds the generated one
+}
+
+// MaxEnvelopeBytes bounds what ParseEnvelope accepts: DECNET events are a
+// few hundred bytes, and an attacker-fed sensor must not make us parse
+// megabytes.
+const MaxEnvelopeBytes = 1 << 20
+
+// ParseEnvelope validates a v1 envelope delivered on subject. The subject
+// the transport delivered the event on is the truth: a body whose topic
+// names another subject is refused as spoofed.
+func ParseEnvelope(data []byte, subject string) (Envelope, error) {
+	var env Envelope
+	if len(data) > MaxEnvelopeBytes {
+		return env, refuse(ReasonBadEnvelope, "event is %d bytes, over the %d limit", len(data), MaxEnvelopeBytes)
+	}
+	if !gjson.ValidBytes(data) {
+		return env, refuse(ReasonInvalidJSON, "body is not valid JSON")
+	}
+	root := gjson.ParseBytes(data)
+	if !root.IsObject() {
+		return env, refuse(ReasonBadEnvelope, "body is not a JSON object")
+	}
+	var v, id, topic, typ, ts, payload gjson.Result
+	root.ForEach(func(k, val gjson.Result) bool {
+		switch k.Str {
+		case "v":
+			v = val
+		case "id":
+			id = val
+		case "topic":
+			topic = val
+		case "type":
+			typ = val
+		case "ts":
+			ts = val
+		case "payload":
+			payload = val
+		}
+		return true
+	})
+	if v.Type != gjson.Number || v.Raw != "1" && v.Num != 1 {
+		return env, refuse(ReasonBadEnvelope, "v must be the number 1, got %s", orMissing(v))
+	}
+	if payload.Type != gjson.JSON || !payload.IsObject() {
+		return env, refuse(ReasonBadEnvelope, "payload must be an object, got %s", orMissing(payload))
+	}
+	if ts.Type != gjson.Number {
+		return env, refuse(ReasonBadEnvelope, "ts must be a number of epoch seconds, got %s", orMissing(ts))
+	}
+	if topic.Type != gjson.String || topic.Str == "" {
+		return env, refuse(ReasonBadEnvelope, "topic must be a non-empty string, got %s", orMissing(topic))
+	}
+	if typ.Exists() && typ.Type != gjson.String {
+		return env, refuse(ReasonBadEnvelope, "type must be a string, got %s", typ.Raw)
+	}
+	switch {
+	case !id.Exists() || id.Type == gjson.Null:
+		env.ID, env.IDGenerated = NewEventID(), true
+	case id.Type == gjson.String && id.Str != "":
+		env.ID = id.Str
+	default:
+		return env, refuse(ReasonBadEnvelope, "id must be a non-empty string, got %s", id.Raw)
+	}
+	if topic.Str != subject {
+		return env, refuse(ReasonSpoofedTopic, "body says topic %q but it was delivered on %q", topic.Str, subject)
+	}
+	env.Topic, env.Type, env.TS = topic.Str, typ.Str, ts.Num
+	env.Payload = data[payload.Index : payload.Index+len(payload.Raw)]
+	return env, nil
+}
+
+func orMissing(r gjson.Result) string {
+	if !r.Exists() {
+		return "nothing"
+	}
+	if len(r.Raw) > 40 {
+		return strconv.Quote(r.Raw[:40]) + "…"
+	}
+	return r.Raw
+}
+
+// NewEventID is a fresh event id in DECNET's form: 32 hex characters.
+func NewEventID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// WithID returns the body with "id" added as its first member. Use it when
+// ParseEnvelope generated the id, so that every copy of the event carries
+// the same one.
+func WithID(data []byte, id string) []byte {
+	i := 0
+	for i < len(data) && data[i] != '{' {
+		i++
+	}
+	out := make([]byte, 0, len(data)+len(id)+8)
+	out = append(out, data[:i+1]...)
+	out = append(out, `"id":`...)
+	out = strconv.AppendQuote(out, id)
+	rest := data[i+1:]
+	if j := firstNonSpace(rest); j < len(rest) && rest[j] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, rest...)
+}
+
+func firstNonSpace(b []byte) int {
+	for i, c := range b {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return i
+		}
+	}
+	return len(b)
+}
