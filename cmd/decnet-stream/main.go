@@ -13,6 +13,7 @@ import (
 
 	"github.com/decnet/decnet-stream/internal/cli"
 	_ "github.com/decnet/decnet-stream/plugins/kafka"
+	_ "github.com/decnet/decnet-stream/plugins/topic_router"
 )
 
 // Set at build time: -ldflags "-X main.version=… -X main.dateBuilt=…".

@@ -17,7 +17,8 @@ import (
 // the specs and cannot drift from them.
 var OwnComponents = map[string][]string{
 	"inputs":  {"kafka_franz"},
-	"outputs": {"kafka_franz"},
+	"outputs":    {"kafka_franz"},
+	"processors": {"topic_router"},
 }
 
 // DocsCommand is `decnet-stream docs`: writes the configuration reference of

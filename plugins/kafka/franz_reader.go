@@ -61,6 +61,8 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 		kgo.ConsumeResetOffset(r.conf.startOffset),
 		kgo.FetchMaxBytes(r.conf.fetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(r.conf.fetchMaxPart),
+		kgo.MetadataMaxAge(r.conf.metadataMaxAge),
+		kgo.MetadataMinAge(min(r.conf.metadataMaxAge, 5*time.Second)),
 	)
 	if r.conf.regexpTopics {
 		opts = append(opts, kgo.ConsumeRegex())

@@ -142,6 +142,9 @@ func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*k
 		if rec.Key, err = ex.key.TryBytes(i); err != nil {
 			return nil, fmt.Errorf("key interpolation: %w", err)
 		}
+		if len(rec.Key) == 0 {
+			rec.Key = nil // no key: spread by the partitioner, not all on hash("")
+		}
 	}
 	if ex.partition != nil {
 		s, err := ex.partition.TryString(i)

@@ -9,10 +9,13 @@ import (
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/decnet/decnet-stream/internal/topics"
 )
 
 const (
 	fieldTopics          = "topics"
+	fieldSubjects        = "subjects"
 	fieldRegexpTopics    = "regexp_topics"
 	fieldConsumerGroup   = "consumer_group"
 	fieldCheckpointLimit = "checkpoint_limit"
@@ -23,6 +26,7 @@ const (
 	fieldRackID          = "rack_id"
 	fieldBatching        = "batching"
 	fieldAutoReplayNacks = "auto_replay_nacks"
+	fieldMetadataMaxAge  = "metadata_max_age"
 
 	startEarliest = "earliest"
 	startLatest   = "latest"
@@ -74,7 +78,12 @@ Each message carries:
 					Description("A list of topics to consume from. Multiple comma separated topics can be listed in a single element.").
 					Example([]string{"attacker.observed"}).
 					Example([]string{"attacker.observed,attacker.scored"}).
-					LintRule(`root = if this.length() == 0 { [ "topics must list at least one topic" ] }`),
+					Default([]string{}),
+				service.NewStringListField(fieldSubjects).
+					Description("DECNET subject patterns to consume, with NATS wildcards (`*` one token, a final `>` one or more), as DECNET's own workers subscribe. Each becomes a topic regular expression; requires a `consumer_group`. Combines with `topics`.").
+					Example([]string{"attacker.>", "credential.captured"}).
+					Default([]string{}).
+					LintRule(`root = if !this.string().re_match("^((\\*|[^.*>\\s]+)\\.)*(\\*|>|[^.*>\\s]+)$") { [ "subjects: %q is not a valid subject pattern (non-empty tokens; * and > only as whole tokens; > only last)".format(this.string()) ] }`),
 				service.NewBoolField(fieldRegexpTopics).
 					Description("Whether each topic is a regular expression matching the topics to consume.").
 					Default(false),
@@ -112,13 +121,17 @@ Each message carries:
 					Description("A rack to identify as, letting brokers that support it serve fetches from the closest replica.").
 					Default("").
 					Advanced(),
+				service.NewDurationField(fieldMetadataMaxAge).
+					Description("How often to refresh cluster metadata; with `regexp_topics` or `subjects` this is how soon a new matching topic is consumed.").
+					Default("5m").
+					Advanced(),
 				service.NewBatchPolicyField(fieldBatching).
 					Description("Allows you to configure a batching policy that applies to individual topic partitions in order to batch messages together before flushing them for processing. By default each fetch of a partition is one batch.").
 					Advanced(),
 				service.NewAutoRetryNacksToggleField(),
 			},
 		)...).
-		LintRule(`root = if this.regexp_topics.or(false) && this.consumer_group.or("") == "" { [ "regexp_topics requires a consumer_group" ] }`).
+		LintRule(`root = if this.topics.length().or(0) + this.subjects.length().or(0) == 0 { [ "topics or subjects must list at least one topic" ] } else if (this.regexp_topics.or(false) || this.subjects.length().or(0) > 0) && this.consumer_group.or("") == "" { [ "regexp_topics and subjects require a consumer_group" ] }`).
 		Example("Consume DECNET attacker events", "Read the attacker subjects in a consumer group, committing as outputs acknowledge.", `
 input:
   kafka_franz:
@@ -156,6 +169,7 @@ type readerConfig struct {
 	fetchMaxPart    int32
 	rackID          string
 	batching        service.BatchPolicy
+	metadataMaxAge  time.Duration
 }
 
 func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) {
@@ -165,11 +179,32 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 	if rc.topics, err = splitList(conf, fieldTopics); err != nil {
 		return rc, err
 	}
-	if len(rc.topics) == 0 {
-		return rc, fmt.Errorf("%s: at least one topic is required", fieldTopics)
-	}
 	if rc.regexpTopics, err = conf.FieldBool(fieldRegexpTopics); err != nil {
 		return rc, err
+	}
+	subjects, err := splitList(conf, fieldSubjects)
+	if err != nil {
+		return rc, err
+	}
+	if len(subjects) > 0 {
+		// Subscribing by pattern means consuming by regexp: literal topics
+		// are quoted to keep meaning what they said.
+		if !rc.regexpTopics {
+			for i, t := range rc.topics {
+				rc.topics[i] = "^" + regexp.QuoteMeta(t) + "$"
+			}
+			rc.regexpTopics = true
+		}
+		for _, s := range subjects {
+			p, err := topics.ParsePattern(s)
+			if err != nil {
+				return rc, fmt.Errorf("%s: %w", fieldSubjects, err)
+			}
+			rc.topics = append(rc.topics, p.Regexp())
+		}
+	}
+	if len(rc.topics) == 0 {
+		return rc, fmt.Errorf("%s or %s: at least one topic is required", fieldTopics, fieldSubjects)
 	}
 	if rc.regexpTopics {
 		for _, t := range rc.topics {
@@ -184,7 +219,7 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		}
 	}
 	if rc.regexpTopics && rc.group == "" {
-		return rc, fmt.Errorf("%s requires a %s", fieldRegexpTopics, fieldConsumerGroup)
+		return rc, fmt.Errorf("%s and %s require a %s", fieldRegexpTopics, fieldSubjects, fieldConsumerGroup)
 	}
 	if rc.checkpointLimit, err = conf.FieldInt(fieldCheckpointLimit); err != nil {
 		return rc, err
@@ -217,6 +252,9 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		return rc, err
 	}
 	if rc.batching, err = conf.FieldBatchPolicy(fieldBatching); err != nil {
+		return rc, err
+	}
+	if rc.metadataMaxAge, err = conf.FieldDuration(fieldMetadataMaxAge); err != nil {
 		return rc, err
 	}
 	return rc, nil

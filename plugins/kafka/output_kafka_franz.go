@@ -54,7 +54,7 @@ Metadata keys matched by `+"`metadata`"+` become record headers.
 					Example("attacker.intel.enriched").
 					Example(`${! @decnet_topic }`),
 				service.NewInterpolatedStringField(fieldKey).
-					Description("An optional key to populate for each message.").
+					Description("An optional key to populate for each message. An empty key means no key: such records are spread over partitions instead of all hashing to one.").
 					Example(`${! json("payload.attacker_ip") }`).
 					Optional(),
 				service.NewInterpolatedStringField(fieldPartition).

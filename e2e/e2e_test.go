@@ -1,0 +1,122 @@
+// Package e2e runs the shipped configs (config/) against the embedded broker
+// and the shared fixtures, as an operator would run them.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
+
+	"github.com/decnet/decnet-stream/internal/broker"
+	"github.com/decnet/decnet-stream/internal/fixtures"
+	_ "github.com/decnet/decnet-stream/plugins/kafka"
+	_ "github.com/decnet/decnet-stream/plugins/topic_router"
+)
+
+func startBroker(t *testing.T) string {
+	t.Helper()
+	b, err := broker.Start(broker.Config{Partitions: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b.Addr()
+}
+
+// runConfig runs a shipped config file with the given environment until the
+// test ends.
+func runConfig(t *testing.T, path string, env map[string]string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := service.NewStreamBuilder()
+	sb.SetEnvVarLookupFunc(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err := sb.SetYAML(string(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.SetLoggerYAML("level: warn"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Run(context.Background()) }()
+	t.Cleanup(func() { _ = s.StopWithin(10 * time.Second) })
+}
+
+func client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// consume reads from the start until n records arrived, failing after within.
+func consume(t *testing.T, cl *kgo.Client, n int, within time.Duration) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records before the deadline", len(out), n)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+type eventLine struct {
+	Subject string          `json:"subject"`
+	Event   json.RawMessage `json:"event"`
+	Raw     string          `json:"raw"`
+	Expect  string          `json:"expect"`
+}
+
+func readEvents(t *testing.T, name string) []eventLine {
+	t.Helper()
+	path, err := fixtures.Path("events", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []eventLine
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var l eventLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, l)
+	}
+	return out
+}

@@ -1,0 +1,424 @@
+// Package topic_router adds the topic_router processor: it validates DECNET
+// events and maps their NATS-style subjects onto a sane set of Kafka topics
+// and keys.
+package topic_router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/tidwall/gjson"
+
+	"github.com/decnet/decnet-stream/internal/topics"
+)
+
+const (
+	fieldSubject   = "subject"
+	fieldRoutes    = "routes"
+	fieldMatch     = "match"
+	fieldTopic     = "topic"
+	fieldKey       = "key"
+	fieldKeyPath   = "key_path"
+	fieldKeyFormat = "key_format"
+	fieldDrop      = "drop"
+
+	keyFormatAny = "any"
+	keyFormatIP  = "ip"
+
+	// Metadata keys this processor writes.
+	MetaSubject = "decnet_subject"
+	MetaTopic   = "decnet_topic"
+	MetaKey     = "decnet_key"
+	MetaError   = "decnet_error"
+	// MetaErrorDetail says, for people, what exactly was wrong.
+	MetaErrorDetail = "decnet_error_detail"
+)
+
+// patternLint accepts a NATS pattern: dot-separated non-empty tokens that
+// are whole `*` or literal, with `>` only last.
+const patternLint = `root = if !this.string().re_match("^((\\*|[^.*>\\s]+)\\.)*(\\*|>|[^.*>\\s]+)$") { [ "match: %q is not a valid subject pattern (non-empty tokens; * and > only as whole tokens; > only last)".format(this.string()) ] }`
+
+// topicLint refuses a topic template whose literal part can only produce an
+// illegal Kafka topic name.
+const topicLint = `root = if this.string().re_replace_all("\\$\\{![^}]*\\}", "").re_replace_all("\\$[0-9]+", "").re_match("[^a-zA-Z0-9._-]") { [ "topic: %q can only produce an illegal Kafka topic name (allowed: a-z A-Z 0-9 . _ -)".format(this.string()) ] } else if this.string().length() > 249 { [ "topic: longer than Kafka's 249 characters" ] } else if this.string() == "" { [ "topic: must not be empty" ] }`
+
+// defaultRoutes is DECNET's hierarchy mapped onto Kafka, documented in the
+// spec as a table. Nested defaults are not applied to a list default, so
+// every field is spelt out.
+var defaultRoutes = []any{
+	defaultRoute("attacker.>", "$0", "", "payload.attacker_ip", keyFormatIP),
+	defaultRoute("decky.*.*", "decky.$2", "$1", "", keyFormatAny),
+	defaultRoute("topology.*.mutation.*", "topology.mutation", "$1", "", keyFormatAny),
+	defaultRoute("topology.*.status", "topology.status", "$1", "", keyFormatAny),
+	defaultRoute("credential.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("system.*.health", "system.health", "$1", "", keyFormatAny),
+	defaultRoute("system.*.control", "system.control", "$1", "", keyFormatAny),
+	defaultRoute("system.>", "$0", "", "", keyFormatAny),
+}
+
+func defaultRoute(match, topic, key, keyPath, format string) map[string]any {
+	r := map[string]any{fieldMatch: match, fieldTopic: topic, fieldKeyFormat: format, fieldDrop: false}
+	if key != "" {
+		r[fieldKey] = key
+	}
+	if keyPath != "" {
+		r[fieldKeyPath] = keyPath
+	}
+	return r
+}
+
+func spec() *service.ConfigSpec {
+	return service.NewConfigSpec().
+		Beta().
+		Categories("Mapping").
+		Summary("Validates DECNET v1 events and routes their NATS-style subjects to Kafka topics and keys.").
+		Description(`
+Each message's subject is matched against `+"`routes`"+` in order; the first match decides the Kafka
+topic and key, written to the metadata keys `+"`decnet_topic`"+` and `+"`decnet_key`"+` (with the subject in
+`+"`decnet_subject`"+`), so a `+"`kafka_franz`"+` output writes `+"`topic: ${! @decnet_topic }`"+` and
+`+"`key: ${! @decnet_key }`"+`.
+
+In `+"`topic`"+` and `+"`key`"+`, `+"`$0`"+` is the whole subject and `+"`$1`"+`, `+"`$2`"+`, … what each wildcard of
+`+"`match`"+` captured (a final `+"`>`"+` captures the dotted rest). Interpolations (`+"`${! … }`"+`) work too, but
+cost a Bloblang evaluation per message; `+"`key_path`"+` reads one JSON path without decoding the event.
+
+### Validation and dead letters
+
+Every routed event must be a valid v1 envelope `+"`{\"v\":1,\"id\",\"topic\",\"type\",\"ts\",\"payload\":{…}}`"+` whose
+`+"`topic`"+` is the subject it was delivered on: the transport is the truth, and a body claiming another
+subject is refused as spoofed. A missing `+"`id`"+` is generated and written into the body. Nothing is
+dropped silently: a refused message keeps its original bytes, is flagged with an error, and gets
+`+"`decnet_error`"+` metadata with one of these reasons (and `+"`decnet_error_detail`"+` saying exactly what was wrong),
+so the pipeline's dead-letter output can take it:
+
+| Reason | When |
+|---|---|
+| `+"`invalid_json`"+` | the body is not JSON |
+| `+"`bad_envelope`"+` | not a v1 envelope: wrong `+"`v`"+`, payload not an object, `+"`ts`"+` not a number, bad `+"`id`"+`, … |
+| `+"`bad_subject`"+` | the subject is empty, has empty tokens, wildcards or white space |
+| `+"`spoofed_topic`"+` | the body's `+"`topic`"+` differs from the subject it arrived on |
+| `+"`no_route`"+` | no route matches, or the route produced an illegal Kafka topic |
+| `+"`bad_key`"+` | the route's key is missing or, with `+"`key_format: ip`"+`, not a valid IP address |
+
+Only routes with `+"`drop: true`"+` remove messages, and they do so before validation.
+
+### Default routes
+
+| match | topic | key |
+|---|---|---|
+| `+"`attacker.>`"+` | the subject itself | `+"`payload.attacker_ip`"+` (must be an IP) |
+| `+"`decky.*.*`"+` | `+"`decky.<leaf>`"+` | the decky id |
+| `+"`topology.*.mutation.*`"+` | `+"`topology.mutation`"+` | the topology id |
+| `+"`topology.*.status`"+` | `+"`topology.status`"+` | the topology id |
+| `+"`credential.>`"+` | the subject itself | `+"`payload.attacker_ip`"+` when present |
+| `+"`system.*.health`"+` | `+"`system.health`"+` | the worker |
+| `+"`system.*.control`"+` | `+"`system.control`"+` | the worker |
+| `+"`system.>`"+` | the subject itself | none |
+
+IP keys are canonical (`+"`::ffff:203.0.113.9`"+` becomes `+"`203.0.113.9`"+`) so one attacker always lands on one
+partition.
+
+### Metrics
+
+`+"`topic_router_routed`"+` counts routed messages by route (`+"`match`"+` label), `+"`topic_router_refused`"+`
+refused ones by `+"`reason`"+`, `+"`topic_router_dropped`"+` those a `+"`drop`"+` route removed.
+`).
+		Fields(
+			service.NewInterpolatedStringField(fieldSubject).
+				Description("Where each message's subject comes from. By default the `decnet_subject` metadata key (a record header) when present, else the Kafka topic the message arrived on (`kafka_topic`).").
+				Example(`${! @nats_subject }`).
+				Optional(),
+			service.NewObjectListField(fieldRoutes,
+				service.NewStringField(fieldMatch).
+					Description("A NATS subject pattern: `*` matches one token, a final `>` one or more.").
+					Example("attacker.>").Example("decky.*.traffic").
+					LintRule(patternLint),
+				service.NewStringField(fieldTopic).
+					Description("The Kafka topic, with `$N` captures and interpolations.").
+					Example("$0").Example("decky.$2").
+					Default("$0").
+					LintRule(topicLint),
+				service.NewStringField(fieldKey).
+					Description("The record key, with `$N` captures and interpolations. Exclusive with `key_path`.").
+					Example("$1").
+					Optional(),
+				service.NewStringField(fieldKeyPath).
+					Description("A JSON path into the event (`payload.attacker_ip`) whose value is the key; read without decoding the event. Exclusive with `key`.").
+					Optional(),
+				service.NewStringAnnotatedEnumField(fieldKeyFormat, map[string]string{
+					keyFormatAny: "Any string; a missing value means no key.",
+					keyFormatIP:  "An IP address, canonicalised; a missing or invalid value refuses the event with `bad_key`.",
+				}).Default(keyFormatAny),
+				service.NewBoolField(fieldDrop).
+					Description("Drop (acknowledge) matching messages instead of routing them.").
+					Default(false),
+			).
+				Description("Routes in order of precedence; the first match wins. Defaults to DECNET's hierarchy (see the table above).").
+				Default(defaultRoutes).
+				LintRule(`root = if this.key.or("") != "" && this.key_path.or("") != "" { [ "key and key_path are exclusive: set one" ] }`),
+		).
+		Example("Route sensor events onto the hierarchy", "Validate raw sensor events, send each to its hierarchy topic keyed by attacker IP, and everything refused to a dead-letter topic with its reason.", `
+pipeline:
+  processors:
+    - topic_router: {}
+output:
+  switch:
+    cases:
+      - check: errored()
+        output:
+          kafka_franz:
+            seed_brokers: [ "${KAFKA_SEED_BROKERS:127.0.0.1:9092}" ]
+            topic: decnet.dlq
+            metadata:
+              include_prefixes: [ decnet_ ]
+      - output:
+          kafka_franz:
+            seed_brokers: [ "${KAFKA_SEED_BROKERS:127.0.0.1:9092}" ]
+            topic: ${! @decnet_topic }
+            key: ${! @decnet_key }
+`)
+}
+
+func init() {
+	err := service.RegisterBatchProcessor("topic_router", spec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchProcessor, error) {
+			return newRouter(conf, mgr)
+		})
+	if err != nil {
+		panic(err)
+	}
+}
+
+type route struct {
+	pattern topics.Pattern
+	topic   *template
+	key     *template
+	keyPath string
+	keyIP   bool
+	drop    bool
+	routed  *service.MetricCounter
+}
+
+type router struct {
+	subject *service.InterpolatedString
+	routes  []route
+	table   *topics.Table
+
+	routed  *service.MetricCounter // by match
+	refused *service.MetricCounter // by reason
+	dropped *service.MetricCounter
+}
+
+func newRouter(conf *service.ParsedConfig, mgr *service.Resources) (*router, error) {
+	m := mgr.Metrics()
+	r := &router{
+		routed:  m.NewCounter("topic_router_routed", "match"),
+		refused: m.NewCounter("topic_router_refused", "reason"),
+		dropped: m.NewCounter("topic_router_dropped"),
+	}
+	if conf.Contains(fieldSubject) {
+		s, err := conf.FieldInterpolatedString(fieldSubject)
+		if err != nil {
+			return nil, err
+		}
+		r.subject = s
+	}
+	list, err := conf.FieldObjectList(fieldRoutes)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, errors.New("routes: at least one route is required")
+	}
+	for i, rc := range list {
+		rt, err := parseRoute(rc)
+		if err != nil {
+			return nil, fmt.Errorf("routes[%d]: %w", i, err)
+		}
+		r.routes = append(r.routes, rt)
+	}
+	patterns := make([]topics.Pattern, len(r.routes))
+	for i, rt := range r.routes {
+		patterns[i] = rt.pattern
+	}
+	r.table = topics.NewTable(patterns)
+	return r, nil
+}
+
+func parseRoute(rc *service.ParsedConfig) (route, error) {
+	var rt route
+	match, err := rc.FieldString(fieldMatch)
+	if err != nil {
+		return rt, err
+	}
+	if rt.pattern, err = topics.ParsePattern(match); err != nil {
+		return rt, fmt.Errorf("%s: %w", fieldMatch, err)
+	}
+	caps := rt.pattern.Wildcards()
+	topic, err := rc.FieldString(fieldTopic)
+	if err != nil {
+		return rt, err
+	}
+	if rt.topic, err = newTemplate(topic, caps); err != nil {
+		return rt, fmt.Errorf("%s: %w", fieldTopic, err)
+	}
+	if rt.topic.interp == nil {
+		// Captures are subject tokens: check the literal text only.
+		for _, p := range rt.topic.parts {
+			if p.capture < 0 {
+				if err := validKafkaTopic(p.lit); err != nil && p.lit != "." {
+					return rt, fmt.Errorf("%s: %w", fieldTopic, err)
+				}
+			}
+		}
+	}
+	if rc.Contains(fieldKey) {
+		key, err := rc.FieldString(fieldKey)
+		if err != nil {
+			return rt, err
+		}
+		if rt.key, err = newTemplate(key, caps); err != nil {
+			return rt, fmt.Errorf("%s: %w", fieldKey, err)
+		}
+	}
+	if rc.Contains(fieldKeyPath) {
+		if rt.keyPath, err = rc.FieldString(fieldKeyPath); err != nil {
+			return rt, err
+		}
+		if rt.key != nil {
+			return rt, fmt.Errorf("%s and %s are exclusive", fieldKey, fieldKeyPath)
+		}
+	}
+	format, err := rc.FieldString(fieldKeyFormat)
+	if err != nil {
+		return rt, err
+	}
+	rt.keyIP = format == keyFormatIP
+	if rt.keyIP && rt.key == nil && rt.keyPath == "" {
+		return rt, fmt.Errorf("%s: ip needs a key or key_path", fieldKeyFormat)
+	}
+	if rt.drop, err = rc.FieldBool(fieldDrop); err != nil {
+		return rt, err
+	}
+	return rt, nil
+}
+
+func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	out := batch[:0:0]
+	caps := make([]string, 0, 8)
+	for _, msg := range batch {
+		keep, err := r.route(msg, caps[:0])
+		if err != nil {
+			var ee *topics.EventError
+			if errors.As(err, &ee) {
+				r.refused.Incr(1, string(ee.Reason))
+				msg.MetaSetMut(MetaError, string(ee.Reason))
+				msg.MetaSetMut(MetaErrorDetail, ee.Detail)
+			}
+			msg.SetError(err)
+		}
+		if keep {
+			out = append(out, msg)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return []service.MessageBatch{out}, nil
+}
+
+// route routes one message, reporting false when a drop route removed it.
+func (r *router) route(msg *service.Message, caps []string) (bool, error) {
+	subject, err := r.subjectOf(msg)
+	if err != nil {
+		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
+	}
+	msg.MetaSetMut(MetaSubject, subject)
+	if err := topics.ValidateSubject(subject); err != nil {
+		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
+	}
+	i, caps, ok := r.table.FirstCaptures(subject, append(caps, subject))
+	if !ok {
+		return true, &topics.EventError{Reason: topics.ReasonNoRoute, Detail: fmt.Sprintf("no route matches subject %q", subject)}
+	}
+	rt := &r.routes[i]
+	if rt.drop {
+		r.dropped.Incr(1)
+		return false, nil
+	}
+	raw, err := msg.AsBytes()
+	if err != nil {
+		return true, &topics.EventError{Reason: topics.ReasonInvalidJSON, Detail: err.Error()}
+	}
+	env, err := topics.ParseEnvelope(raw, subject)
+	if err != nil {
+		return true, err
+	}
+	if env.IDGenerated {
+		raw = topics.WithID(raw, env.ID)
+		msg.SetBytes(raw)
+	}
+	topic, err := rt.topic.render(msg, caps)
+	if err == nil {
+		err = validKafkaTopic(topic)
+	}
+	if err != nil {
+		return true, &topics.EventError{Reason: topics.ReasonNoRoute, Detail: fmt.Sprintf("route %s: %v", rt.pattern, err)}
+	}
+	key, err := rt.keyOf(msg, raw, caps)
+	if err != nil {
+		return true, &topics.EventError{Reason: topics.ReasonBadKey, Detail: fmt.Sprintf("route %s: %v", rt.pattern, err)}
+	}
+	msg.MetaSetMut(MetaTopic, topic)
+	msg.MetaSetMut(MetaKey, key)
+	r.routed.Incr(1, rt.pattern.String())
+	return true, nil
+}
+
+func (r *router) subjectOf(msg *service.Message) (string, error) {
+	if r.subject != nil {
+		return r.subject.TryString(msg)
+	}
+	if s, ok := msg.MetaGet(MetaSubject); ok && s != "" {
+		return s, nil
+	}
+	if s, ok := msg.MetaGet("kafka_topic"); ok {
+		return s, nil
+	}
+	return "", errors.New("no subject: neither decnet_subject nor kafka_topic metadata is set")
+}
+
+func (rt *route) keyOf(msg *service.Message, raw []byte, caps []string) (string, error) {
+	var key string
+	switch {
+	case rt.keyPath != "":
+		v := gjson.GetBytes(raw, rt.keyPath)
+		if v.Exists() && v.Type != gjson.Null {
+			if v.Type != gjson.String && rt.keyIP {
+				return "", fmt.Errorf("%s is %s, not an IP address string", rt.keyPath, v.Raw)
+			}
+			key = v.String()
+		}
+	case rt.key != nil:
+		var err error
+		if key, err = rt.key.render(msg, caps); err != nil {
+			return "", err
+		}
+	}
+	if !rt.keyIP {
+		return key, nil
+	}
+	if key == "" {
+		return "", errors.New("no attacker IP to key by")
+	}
+	addr, err := netip.ParseAddr(key)
+	if err != nil || addr.Zone() != "" {
+		return "", fmt.Errorf("%q is not an IP address", key)
+	}
+	return addr.Unmap().String(), nil
+}
+
+func (r *router) Close(context.Context) error { return nil }

@@ -1,0 +1,233 @@
+package topic_router
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/decnet/decnet-stream/internal/fixtures"
+)
+
+func newTestRouter(t testing.TB, yaml string) *router {
+	t.Helper()
+	conf, err := spec().ParseYAML(yaml, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := newRouter(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func message(subject, body string) *service.Message {
+	m := service.NewMessage([]byte(body))
+	m.MetaSetMut("kafka_topic", subject)
+	return m
+}
+
+// processOne runs one message through and returns it, or nil if dropped.
+func processOne(t testing.TB, r *router, m *service.Message) *service.Message {
+	t.Helper()
+	out, err := r.ProcessBatch(context.Background(), service.MessageBatch{m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out[0][0]
+}
+
+func meta(m *service.Message, k string) string {
+	v, _ := m.MetaGet(k)
+	return v
+}
+
+func lines(t *testing.T, name string) []map[string]json.RawMessage {
+	t.Helper()
+	path, err := fixtures.Path("events", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]json.RawMessage
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func str(raw json.RawMessage) string {
+	var s string
+	_ = json.Unmarshal(raw, &s)
+	return s
+}
+
+// Every valid DECNET fixture is routed by the default table.
+func TestDefaultRoutesOnValidFixtures(t *testing.T) {
+	r := newTestRouter(t, `{}`)
+	want := map[string][2]string{ // subject → topic, key
+		"attacker.observed":             {"attacker.observed", ""},
+		"attacker.scored":               {"attacker.scored", ""},
+		"attacker.session.ended":        {"attacker.session.ended", "203.0.113.45"},
+		"credential.captured":           {"credential.captured", ""},
+		"decky.decky-02.traffic":        {"decky.traffic", "decky-02"},
+		"topology.t-1.mutation.applied": {"topology.mutation", "t-1"},
+		"system.sniffer.health":         {"system.health", "sniffer"},
+		"system.intel.control":          {"system.control", "intel"},
+	}
+	for _, l := range lines(t, "valid.jsonl") {
+		subject := str(l["subject"])
+		m := processOne(t, r, message(subject, string(l["event"])))
+		if m == nil || m.GetError() != nil {
+			t.Fatalf("%s: refused: %v", subject, m.GetError())
+		}
+		exp, ok := want[subject]
+		if !ok {
+			t.Fatalf("fixture subject %s not in this test's table", subject)
+		}
+		if got := meta(m, MetaTopic); got != exp[0] {
+			t.Errorf("%s: topic %q, want %q", subject, got, exp[0])
+		}
+		key := exp[1]
+		if strings.HasPrefix(subject, "attacker.") || subject == "credential.captured" {
+			var ev struct {
+				Payload struct {
+					IP string `json:"attacker_ip"`
+				} `json:"payload"`
+			}
+			_ = json.Unmarshal(l["event"], &ev)
+			key = ev.Payload.IP
+		}
+		if got := meta(m, MetaKey); got != key {
+			t.Errorf("%s: key %q, want %q", subject, got, key)
+		}
+		if meta(m, MetaSubject) != subject {
+			t.Errorf("%s: decnet_subject %q", subject, meta(m, MetaSubject))
+		}
+	}
+}
+
+// Every invalid fixture is refused with its reason and keeps its bytes.
+func TestInvalidFixturesAreRefusedWithTheirReason(t *testing.T) {
+	r := newTestRouter(t, `{}`)
+	for _, l := range lines(t, "invalid.jsonl") {
+		subject, raw, expect := str(l["subject"]), str(l["raw"]), str(l["expect"])
+		m := processOne(t, r, message(subject, raw))
+		if m == nil {
+			t.Fatalf("%q was dropped, not flagged", raw)
+		}
+		if m.GetError() == nil || meta(m, MetaError) != expect {
+			t.Errorf("%s %q: error %v, decnet_error %q; want %s", subject, raw, m.GetError(), meta(m, MetaError), expect)
+		}
+		if b, _ := m.AsBytes(); string(b) != raw {
+			t.Errorf("refused message changed: %q", b)
+		}
+	}
+}
+
+func TestAttackerKeys(t *testing.T) {
+	r := newTestRouter(t, `{}`)
+	body := func(ip string) string {
+		return `{"v":1,"id":"a","topic":"attacker.observed","ts":1,"payload":{"attacker_ip":` + ip + `}}`
+	}
+	for ip, want := range map[string]string{
+		`"203.0.113.9"`:        "203.0.113.9",
+		`"::ffff:203.0.113.9"`: "203.0.113.9",
+		`"2001:DB8::1"`:        "2001:db8::1",
+		`"fe80::1%eth0"`:       "",
+		`"203.0.113.9/../x"`:   "",
+		`"203.0.113.9?x="`:     "",
+		`"203.0.113.9\u0000"`:  "",
+		`"２０３.0.113.9"`:        "",
+		`"1.2.3"`:              "",
+		`1234`:                 "",
+		`null`:                 "",
+		`{"ip":"203.0.113.9"}`: "",
+	} {
+		m := processOne(t, r, message("attacker.observed", body(ip)))
+		switch {
+		case want == "" && meta(m, MetaError) != "bad_key":
+			t.Errorf("%s: accepted as key %q", ip, meta(m, MetaKey))
+		case want != "" && (m.GetError() != nil || meta(m, MetaKey) != want):
+			t.Errorf("%s: key %q, error %v; want %q", ip, meta(m, MetaKey), m.GetError(), want)
+		}
+	}
+}
+
+func TestSubjectSources(t *testing.T) {
+	body := `{"v":1,"id":"a","topic":"attacker.scored","ts":1,"payload":{"attacker_ip":"203.0.113.9"}}`
+	r := newTestRouter(t, `{}`)
+	m := message("sensor.raw", body)
+	m.MetaSetMut(MetaSubject, "attacker.scored") // a decnet_subject header wins over the topic
+	if m = processOne(t, r, m); m.GetError() != nil || meta(m, MetaTopic) != "attacker.scored" {
+		t.Fatalf("decnet_subject header ignored: %v %q", m.GetError(), meta(m, MetaTopic))
+	}
+	r = newTestRouter(t, `subject: ${! @nats_subject }`)
+	m = service.NewMessage([]byte(body))
+	m.MetaSetMut("nats_subject", "attacker.scored")
+	if m = processOne(t, r, m); m.GetError() != nil || meta(m, MetaTopic) != "attacker.scored" {
+		t.Fatalf("subject interpolation ignored: %v", m.GetError())
+	}
+	if m = processOne(t, newTestRouter(t, `{}`), service.NewMessage([]byte(body))); meta(m, MetaError) != "bad_subject" {
+		t.Fatalf("a message with no subject got %q", meta(m, MetaError))
+	}
+}
+
+func TestCustomRoutesCapturesDropAndGeneratedID(t *testing.T) {
+	r := newTestRouter(t, `
+routes:
+  - match: decky.*.traffic
+    drop: true
+  - match: sensor.*.>
+    topic: raw.$1
+    key: $2-${! json("payload.n") }
+`)
+	if m := processOne(t, r, message("decky.d1.traffic", `garbage`)); m != nil {
+		t.Fatalf("drop route kept %v", m)
+	}
+	m := processOne(t, r, message("sensor.s7.a.b", `{"v":1,"topic":"sensor.s7.a.b","ts":1,"payload":{"n":3}}`))
+	if m.GetError() != nil || meta(m, MetaTopic) != "raw.s7" || meta(m, MetaKey) != "a.b-3" {
+		t.Fatalf("got topic %q key %q err %v", meta(m, MetaTopic), meta(m, MetaKey), m.GetError())
+	}
+	b, _ := m.AsBytes()
+	var ev struct{ ID string }
+	if err := json.Unmarshal(b, &ev); err != nil || len(ev.ID) != 32 {
+		t.Fatalf("generated id not in body: %s", b)
+	}
+}
+
+func TestBadRoutesFailAtConstruction(t *testing.T) {
+	for _, yaml := range []string{
+		`routes: [ { match: "a.*", topic: "x.$2" } ]`,
+		`routes: [ { match: "a.b.", topic: "x" } ]`,
+		`routes: [ { match: "a.*", topic: "bad/topic" } ]`,
+		`routes: [ { match: "a.*", key: "$1", key_path: "payload.x" } ]`,
+		`routes: [ { match: "a.*", key_format: ip } ]`,
+		`routes: []`,
+	} {
+		conf, err := spec().ParseYAML(yaml, nil)
+		if err != nil {
+			continue
+		}
+		if _, err := newRouter(conf, service.MockResources()); err == nil {
+			t.Errorf("accepted %s", yaml)
+		}
+	}
+}
