@@ -1,0 +1,391 @@
+package providers
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// FeodoData is what Feodo Tracker's blocklist says of an IP.
+type FeodoData struct {
+	Listed        bool     `json:"listed"`
+	MalwareFamily string   `json:"malware_family,omitempty"` // of the most recent entry
+	Families      []string `json:"families,omitempty"`
+	Ports         []int    `json:"ports,omitempty"`
+	Status        string   `json:"status,omitempty"` // online when any entry is online
+	FirstSeen     string   `json:"first_seen,omitempty"`
+	// FeedAge is how old the feed that answered is.
+	FeedAge time.Duration `json:"feed_age"`
+}
+
+// FeodoConfig configures the Feodo Tracker blocklist.
+type FeodoConfig struct {
+	// URL of the feed: http(s):// or file:// for air-gapped sites. The
+	// format follows the extension (.json default, .csv, .txt).
+	URL             string
+	RefreshInterval time.Duration // default 1h
+	AuthKey         string        // sent as Auth-Key when set (abuse.ch is rolling keys out)
+	Client          *http.Client
+	Guard           *Guard
+	MaxBodyBytes    int64 // default 16 MiB
+	Timeout         time.Duration
+	Now             func() time.Time
+}
+
+// DefaultFeodoURL is the JSON blocklist.
+const DefaultFeodoURL = "https://feodotracker.abuse.ch/downloads/ipblocklist.json"
+
+// Feodo answers lookups from an in-memory index of the blocklist, refreshed
+// in the background with conditional requests: never a request per IP. A
+// failed refresh keeps serving the last good feed; lookups fail only while
+// no feed has ever loaded.
+type Feodo struct {
+	conf  FeodoConfig
+	index atomic.Pointer[feodoIndex]
+	load  singleflight.Group
+
+	mu        sync.Mutex
+	lastErr   error
+	fetches   atomic.Int64
+	stopOnce  sync.Once
+	stop      chan struct{}
+	cacheKeys struct{ etag, lastModified string }
+}
+
+type feodoIndex struct {
+	byIP     map[netip.Addr]*FeodoData
+	loadedAt time.Time
+	raw      map[netip.Addr][]byte
+	skipped  int
+}
+
+// NewFeodo builds the provider. Call Start to refresh in the background.
+func NewFeodo(c FeodoConfig) *Feodo {
+	if c.URL == "" {
+		c.URL = DefaultFeodoURL
+	}
+	if c.RefreshInterval <= 0 {
+		c.RefreshInterval = time.Hour
+	}
+	if c.Client == nil {
+		c.Client = DefaultHTTPClient()
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 16 << 20
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Guard == nil {
+		c.Guard = &Guard{}
+	}
+	return &Feodo{conf: c, stop: make(chan struct{})}
+}
+
+func (f *Feodo) Name() string { return NameFeodo }
+
+// Fetches counts feed downloads attempted (conditional or not).
+func (f *Feodo) Fetches() int64 { return f.fetches.Load() }
+
+// Start refreshes the feed every RefreshInterval until Stop.
+func (f *Feodo) Start() {
+	go func() {
+		t := time.NewTicker(f.conf.RefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), f.conf.Timeout)
+				_ = f.Refresh(ctx)
+				cancel()
+			case <-f.stop:
+				return
+			}
+		}
+	}()
+}
+
+// Stop ends background refreshing. Safe to call twice.
+func (f *Feodo) Stop() { f.stopOnce.Do(func() { close(f.stop) }) }
+
+// Refresh fetches the feed now (one refresh in flight at a time: concurrent
+// callers share it). On failure the previous feed stays in service.
+func (f *Feodo) Refresh(ctx context.Context) error {
+	_, err, _ := f.load.Do("refresh", func() (any, error) {
+		err := f.refresh(ctx)
+		f.mu.Lock()
+		f.lastErr = err
+		f.mu.Unlock()
+		return nil, err
+	})
+	return err
+}
+
+func (f *Feodo) refresh(ctx context.Context) error {
+	f.fetches.Add(1)
+	body, notModified, err := f.fetch(ctx)
+	if err != nil {
+		return err
+	}
+	now := f.conf.Now()
+	if notModified {
+		if old := f.index.Load(); old != nil {
+			f.index.Store(&feodoIndex{byIP: old.byIP, raw: old.raw, skipped: old.skipped, loadedAt: now})
+			return nil
+		}
+		return errors.New("feed not modified, but none loaded yet")
+	}
+	idx, err := parseFeodo(body, feedFormat(f.conf.URL))
+	if err != nil {
+		return err
+	}
+	idx.loadedAt = now
+	f.index.Store(idx)
+	return nil
+}
+
+func feedFormat(u string) string {
+	p := u
+	if parsed, err := url.Parse(u); err == nil {
+		p = parsed.Path
+	}
+	switch {
+	case strings.HasSuffix(p, ".csv"):
+		return "csv"
+	case strings.HasSuffix(p, ".txt"):
+		return "txt"
+	}
+	return "json"
+}
+
+func (f *Feodo) fetch(ctx context.Context) (body []byte, notModified bool, err error) {
+	if strings.HasPrefix(f.conf.URL, "file://") {
+		u, err := url.Parse(f.conf.URL)
+		if err != nil {
+			return nil, false, err
+		}
+		fh, err := os.Open(u.Path)
+		if err != nil {
+			return nil, false, err
+		}
+		defer fh.Close()
+		body, err = io.ReadAll(io.LimitReader(fh, f.conf.MaxBodyBytes+1))
+		if err == nil && int64(len(body)) > f.conf.MaxBodyBytes {
+			err = fmt.Errorf("feed over %d bytes", f.conf.MaxBodyBytes)
+		}
+		return body, false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.conf.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.conf.URL, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	f.mu.Lock()
+	etag, lm := f.cacheKeys.etag, f.cacheKeys.lastModified
+	f.mu.Unlock()
+	if f.index.Load() != nil {
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		if lm != "" {
+			req.Header.Set("If-Modified-Since", lm)
+		}
+	}
+	if f.conf.AuthKey != "" {
+		req.Header.Set("Auth-Key", f.conf.AuthKey)
+	}
+	resp, err := f.conf.Client.Do(req)
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified {
+		return nil, true, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, false, fmt.Errorf("feed HTTP %d", resp.StatusCode)
+	}
+	body, err = io.ReadAll(io.LimitReader(resp.Body, f.conf.MaxBodyBytes+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if int64(len(body)) > f.conf.MaxBodyBytes {
+		return nil, false, fmt.Errorf("feed over %d bytes", f.conf.MaxBodyBytes)
+	}
+	f.mu.Lock()
+	f.cacheKeys.etag, f.cacheKeys.lastModified = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+	f.mu.Unlock()
+	return body, false, nil
+}
+
+type feodoEntry struct {
+	IP        string          `json:"ip_address"`
+	Port      json.RawMessage `json:"port"`
+	Status    string          `json:"status"`
+	FirstSeen string          `json:"first_seen"`
+	Malware   string          `json:"malware"`
+}
+
+// parseFeodo builds the index. Rows that cannot be read (a bad IP, a port
+// that is not a number) are skipped and counted, never fatal; a feed that
+// is not a list at all is an error, so the last good feed stays.
+func parseFeodo(body []byte, format string) (*feodoIndex, error) {
+	var entries []feodoEntry
+	switch format {
+	case "json":
+		trimmed := bytes.TrimSpace(body)
+		if len(trimmed) == 0 || trimmed[0] != '[' {
+			return nil, errors.New("feed is not a JSON array")
+		}
+		if err := json.Unmarshal(trimmed, &entries); err != nil {
+			return nil, fmt.Errorf("decoding feed: %w", err)
+		}
+	case "csv":
+		var lines []string
+		for _, l := range strings.Split(string(body), "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "#") && strings.TrimSpace(l) != "" {
+				lines = append(lines, l)
+			}
+		}
+		rows, err := csv.NewReader(strings.NewReader(strings.Join(lines, "\n"))).ReadAll()
+		if err != nil {
+			return nil, fmt.Errorf("decoding feed: %w", err)
+		}
+		for i, r := range rows {
+			if len(r) < 6 || (i == 0 && r[1] == "dst_ip") {
+				continue
+			}
+			entries = append(entries, feodoEntry{FirstSeen: r[0], IP: r[1], Port: json.RawMessage(strconv.Quote(r[2])), Status: r[3], Malware: r[5]})
+		}
+	case "txt":
+		for _, l := range strings.Split(string(body), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				entries = append(entries, feodoEntry{IP: l, Status: "online"})
+			}
+		}
+	}
+	idx := &feodoIndex{byIP: map[netip.Addr]*FeodoData{}, raw: map[netip.Addr][]byte{}}
+	for _, e := range entries {
+		ip, err := ParseIP(e.IP)
+		if err != nil {
+			idx.skipped++
+			continue
+		}
+		port, ok := parsePort(e.Port)
+		if !ok {
+			idx.skipped++
+			continue
+		}
+		d := idx.byIP[ip]
+		if d == nil {
+			d = &FeodoData{Listed: true, Status: "offline", FirstSeen: e.FirstSeen}
+			idx.byIP[ip] = d
+		}
+		if e.Status == "online" {
+			d.Status = "online"
+		}
+		if port > 0 && !slices.Contains(d.Ports, port) {
+			d.Ports = append(d.Ports, port)
+			slices.Sort(d.Ports)
+		}
+		d.Families = appendSet(d.Families, e.Malware)
+		if e.Malware != "" {
+			d.MalwareFamily = e.Malware // feed is sorted by first_seen: the newest wins
+		}
+		if e.FirstSeen != "" && (d.FirstSeen == "" || e.FirstSeen < d.FirstSeen) {
+			d.FirstSeen = e.FirstSeen
+		}
+		raw, _ := json.Marshal(e)
+		if len(idx.raw[ip]) > 0 {
+			idx.raw[ip] = append(idx.raw[ip][:len(idx.raw[ip])-1], ',')
+			idx.raw[ip] = append(append(idx.raw[ip], raw...), ']')
+		} else {
+			idx.raw[ip] = append(append([]byte{'['}, raw...), ']')
+		}
+	}
+	return idx, nil
+}
+
+func parsePort(raw json.RawMessage) (int, bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, true
+	}
+	var n int
+	if json.Unmarshal(raw, &n) == nil {
+		return n, n >= 0 && n < 65536
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		n, err := strconv.Atoi(s)
+		return n, err == nil && n >= 0 && n < 65536
+	}
+	return 0, false
+}
+
+// Lookup answers from the index. Listed with an online entry: malicious
+// (an active C2); only offline entries: suspicious (a former C2); absent: no
+// opinion. The first lookup before any feed loaded triggers the load.
+func (f *Feodo) Lookup(ctx context.Context, ip netip.Addr) Result {
+	return safely(NameFeodo, f.conf.Now(), func() Result {
+		if why := f.conf.Guard.Check(ip); why != "" {
+			return failed(NameFeodo, ErrSkipped, "not looked up: %s address", why)
+		}
+		idx := f.index.Load()
+		if idx == nil {
+			if err := f.Refresh(ctx); err != nil {
+				return failed(NameFeodo, ErrNetwork, "feed never loaded: %v", err)
+			}
+			idx = f.index.Load()
+		}
+		now := f.conf.Now()
+		res := Result{FetchedAt: idx.loadedAt}
+		d, ok := idx.byIP[ip.Unmap()]
+		if !ok {
+			res.Feodo = &FeodoData{FeedAge: now.Sub(idx.loadedAt)}
+			return res
+		}
+		cp := *d
+		cp.FeedAge = now.Sub(idx.loadedAt)
+		res.Feodo = &cp
+		res.Raw = idx.raw[ip.Unmap()]
+		if cp.Status == "online" {
+			res.Verdict = VerdictMalicious
+		} else {
+			res.Verdict = VerdictSuspicious
+		}
+		return res
+	})
+}
+
+// FeedStatus reports the loaded feed's size and age and the last refresh
+// error, for metrics and logs.
+func (f *Feodo) FeedStatus() (entries int, age time.Duration, lastErr error) {
+	f.mu.Lock()
+	lastErr = f.lastErr
+	f.mu.Unlock()
+	idx := f.index.Load()
+	if idx == nil {
+		return 0, 0, lastErr
+	}
+	return len(idx.byIP), f.conf.Now().Sub(idx.loadedAt), lastErr
+}

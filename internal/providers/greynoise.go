@@ -1,0 +1,125 @@
+package providers
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// GreyNoiseData is what the Community API says of an IP.
+type GreyNoiseData struct {
+	Classification string   `json:"classification"`
+	Name           string   `json:"name"`
+	Tags           []string `json:"tags,omitempty"`
+	Noise          bool     `json:"noise"`
+	RIOT           bool     `json:"riot"`
+	LastSeen       string   `json:"last_seen,omitempty"`
+}
+
+// GreyNoiseConfig configures the GreyNoise Community provider. The API key
+// is optional: without one the Community API allows about 100 lookups a day.
+type GreyNoiseConfig struct {
+	Common
+	APIKey string
+}
+
+// DefaultGreyNoiseLimits follow limits.md: ~100 unauthenticated lookups a
+// day, so spend them slowly.
+var DefaultGreyNoiseLimits = Limits{MaxConcurrent: 4, RatePerSecond: 1, Burst: 5, DailyBudget: 100, Retries: 1}
+
+// GreyNoise is the GreyNoise Community provider: GET {base}/v3/community/{ip}.
+type GreyNoise struct {
+	*httpProvider
+	key string
+}
+
+// NewGreyNoise builds the provider; BaseURL defaults to the public API.
+func NewGreyNoise(c GreyNoiseConfig) *GreyNoise {
+	if c.BaseURL == "" {
+		c.BaseURL = "https://api.greynoise.io"
+	}
+	return &GreyNoise{httpProvider: newHTTPProvider(NameGreyNoise, c.Common), key: c.APIKey}
+}
+
+func (g *GreyNoise) Name() string { return NameGreyNoise }
+
+func (g *GreyNoise) Lookup(ctx context.Context, ip netip.Addr) Result {
+	return safely(NameGreyNoise, g.common.Now(), func() Result { return g.lookup(ctx, ip) })
+}
+
+func (g *GreyNoise) lookup(ctx context.Context, ip netip.Addr) Result {
+	if !ip.Unmap().Is4() {
+		return failed(NameGreyNoise, ErrSkipped, "the Community API answers IPv4 only")
+	}
+	target := strings.TrimRight(g.common.BaseURL, "/") + "/v3/community/" + url.PathEscape(ip.Unmap().String())
+	resp, fail := g.do(ctx, ip, func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/json")
+		if g.key != "" {
+			req.Header.Set("key", g.key)
+		}
+		return req, nil
+	})
+	if fail != nil {
+		if fail.ErrKind == ErrRateLimited && resp != nil {
+			// The Community quota is daily: nothing more until the next UTC day.
+			g.gate.block(nextUTCMidnight(g.common.Now()), ErrQuotaExhausted)
+		}
+		return *fail
+	}
+	var body struct {
+		IP             string   `json:"ip"`
+		Noise          *bool    `json:"noise"`
+		RIOT           *bool    `json:"riot"`
+		Classification *string  `json:"classification"`
+		Name           *string  `json:"name"`
+		Tags           []string `json:"tags"`
+		LastSeen       *string  `json:"last_seen"`
+		Message        string   `json:"message"`
+	}
+	switch resp.status {
+	case http.StatusOK, http.StatusNotFound:
+	default:
+		return statusError(NameGreyNoise, resp)
+	}
+	if err := json.Unmarshal(resp.body, &body); err != nil {
+		return parseError(NameGreyNoise, resp.body, "decoding response: %v", err)
+	}
+	if body.Noise == nil || body.RIOT == nil {
+		return parseError(NameGreyNoise, resp.body, "response lacks noise/riot")
+	}
+	data := &GreyNoiseData{Noise: *body.Noise, RIOT: *body.RIOT, Tags: body.Tags}
+	res := Result{Raw: resp.body, GreyNoise: data, FetchedAt: g.common.Now()}
+	if resp.status == http.StatusNotFound {
+		res.Verdict = VerdictUnknown // not observed: an answer, not an error
+		return res
+	}
+	if body.Classification == nil || body.Name == nil {
+		return parseError(NameGreyNoise, resp.body, "200 response lacks classification or name")
+	}
+	data.Classification, data.Name = *body.Classification, *body.Name
+	if body.LastSeen != nil {
+		if _, err := time.Parse("2006-01-02", *body.LastSeen); err != nil {
+			return parseError(NameGreyNoise, resp.body, "last_seen %q is not a date", *body.LastSeen)
+		}
+		data.LastSeen = *body.LastSeen
+	}
+	switch {
+	case data.Classification == "malicious":
+		res.Verdict = VerdictMalicious
+	case data.Classification == "benign" || data.RIOT:
+		res.Verdict = VerdictBenign
+	case data.Classification == "unknown":
+		res.Verdict = VerdictSuspicious // seen scanning, intent unknown
+	default:
+		return parseError(NameGreyNoise, resp.body, "unknown classification %q", data.Classification)
+	}
+	return res
+}

@@ -1,0 +1,226 @@
+package providers
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limits keep one provider inside its free tier. Zero values mean: no cap.
+type Limits struct {
+	MaxConcurrent int           // requests in flight at once
+	RatePerSecond float64       // token-bucket rate
+	Burst         int           // token-bucket burst (default 1)
+	DailyBudget   int           // requests per provider day
+	Timeout       time.Duration // per request, default 10s
+	MaxBodyBytes  int64         // response size cap, default 1 MiB
+	Retries       int           // extra attempts after a network error or 5xx
+}
+
+// gate enforces Limits for one provider. It never makes a caller wait past
+// its deadline: when no token or budget can be had in time it answers at
+// once, and the lookup is recorded as rate_limited or quota_exhausted.
+type gate struct {
+	name   string
+	limits Limits
+	now    func() time.Time
+	sem    chan struct{}
+	bucket *rate.Limiter
+	store  *BudgetStore
+
+	mu           sync.Mutex
+	day          string // provider day the budget counts
+	used         int
+	remaining    int       // the provider's own count, -1 when unknown
+	blockedUntil time.Time // Retry-After, daily reset, or auth failure
+	blockKind    ErrorKind
+}
+
+func newGate(name string, l Limits, store *BudgetStore, now func() time.Time) *gate {
+	if now == nil {
+		now = time.Now
+	}
+	g := &gate{name: name, limits: l, now: now, store: store, remaining: -1}
+	if l.MaxConcurrent > 0 {
+		g.sem = make(chan struct{}, l.MaxConcurrent)
+	}
+	if l.RatePerSecond > 0 {
+		burst := l.Burst
+		if burst < 1 {
+			burst = 1
+		}
+		g.bucket = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
+	}
+	if store != nil {
+		st := store.load(name)
+		g.day, g.used, g.blockedUntil, g.blockKind = st.Day, st.Used, st.BlockedUntil, st.BlockKind
+	}
+	return g
+}
+
+// providerDay is the UTC date: free tiers reset at UTC midnight.
+func providerDay(t time.Time) string { return t.UTC().Format("2006-01-02") }
+
+func nextUTCMidnight(t time.Time) time.Time {
+	y, m, d := t.UTC().Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC)
+}
+
+// acquire reserves one request. On success release must be called once the
+// request is done.
+func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why string) {
+	now := g.now()
+	g.mu.Lock()
+	if day := providerDay(now); day != g.day {
+		g.day, g.used, g.remaining = day, 0, -1
+	}
+	if now.Before(g.blockedUntil) {
+		k, until := g.blockKind, g.blockedUntil
+		g.mu.Unlock()
+		if k == ErrNone {
+			k = ErrRateLimited
+		}
+		return nil, k, "blocked until " + until.UTC().Format(time.RFC3339)
+	}
+	if (g.limits.DailyBudget > 0 && g.used >= g.limits.DailyBudget) || g.remaining == 0 {
+		g.mu.Unlock()
+		return nil, ErrQuotaExhausted, "daily budget used up"
+	}
+	g.used++ // counted now so concurrent callers cannot overspend
+	g.mu.Unlock()
+	refund := func() {
+		g.mu.Lock()
+		g.used--
+		g.mu.Unlock()
+	}
+
+	if g.bucket != nil {
+		r := g.bucket.ReserveN(now, 1)
+		delay := r.DelayFrom(now)
+		if dl, ok := ctx.Deadline(); !r.OK() || (ok && now.Add(delay).After(dl)) {
+			r.CancelAt(now)
+			refund()
+			return nil, ErrRateLimited, "rate limit: no token before the deadline"
+		}
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				r.Cancel()
+				refund()
+				return nil, ErrRateLimited, "rate limit: deadline while waiting for a token"
+			}
+		}
+	}
+	if g.sem != nil {
+		select {
+		case g.sem <- struct{}{}:
+		case <-ctx.Done():
+			refund()
+			return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
+		}
+	}
+	g.persist()
+	return func() {
+		if g.sem != nil {
+			<-g.sem
+		}
+	}, ErrNone, ""
+}
+
+// block stops all requests until until (Retry-After, the daily reset, an
+// auth failure's back-off).
+func (g *gate) block(until time.Time, kind ErrorKind) {
+	g.mu.Lock()
+	if until.After(g.blockedUntil) {
+		g.blockedUntil, g.blockKind = until, kind
+	}
+	g.mu.Unlock()
+	g.persist()
+}
+
+// observeRemaining records the provider's own count of what is left today.
+func (g *gate) observeRemaining(n int) {
+	g.mu.Lock()
+	g.remaining = n
+	g.mu.Unlock()
+}
+
+// Remaining is what is left of today's budget, or -1 when unlimited.
+func (g *gate) Remaining() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	left := -1
+	if g.limits.DailyBudget > 0 {
+		left = max(g.limits.DailyBudget-g.used, 0)
+	}
+	if g.remaining >= 0 && (left < 0 || g.remaining < left) {
+		left = g.remaining
+	}
+	return left
+}
+
+func (g *gate) persist() {
+	if g.store == nil {
+		return
+	}
+	g.mu.Lock()
+	st := budgetState{Day: g.day, Used: g.used, BlockedUntil: g.blockedUntil, BlockKind: g.blockKind}
+	g.mu.Unlock()
+	g.store.save(g.name, st)
+}
+
+// BudgetStore keeps each provider's daily count and blocks in a small JSON
+// file, so a restart does not hand a provider a fresh budget mid-day.
+type BudgetStore struct {
+	path string
+	mu   sync.Mutex
+	all  map[string]budgetState
+}
+
+type budgetState struct {
+	Day          string    `json:"day"`
+	Used         int       `json:"used"`
+	BlockedUntil time.Time `json:"blocked_until,omitzero"`
+	BlockKind    ErrorKind `json:"block_kind,omitempty"`
+}
+
+// OpenBudgetStore reads (or starts) the state file at path. An unreadable
+// file starts afresh rather than stopping enrichment.
+func OpenBudgetStore(path string) (*BudgetStore, error) {
+	s := &BudgetStore{path: path, all: map[string]budgetState{}}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &s.all)
+	}
+	return s, nil
+}
+
+func (s *BudgetStore) load(name string) budgetState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.all[name]
+}
+
+func (s *BudgetStore) save(name string, st budgetState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.all[name] = st
+	b, err := json.Marshal(s.all)
+	if err != nil {
+		return
+	}
+	tmp := s.path + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		_ = os.Rename(tmp, s.path)
+	}
+}
