@@ -1,0 +1,218 @@
+// Package aggregate combines provider results into DECNET's attacker_intel
+// row for one IP: per-provider columns, where every answer came from, and
+// the aggregate verdict (the strongest provider opinion). It is plain Go.
+package aggregate
+
+import (
+	"time"
+
+	"github.com/decnet/decnet-stream/internal/providers"
+)
+
+// SchemaVersion is the version of the row's shape; it is stored with every
+// row so readers can tell rows of different builds apart.
+const SchemaVersion = 1
+
+// VerdictNone is the aggregate when no provider has an opinion. It is not
+// benign.
+const VerdictNone = "none"
+
+// Provider statuses besides "ok" and the providers' error kinds.
+const (
+	StatusOK       = "ok"
+	StatusDeferred = "deferred" // not answered within max_wait; still running
+	StatusReserved = "quota_reserved"
+)
+
+// Strongest returns the strongest verdict (malicious > suspicious > benign >
+// unknown), or VerdictNone when none has an opinion.
+func Strongest(vs ...providers.Verdict) string {
+	best := providers.VerdictNone
+	for _, v := range vs {
+		if v.Rank() > best.Rank() {
+			best = v
+		}
+	}
+	if best == providers.VerdictNone {
+		return VerdictNone
+	}
+	return string(best)
+}
+
+// Row is one IP's combined intel, column for column DECNET's attacker_intel
+// plus per-provider status. A nil pointer or slice is a column that was not
+// answered (NULL), never an empty value standing in for one.
+type Row struct {
+	AttackerIP    string `json:"attacker_ip"`
+	AttackerUUID  string `json:"attacker_uuid,omitempty"`
+	SchemaVersion int    `json:"schema_version"`
+
+	GreyNoiseClassification *string    `json:"greynoise_classification"`
+	GreyNoiseName           *string    `json:"greynoise_name"`
+	GreyNoiseTags           []string   `json:"greynoise_tags"`
+	GreyNoiseRaw            *string    `json:"greynoise_raw"`
+	GreyNoiseQueriedAt      *time.Time `json:"greynoise_queried_at"`
+
+	AbuseIPDBScore      *int       `json:"abuseipdb_score"`
+	AbuseIPDBCategories []int      `json:"abuseipdb_categories"`
+	AbuseIPDBRaw        *string    `json:"abuseipdb_raw"`
+	AbuseIPDBQueriedAt  *time.Time `json:"abuseipdb_queried_at"`
+
+	FeodoListed        *bool      `json:"feodo_listed"`
+	FeodoMalwareFamily *string    `json:"feodo_malware_family"`
+	FeodoRaw           *string    `json:"feodo_raw"`
+	FeodoQueriedAt     *time.Time `json:"feodo_queried_at"`
+
+	ThreatFoxListed          *bool      `json:"threatfox_listed"`
+	ThreatFoxThreatTypes     []string   `json:"threatfox_threat_types"`
+	ThreatFoxIOCTypes        []string   `json:"threatfox_ioc_types"`
+	ThreatFoxMalwareFamilies []string   `json:"threatfox_malware_families"`
+	ThreatFoxRaw             *string    `json:"threatfox_raw"`
+	ThreatFoxQueriedAt       *time.Time `json:"threatfox_queried_at"`
+
+	AggregateVerdict string `json:"aggregate_verdict"`
+	// Providers are the configured providers, in order.
+	Providers []string `json:"providers"`
+	// Status says, per provider, "ok" or why there is no answer.
+	Status map[string]string `json:"provider_status"`
+	// Verdicts are the providers' own opinions that the aggregate combines.
+	Verdicts  map[string]providers.Verdict `json:"-"`
+	CachedAt  time.Time                    `json:"cached_at"`
+	ExpiresAt time.Time                    `json:"expires_at"`
+}
+
+// NewRow starts the row of ip for the configured providers, none answered.
+func NewRow(ip string, configured []string) *Row {
+	r := &Row{
+		AttackerIP:       ip,
+		SchemaVersion:    SchemaVersion,
+		Providers:        configured,
+		Status:           make(map[string]string, len(configured)),
+		Verdicts:         make(map[string]providers.Verdict, len(configured)),
+		AggregateVerdict: VerdictNone,
+	}
+	return r
+}
+
+// Merge applies one provider's result. An answer fills the provider's
+// columns (replacing an older answer); a failure only records its status,
+// and never clobbers an earlier good answer.
+func (r *Row) Merge(res providers.Result) {
+	if !res.OK() {
+		if r.Status[res.Provider] != StatusOK {
+			r.Status[res.Provider] = string(res.ErrKind)
+		}
+		return
+	}
+	r.Status[res.Provider] = StatusOK
+	r.Verdicts[res.Provider] = res.Verdict
+	at := res.FetchedAt.UTC()
+	raw := rawString(res.Raw)
+	switch {
+	case res.GreyNoise != nil:
+		d := res.GreyNoise
+		r.GreyNoiseClassification, r.GreyNoiseName = strOrNil(d.Classification), strOrNil(d.Name)
+		r.GreyNoiseTags = nonNil(d.Tags)
+		r.GreyNoiseRaw, r.GreyNoiseQueriedAt = raw, &at
+	case res.AbuseIPDB != nil:
+		d := res.AbuseIPDB
+		score := d.Score
+		r.AbuseIPDBScore = &score
+		r.AbuseIPDBCategories = d.Categories
+		if r.AbuseIPDBCategories == nil {
+			r.AbuseIPDBCategories = []int{}
+		}
+		r.AbuseIPDBRaw, r.AbuseIPDBQueriedAt = raw, &at
+	case res.Feodo != nil:
+		d := res.Feodo
+		listed := d.Listed
+		r.FeodoListed = &listed
+		r.FeodoMalwareFamily = strOrNil(d.MalwareFamily)
+		r.FeodoRaw, r.FeodoQueriedAt = raw, &at
+	case res.ThreatFox != nil:
+		d := res.ThreatFox
+		listed := d.Listed
+		r.ThreatFoxListed = &listed
+		r.ThreatFoxThreatTypes, r.ThreatFoxIOCTypes = nonNil(d.ThreatTypes), nonNil(d.IOCTypes)
+		r.ThreatFoxMalwareFamilies = nonNil(d.MalwareFamilies)
+		r.ThreatFoxRaw, r.ThreatFoxQueriedAt = raw, &at
+	}
+	r.recompute()
+}
+
+// MarkDeferred records that provider had not answered by max_wait (unless
+// it has an answer already).
+func (r *Row) MarkDeferred(provider string) { r.markUnanswered(provider, StatusDeferred) }
+
+// MarkReserved records that provider's last calls were kept for higher
+// priority attackers.
+func (r *Row) MarkReserved(provider string) { r.markUnanswered(provider, StatusReserved) }
+
+func (r *Row) markUnanswered(provider, status string) {
+	if r.Status[provider] != StatusOK {
+		r.Status[provider] = status
+	}
+}
+
+func (r *Row) recompute() {
+	vs := make([]providers.Verdict, 0, len(r.Verdicts))
+	for _, v := range r.Verdicts {
+		vs = append(vs, v)
+	}
+	r.AggregateVerdict = Strongest(vs...)
+}
+
+// Pending lists the configured providers worth asking again: no answer yet
+// and a failure that time may fix (not disabled, not skipped).
+func (r *Row) Pending() []string {
+	var out []string
+	for _, p := range r.Providers {
+		switch s := r.Status[p]; s {
+		case StatusOK, string(providers.ErrDisabled), string(providers.ErrSkipped):
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Complete reports whether nothing is left to ask: the row then lives for
+// the full TTL, a partial one only for the negative TTL.
+func (r *Row) Complete() bool { return len(r.Pending()) == 0 }
+
+// Clone is a deep enough copy for a cached row to be merged into without
+// racing readers of the original.
+func (r *Row) Clone() *Row {
+	c := *r
+	c.Status = make(map[string]string, len(r.Status))
+	for k, v := range r.Status {
+		c.Status[k] = v
+	}
+	c.Verdicts = make(map[string]providers.Verdict, len(r.Verdicts))
+	for k, v := range r.Verdicts {
+		c.Verdicts[k] = v
+	}
+	return &c
+}
+
+func strOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func rawString(b []byte) *string {
+	if len(b) == 0 {
+		return nil
+	}
+	s := string(b)
+	return &s
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,121 @@
+package aggregate
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/decnet/decnet-stream/internal/providers"
+)
+
+var all = []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameFeodo, providers.NameThreatFox}
+
+func TestPrecedence(t *testing.T) {
+	M, S, B, U, N := providers.VerdictMalicious, providers.VerdictSuspicious, providers.VerdictBenign, providers.VerdictUnknown, providers.VerdictNone
+	for _, tc := range []struct {
+		in   []providers.Verdict
+		want string
+	}{
+		{nil, "none"},
+		{[]providers.Verdict{N, N}, "none"},
+		{[]providers.Verdict{U}, "unknown"},
+		{[]providers.Verdict{U, B}, "benign"},
+		{[]providers.Verdict{B, S, U}, "suspicious"},
+		{[]providers.Verdict{S, M, B}, "malicious"},
+		{[]providers.Verdict{N, M}, "malicious"},
+		{[]providers.Verdict{B, N}, "benign"},
+	} {
+		if got := Strongest(tc.in...); got != tc.want {
+			t.Errorf("Strongest(%v) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+func ok(p string, v providers.Verdict) providers.Result {
+	r := providers.Result{Provider: p, Verdict: v, FetchedAt: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC), Raw: []byte(`{}`)}
+	switch p {
+	case providers.NameGreyNoise:
+		r.GreyNoise = &providers.GreyNoiseData{Classification: "malicious", Name: "unknown"}
+	case providers.NameAbuseIPDB:
+		r.AbuseIPDB = &providers.AbuseIPDBData{Score: 100, Categories: []int{14, 18}}
+	case providers.NameFeodo:
+		r.Feodo = &providers.FeodoData{Listed: true, MalwareFamily: "QakBot"}
+	case providers.NameThreatFox:
+		r.ThreatFox = &providers.ThreatFoxData{Listed: true, MalwareFamilies: []string{"QakBot"}}
+	}
+	return r
+}
+
+func fail(p string, k providers.ErrorKind) providers.Result {
+	return providers.Result{Provider: p, ErrKind: k, Err: "boom"}
+}
+
+func TestMergeNeverClobbersAGoodAnswer(t *testing.T) {
+	r := NewRow("203.0.113.45", all)
+	r.Merge(ok(providers.NameAbuseIPDB, providers.VerdictMalicious))
+	r.Merge(fail(providers.NameAbuseIPDB, providers.ErrRateLimited))
+	if r.Status[providers.NameAbuseIPDB] != StatusOK || r.AbuseIPDBScore == nil || *r.AbuseIPDBScore != 100 || r.AggregateVerdict != "malicious" {
+		t.Fatalf("a later error clobbered the answer: %+v", r)
+	}
+	r.MarkDeferred(providers.NameAbuseIPDB)
+	if r.Status[providers.NameAbuseIPDB] != StatusOK {
+		t.Fatal("deferred clobbered an answer")
+	}
+}
+
+func TestPartialRowsAndCompletion(t *testing.T) {
+	r := NewRow("203.0.113.99", all)
+	r.Merge(ok(providers.NameGreyNoise, providers.VerdictSuspicious))
+	r.Merge(fail(providers.NameAbuseIPDB, providers.ErrDisabled))
+	r.Merge(fail(providers.NameThreatFox, providers.ErrTimeout))
+	r.MarkDeferred(providers.NameFeodo)
+	if r.Complete() {
+		t.Fatal("a row with a timed-out and a deferred provider is complete")
+	}
+	if p := r.Pending(); len(p) != 2 || p[0] != providers.NameFeodo || p[1] != providers.NameThreatFox {
+		t.Fatalf("pending %v, want feodo and threatfox (disabled is final)", p)
+	}
+	if r.AbuseIPDBScore != nil || r.ThreatFoxListed != nil || r.FeodoListed != nil {
+		t.Fatal("failed providers left columns set")
+	}
+	r.Merge(ok(providers.NameFeodo, providers.VerdictMalicious))
+	r.Merge(ok(providers.NameThreatFox, providers.VerdictNone))
+	if !r.Complete() || r.AggregateVerdict != "malicious" || r.GreyNoiseClassification == nil {
+		t.Fatalf("after the late answers: complete=%v verdict=%s", r.Complete(), r.AggregateVerdict)
+	}
+}
+
+func TestUnansweredIsNullNotEmpty(t *testing.T) {
+	r := NewRow("192.0.2.77", all)
+	noResult := ok(providers.NameThreatFox, providers.VerdictNone)
+	noResult.ThreatFox = &providers.ThreatFoxData{}
+	r.Merge(noResult)
+	b, _ := json.Marshal(r)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	for _, k := range []string{"greynoise_tags", "abuseipdb_score", "abuseipdb_categories", "feodo_listed", "greynoise_queried_at"} {
+		if v, present := m[k]; !present || v != nil {
+			t.Errorf("%s = %v, want null", k, v)
+		}
+	}
+	if m["threatfox_listed"] != false || m["aggregate_verdict"] != "none" {
+		t.Errorf("answered columns: %v %v", m["threatfox_listed"], m["aggregate_verdict"])
+	}
+}
+
+func BenchmarkAggregateRow(b *testing.B) {
+	results := []providers.Result{
+		ok(providers.NameGreyNoise, providers.VerdictMalicious), ok(providers.NameAbuseIPDB, providers.VerdictMalicious),
+		ok(providers.NameFeodo, providers.VerdictMalicious), fail(providers.NameThreatFox, providers.ErrTimeout),
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r := NewRow("203.0.113.45", all)
+		for _, res := range results {
+			r.Merge(res)
+		}
+		if r.AggregateVerdict != "malicious" {
+			b.Fatal(r.AggregateVerdict)
+		}
+	}
+}
