@@ -180,6 +180,12 @@ func (r *Row) Pending() []string {
 // the full TTL, a partial one only for the negative TTL.
 func (r *Row) Complete() bool { return len(r.Pending()) == 0 }
 
+// StripRaw drops the providers' raw responses, which dominate a row's size,
+// for rows kept only to answer lookups.
+func (r *Row) StripRaw() {
+	r.GreyNoiseRaw, r.AbuseIPDBRaw, r.FeodoRaw, r.ThreatFoxRaw = nil, nil, nil, nil
+}
+
 // Clone is a deep enough copy for a cached row to be merged into without
 // racing readers of the original.
 func (r *Row) Clone() *Row {

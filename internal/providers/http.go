@@ -65,6 +65,9 @@ func newHTTPProvider(name string, c Common) *httpProvider {
 // Remaining is today's budget left, or -1 when unlimited.
 func (p *httpProvider) Remaining() int { return p.gate.Remaining() }
 
+// DailyBudget is the configured daily budget, 0 when unlimited.
+func (p *httpProvider) DailyBudget() int { return p.common.Limits.DailyBudget }
+
 type response struct {
 	status int
 	header http.Header
