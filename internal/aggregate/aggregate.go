@@ -222,3 +222,38 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
+
+// Enrichment is the row as DECNET's attacker.intel.enriched consumers expect
+// it, written into events at the processor's target.
+type Enrichment struct {
+	AttackerIP               string            `json:"attacker_ip"`
+	AggregateVerdict         string            `json:"aggregate_verdict"`
+	Providers                []string          `json:"providers"`
+	AbuseIPDBScore           *int              `json:"abuseipdb_score"`
+	AbuseIPDBCategories      []int             `json:"abuseipdb_categories"`
+	GreyNoiseClassification  *string           `json:"greynoise_classification"`
+	GreyNoiseName            *string           `json:"greynoise_name"`
+	GreyNoiseTags            []string          `json:"greynoise_tags"`
+	FeodoListed              *bool             `json:"feodo_listed"`
+	FeodoMalwareFamily       *string           `json:"feodo_malware_family"`
+	ThreatFoxListed          *bool             `json:"threatfox_listed"`
+	ThreatFoxThreatTypes     []string          `json:"threatfox_threat_types"`
+	ThreatFoxIOCTypes        []string          `json:"threatfox_ioc_types"`
+	ThreatFoxMalwareFamilies []string          `json:"threatfox_malware_families"`
+	ProviderStatus           map[string]string `json:"provider_status"`
+	CachedAt                 time.Time         `json:"cached_at"`
+	ExpiresAt                time.Time         `json:"expires_at"`
+}
+
+// Enrichment is the consumer-facing view of the row.
+func (r *Row) Enrichment() Enrichment {
+	return Enrichment{
+		AttackerIP: r.AttackerIP, AggregateVerdict: r.AggregateVerdict, Providers: r.Providers,
+		AbuseIPDBScore: r.AbuseIPDBScore, AbuseIPDBCategories: r.AbuseIPDBCategories,
+		GreyNoiseClassification: r.GreyNoiseClassification, GreyNoiseName: r.GreyNoiseName, GreyNoiseTags: r.GreyNoiseTags,
+		FeodoListed: r.FeodoListed, FeodoMalwareFamily: r.FeodoMalwareFamily,
+		ThreatFoxListed: r.ThreatFoxListed, ThreatFoxThreatTypes: r.ThreatFoxThreatTypes, ThreatFoxIOCTypes: r.ThreatFoxIOCTypes,
+		ThreatFoxMalwareFamilies: r.ThreatFoxMalwareFamilies, ProviderStatus: r.Status,
+		CachedAt: r.CachedAt, ExpiresAt: r.ExpiresAt,
+	}
+}

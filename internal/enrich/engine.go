@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -73,13 +74,18 @@ func (nopObserver) Evicted()                        {}
 // replaces the entry, so readers need no lock.
 type entry struct {
 	row       *aggregate.Row
+	complete  bool // row.Complete(), computed once
 	expiresAt time.Time
 	// version counts the row's changes; Enrich reports a change when a
 	// caller sees a version it has not been told about.
 	version uint64
 	// carrier identifies the event that carried the latest change, so a
 	// redelivery of that event carries it again.
-	carrier string
+	carrier Carrier
+	carried bool
+	// encoded caches the row's JSON per variant (0: enrichment, 1: with
+	// raw): rows are immutable once cached, so hits reuse it.
+	encoded *[2]atomic.Pointer[[]byte]
 }
 
 // Engine enriches IPs. It is safe for concurrent use.
@@ -149,13 +155,19 @@ func (e *Engine) Names() []string { return e.names }
 // Len is the number of cached rows.
 func (e *Engine) Len() int { return e.cache.Len() }
 
+// Carrier identifies the record an event came from. The zero value is an
+// event with no stable identity (not from Kafka).
+type Carrier struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
 // Request is one IP to enrich for one event.
 type Request struct {
 	IP       netip.Addr
 	Priority float64
-	// Carrier identifies the event (topic/partition/offset); empty when the
-	// event has no stable identity.
-	Carrier string
+	Carrier  Carrier
 }
 
 // Answer is what Enrich returns for one request.
@@ -165,6 +177,23 @@ type Answer struct {
 	// Changed is true when this event should carry the row: it is new or
 	// updated, or this event is a redelivery of the one that carried it.
 	Changed bool
+	enc     *[2]atomic.Pointer[[]byte]
+}
+
+// JSON is the row encoded by encode, computed once per cached row and
+// reused by every hit (the hot path of emit: all).
+func (a Answer) JSON(variant int, encode func(*aggregate.Row) ([]byte, error)) ([]byte, error) {
+	if a.enc == nil {
+		return encode(a.Row)
+	}
+	if b := a.enc[variant].Load(); b != nil {
+		return *b, nil
+	}
+	b, err := encode(a.Row)
+	if err == nil {
+		a.enc[variant].Store(&b)
+	}
+	return b, err
 }
 
 // Enrich answers a batch of requests, waiting at most MaxWait from now for
@@ -189,14 +218,14 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 		seen[r.IP] = i
 		ent, ok := e.cache.Get(r.IP)
 		if ok && now.Before(ent.expiresAt) {
-			out[i] = Answer{Row: ent.row, Outcome: OutcomeHit, Changed: e.carries(r.IP, ent, r.Carrier)}
-			if !ent.row.Complete() {
+			out[i] = Answer{Row: ent.row, Outcome: OutcomeHit, Changed: e.carries(r.IP, ent, r.Carrier), enc: ent.encoded}
+			if !ent.complete {
 				out[i].Outcome = OutcomePartial
 			}
 			continue
 		}
 		var prior *aggregate.Row
-		if ok && !ent.row.Complete() {
+		if ok && !ent.complete {
 			prior = ent.row // ask only the providers still pending
 		}
 		j, started := e.start(r.IP, prior, r.Priority)
@@ -234,8 +263,8 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 		select {
 		case <-p.job.done:
 			ent := p.job.result
-			out[i] = Answer{Row: ent.row, Outcome: p.outcome, Changed: e.carries(ip, ent, reqs[i].Carrier)}
-			if !ent.row.Complete() {
+			out[i] = Answer{Row: ent.row, Outcome: p.outcome, Changed: e.carries(ip, ent, reqs[i].Carrier), enc: ent.encoded}
+			if !ent.complete {
 				out[i].Outcome = OutcomePartial
 			}
 			continue
@@ -252,7 +281,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 	// Later events of an IP in this batch are repeats: same row, no change.
 	for i, r := range reqs {
 		if first := seen[r.IP]; first != i {
-			out[i] = Answer{Row: out[first].Row, Outcome: out[first].Outcome}
+			out[i] = Answer{Row: out[first].Row, Outcome: out[first].Outcome, enc: out[first].enc}
 			if out[i].Outcome != OutcomePartial {
 				out[i].Outcome = OutcomeHit
 			}
@@ -292,33 +321,22 @@ func (j *job) snapshot() *aggregate.Row {
 	return row
 }
 
-// noCarrier marks an entry as carried by an event with no stable identity
-// (no Kafka position): it cannot be recognised on redelivery.
-const noCarrier = "\x00"
-
 // carries decides whether the event identified by carrier carries ent's
 // row: either it is a redelivery of the event that carried it, or nobody
 // has carried this version yet and this event claims it. The claim is
 // atomic, so concurrent batches emit one change, not one each.
-func (e *Engine) carries(ip netip.Addr, ent *entry, carrier string) bool {
-	if carrier != "" && ent.carrier == carrier {
-		return true
-	}
-	if ent.carrier != "" {
-		return false
-	}
-	claim := carrier
-	if claim == "" {
-		claim = noCarrier
+func (e *Engine) carries(ip netip.Addr, ent *entry, carrier Carrier) bool {
+	if ent.carried {
+		return carrier != (Carrier{}) && ent.carrier == carrier
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cur, ok := e.cache.Peek(ip)
-	if !ok || cur.version != ent.version || cur.carrier != "" {
-		return ok && carrier != "" && cur.carrier == carrier
+	if !ok || cur.version != ent.version || cur.carried {
+		return ok && cur.carried && carrier != (Carrier{}) && cur.carrier == carrier
 	}
 	upd := *cur
-	upd.carrier = claim
+	upd.carrier, upd.carried = carrier, true
 	e.cache.Add(ip, &upd)
 	return true
 }
@@ -401,7 +419,7 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	}
 	ttl = time.Duration(float64(ttl) * (1 + e.conf.Jitter*(2*rand.Float64()-1)))
 	row.ExpiresAt = now.Add(ttl).UTC()
-	ent := &entry{row: row, expiresAt: now.Add(ttl)}
+	ent := &entry{row: row, complete: row.Complete(), expiresAt: now.Add(ttl), encoded: new([2]atomic.Pointer[[]byte])}
 	e.mu.Lock()
 	if old, ok := e.cache.Peek(ip); ok {
 		ent.version = old.version + 1
@@ -442,5 +460,5 @@ func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row) {
 	if _, ok := e.cache.Peek(ip); ok {
 		return
 	}
-	e.cache.Add(ip, &entry{row: row, expiresAt: row.ExpiresAt})
+	e.cache.Add(ip, &entry{row: row, complete: row.Complete(), expiresAt: row.ExpiresAt, encoded: new([2]atomic.Pointer[[]byte])})
 }

@@ -128,7 +128,7 @@ func reqs(n int, carrier string) []Request {
 	for i := range rs {
 		rs[i] = Request{IP: ipN(i)}
 		if carrier != "" {
-			rs[i].Carrier = fmt.Sprintf("%s/%d", carrier, i)
+			rs[i].Carrier = Carrier{Topic: carrier, Offset: int64(i)}
 		}
 	}
 	return rs
@@ -184,7 +184,7 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	ps := newProviderServer(t)
 	ps.hold = make(chan struct{})
 	e := New(Config{Providers: allProviders(ps), MaxWait: 100 * time.Millisecond})
-	ip := []Request{{IP: ipN(1), Carrier: "t/0/1"}}
+	ip := []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 1}}}
 
 	start := time.Now()
 	a := e.Enrich(context.Background(), ip)[0]
@@ -202,11 +202,11 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	if err := e.Settle(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: "t/0/2"}})[0]
+	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 2}}})[0]
 	if b.Outcome != OutcomeHit || !b.Changed || b.Row.Status[providers.NameGreyNoise] != aggregate.StatusOK || b.Row.GreyNoiseClassification == nil {
 		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row.Status[providers.NameGreyNoise])
 	}
-	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: "t/0/3"}})[0]; c.Changed {
+	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 3}}})[0]; c.Changed {
 		t.Fatal("a third sighting carried the same change again")
 	}
 	if ps.total(providers.NameGreyNoise) != 1 {
@@ -276,7 +276,7 @@ func (c evictCounter) Evicted()                      { c.n.Add(1) }
 func TestChangeCarriersUnderRedelivery(t *testing.T) {
 	ps := newProviderServer(t)
 	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
-	batch := []Request{{IP: ipN(1), Carrier: "t/0/10"}, {IP: ipN(1), Carrier: "t/0/11"}, {IP: ipN(2), Carrier: "t/1/5"}}
+	batch := []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 10}}, {IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 11}}, {IP: ipN(2), Carrier: Carrier{Topic: "t", Partition: 1, Offset: 5}}}
 	got := e.Enrich(context.Background(), batch)
 	if !got[0].Changed || got[1].Changed || !got[2].Changed {
 		t.Fatalf("first delivery changed = %v %v %v, want true false true", got[0].Changed, got[1].Changed, got[2].Changed)
@@ -285,7 +285,7 @@ func TestChangeCarriersUnderRedelivery(t *testing.T) {
 	if !again[0].Changed || again[1].Changed || !again[2].Changed {
 		t.Fatalf("redelivery changed = %v %v %v, want true false true", again[0].Changed, again[1].Changed, again[2].Changed)
 	}
-	if later := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: "t/0/99"}}); later[0].Changed {
+	if later := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 99}}}); later[0].Changed {
 		t.Fatal("a later sighting carried an old change")
 	}
 }

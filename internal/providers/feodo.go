@@ -178,12 +178,16 @@ func feedFormat(u string) string {
 }
 
 func (f *Feodo) fetch(ctx context.Context) (body []byte, notModified bool, err error) {
-	if strings.HasPrefix(f.conf.URL, "file://") {
+	if strings.HasPrefix(f.conf.URL, "file:") {
 		u, err := url.Parse(f.conf.URL)
 		if err != nil {
 			return nil, false, err
 		}
-		fh, err := os.Open(u.Path)
+		path := u.Path
+		if u.Opaque != "" || u.Host != "" { // file:relative or file://../relative
+			path = strings.TrimPrefix(strings.TrimPrefix(f.conf.URL, "file://"), "file:")
+		}
+		fh, err := os.Open(path)
 		if err != nil {
 			return nil, false, err
 		}

@@ -53,6 +53,21 @@ var special = []struct {
 	{netip.MustParsePrefix("5f00::/16"), "srv6"},
 }
 
+// v4Plain marks first octets under which no special IPv4 range lies, so
+// most public addresses skip the range scan.
+var v4Plain = func() (t [256]bool) {
+	for i := range t {
+		t[i] = true
+	}
+	for _, o := range []int{0, 10, 100, 127, 169, 172, 192, 198, 203} {
+		t[o] = false
+	}
+	for o := 224; o < 256; o++ {
+		t[o] = false
+	}
+	return t
+}()
+
 // Guard decides which addresses may be sent to a third party.
 type Guard struct {
 	neverQuery []netip.Prefix
@@ -98,6 +113,9 @@ func (g *Guard) Check(addr netip.Addr) string {
 		return "zoned"
 	}
 	addr = addr.Unmap()
+	if addr.Is4() && v4Plain[addr.As4()[0]] {
+		return g.neverQueryReason(addr)
+	}
 	switch {
 	case addr.IsUnspecified():
 		return "unspecified"
@@ -123,6 +141,10 @@ func (g *Guard) Check(addr netip.Addr) string {
 	if !addr.IsGlobalUnicast() {
 		return "not-global-unicast"
 	}
+	return g.neverQueryReason(addr)
+}
+
+func (g *Guard) neverQueryReason(addr netip.Addr) string {
 	if g != nil {
 		for _, p := range g.neverQuery {
 			if p.Contains(addr) {

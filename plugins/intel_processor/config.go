@@ -1,0 +1,299 @@
+package intel_processor
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/decnet/decnet-stream/internal/providers"
+)
+
+// Field names, shared by the spec and the parser.
+const (
+	fIPPath            = "ip_path"
+	fIP                = "ip"
+	fTarget            = "target"
+	fEmit              = "emit"
+	fIncludeRaw        = "include_raw"
+	fMaxWait           = "max_wait"
+	fCache             = "cache"
+	fMaxEntries        = "max_entries"
+	fTTL               = "ttl"
+	fNegativeTTL       = "negative_ttl"
+	fJitter            = "jitter"
+	fProviders         = "providers"
+	fName              = "name"
+	fEnabled           = "enabled"
+	fBaseURL           = "base_url"
+	fAPIKey            = "api_key"
+	fURL               = "url"
+	fRefreshInterval   = "refresh_interval"
+	fMaxAgeInDays      = "max_age_in_days"
+	fVerbose           = "verbose"
+	fLimits            = "limits"
+	fMaxConcurrent     = "max_concurrent"
+	fRatePerSecond     = "rate_per_second"
+	fBurst             = "burst"
+	fDailyBudget       = "daily_budget"
+	fTimeout           = "timeout"
+	fMaxBodyBytes      = "max_body_bytes"
+	fRetries           = "retries"
+	fNeverQuery        = "never_query"
+	fAllowDocRanges    = "allow_documentation_ranges_for_testing"
+	fStateFile         = "state_file"
+	fPriority          = "priority"
+	fBudgetReserve     = "budget_reserve"
+	fPriorityThreshold = "priority_threshold"
+
+	emitChanges = "changes"
+	emitAll     = "all"
+)
+
+var providerNames = []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameFeodo, providers.NameThreatFox}
+
+// providerFieldLint flags fields that mean nothing for the named provider.
+const providerFieldLint = `root = match {
+  this.name != "feodo" && (this.exists("url") || this.exists("refresh_interval")) => [ "providers: url and refresh_interval are for feodo only; use base_url" ],
+  this.name != "abuseipdb" && (this.exists("max_age_in_days") || this.exists("verbose")) => [ "providers: max_age_in_days and verbose are for abuseipdb only" ],
+  _ => deleted(),
+}`
+
+func limitsFields() []*service.ConfigField {
+	return []*service.ConfigField{
+		service.NewIntField(fMaxConcurrent).Description("Requests in flight at once.").Optional(),
+		service.NewFloatField(fRatePerSecond).Description("Token-bucket rate of requests per second.").Optional(),
+		service.NewIntField(fBurst).Description("Token-bucket burst.").Optional(),
+		service.NewIntField(fDailyBudget).Description("Requests per UTC day; 0 for no cap. Persisted in `state_file`.").Optional(),
+		service.NewDurationField(fTimeout).Description("Per-request timeout.").Optional(),
+		service.NewIntField(fMaxBodyBytes).Description("Largest response accepted.").Optional(),
+		service.NewIntField(fRetries).Description("Extra attempts after a network error or 5xx (never after 4xx or 429).").Optional(),
+	}
+}
+
+func spec() *service.ConfigSpec {
+	return service.NewConfigSpec().
+		Beta().
+		Categories("Integration").
+		Summary("Enriches DECNET attacker events with threat intel on their IP: deduplicated, cached, coalesced, within the providers' free tiers, and never stalling the stream.").
+		Description(descriptionText).
+		Fields(
+			service.NewStringField(fIPPath).
+				Description("A dot path to the attacker IP in the event, read without decoding the event.").
+				Default("payload.attacker_ip"),
+			service.NewBloblangField(fIP).
+				Description("A Bloblang mapping returning the IP, for shapes a path cannot reach. Costs a mapping per event; overrides `ip_path`.").
+				Optional().Advanced(),
+			service.NewStringField(fTarget).
+				Description("Where in the event to write the enrichment.").
+				Default("intel"),
+			service.NewStringAnnotatedEnumField(fEmit, map[string]string{
+				emitChanges: "Only events whose IP got a new or updated enrichment leave the processor (one per enrichment, as DECNET's worker publishes); repeat sightings are dropped after their cache hit.",
+				emitAll:     "Every event leaves, with the enrichment written in (inline enrichment for SIEM streams).",
+			}).Default(emitChanges),
+			service.NewBoolField(fIncludeRaw).
+				Description("Also write the providers' raw responses and query times (what the attacker_intel table stores). Cached rows then keep their raw responses, which costs memory.").
+				Default(false).Advanced(),
+			service.NewDurationField(fMaxWait).
+				Description("The longest a batch waits for lookups. A provider that has not answered by then is `deferred` in that row; its answer fills the cache for the IP's next sighting.").
+				Default("2s"),
+			service.NewObjectField(fCache,
+				service.NewIntField(fMaxEntries).Description("Rows kept in memory (LRU).").Default(100000).
+					LintRule(`root = if this < 1 { [ "cache.max_entries must be at least 1" ] }`),
+				service.NewDurationField(fTTL).Description("How long a complete row lives, from when it was fetched.").Default("24h"),
+				service.NewDurationField(fNegativeTTL).Description("How long a row with a failed, deferred or out-of-budget provider lives before those providers are asked again.").Default("10m"),
+				service.NewFloatField(fJitter).Description("± share of the TTL, so a burst of lookups does not expire at once.").Default(0.05).
+					LintRule(`root = if this < 0 || this >= 1 { [ "cache.jitter must be in [0, 1)" ] }`),
+			).Description("The in-process cache of each IP's row."),
+			service.NewObjectListField(fProviders,
+				service.NewStringEnumField(fName, providerNames...).Description("Which provider."),
+				service.NewBoolField(fEnabled).Default(true),
+				service.NewStringField(fBaseURL).Description("The API's base URL (for tests or proxies).").Optional().Advanced(),
+				service.NewStringField(fAPIKey).Description("The API key (GreyNoise `key`, AbuseIPDB `Key`, abuse.ch `Auth-Key`). Set it from the environment. AbuseIPDB and ThreatFox are disabled without one.").Default("").Secret(),
+				service.NewStringField(fURL).Description("Feodo only: the blocklist URL; `file://` for air-gapped sites.").Optional(),
+				service.NewDurationField(fRefreshInterval).Description("Feodo only: how often to refresh the blocklist (conditional GET).").Optional(),
+				service.NewIntField(fMaxAgeInDays).Description("AbuseIPDB only: report age considered, 1–365.").Optional(),
+				service.NewBoolField(fVerbose).Description("AbuseIPDB only: ask for reports, to get their categories.").Optional(),
+				service.NewObjectField(fLimits, limitsFields()...).Description("Overrides of the provider's default free-tier limits.").Optional(),
+			).
+				Description("The providers to ask, each a typed block.").
+				LintRule(providerFieldLint).
+				Example([]any{
+					map[string]any{"name": "greynoise", "api_key": "${GREYNOISE_API_KEY:}"},
+					map[string]any{"name": "abuseipdb", "api_key": "${ABUSEIPDB_API_KEY:}"},
+					map[string]any{"name": "feodo"},
+					map[string]any{"name": "threatfox", "api_key": "${THREATFOX_API_KEY:}"},
+				}),
+			service.NewStringListField(fNeverQuery).
+				Description("Your own networks (CIDRs or addresses): never sent to any provider. Private, loopback, link-local, CGNAT, multicast, documentation, benchmarking and reserved ranges never are either.").
+				Default([]string{}),
+			service.NewBoolField(fAllowDocRanges).
+				Description("Let the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) through to providers, because recorded test fixtures use them. For tests and fixture-fed demos only.").
+				Default(false).Advanced(),
+			service.NewStringField(fStateFile).
+				Description("A file keeping each provider's daily budget across restarts; empty keeps it in memory.").
+				Default("").Example("./var/intel/budget.json"),
+			service.NewBloblangField(fPriority).
+				Description("A mapping giving an event's priority (e.g. from `attacker.scored` payloads). With `budget_reserve`, low-priority lookups leave a provider's last calls to the attackers that matter.").
+				Example(`root = this.payload.event_count.or(0) + if this.payload.is_traversal.or(false) { 100 } else { 0 }`).
+				Optional().Advanced(),
+			service.NewFloatField(fBudgetReserve).
+				Description("The share of a daily budget kept for lookups with a priority of at least `priority_threshold`; lower-priority ones are `quota_reserved`.").
+				Default(0.0).Advanced().
+				LintRule(`root = if this < 0 || this > 1 { [ "budget_reserve must be in [0, 1]" ] }`),
+			service.NewFloatField(fPriorityThreshold).Default(0.0).Advanced(),
+		).
+		LintRule(`root = if this.providers.or([]).length() == 0 { [ "providers must list at least one provider" ] }`).
+		Example("Enrich attacker events", "One enriched event per enrichment, keys from the environment.", `
+pipeline:
+  processors:
+    - intel_enrich:
+        providers:
+          - name: greynoise
+            api_key: ${GREYNOISE_API_KEY:}
+          - name: abuseipdb
+            api_key: ${ABUSEIPDB_API_KEY:}
+          - name: feodo
+          - name: threatfox
+            api_key: ${THREATFOX_API_KEY:}
+        never_query: [ "198.18.0.0/15" ]
+        state_file: ./var/intel/budget.json
+`)
+}
+
+// providerConf is one parsed provider block.
+type providerConf struct {
+	name, baseURL, apiKey, url string
+	refresh                    time.Duration
+	maxAge                     int
+	verbose                    bool
+	limits                     *providers.Limits
+}
+
+func parseProviders(conf *service.ParsedConfig) ([]providerConf, error) {
+	list, err := conf.FieldObjectList(fProviders)
+	if err != nil {
+		return nil, err
+	}
+	var out []providerConf
+	seen := map[string]bool{}
+	for i, pc := range list {
+		var p providerConf
+		if p.name, err = pc.FieldString(fName); err != nil {
+			return nil, err
+		}
+		if seen[p.name] {
+			return nil, fmt.Errorf("%s[%d]: %s listed twice", fProviders, i, p.name)
+		}
+		seen[p.name] = true
+		if on, err := pc.FieldBool(fEnabled); err != nil || !on {
+			continue
+		}
+		if pc.Contains(fBaseURL) {
+			p.baseURL, _ = pc.FieldString(fBaseURL)
+		}
+		p.apiKey, _ = pc.FieldString(fAPIKey)
+		if pc.Contains(fURL) {
+			p.url, _ = pc.FieldString(fURL)
+		}
+		if pc.Contains(fRefreshInterval) {
+			p.refresh, _ = pc.FieldDuration(fRefreshInterval)
+		}
+		if pc.Contains(fMaxAgeInDays) {
+			p.maxAge, _ = pc.FieldInt(fMaxAgeInDays)
+		}
+		if pc.Contains(fVerbose) {
+			p.verbose, _ = pc.FieldBool(fVerbose)
+		}
+		if pc.Contains(fLimits) {
+			l, err := parseLimits(pc.Namespace(fLimits), defaultLimits(p.name))
+			if err != nil {
+				return nil, fmt.Errorf("%s[%d].%s: %w", fProviders, i, fLimits, err)
+			}
+			p.limits = &l
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func defaultLimits(name string) providers.Limits {
+	switch name {
+	case providers.NameGreyNoise:
+		return providers.DefaultGreyNoiseLimits
+	case providers.NameAbuseIPDB:
+		return providers.DefaultAbuseIPDBLimits
+	case providers.NameThreatFox:
+		return providers.DefaultThreatFoxLimits
+	}
+	return providers.Limits{}
+}
+
+func parseLimits(c *service.ParsedConfig, l providers.Limits) (providers.Limits, error) {
+	ints := map[string]*int{fMaxConcurrent: &l.MaxConcurrent, fBurst: &l.Burst, fDailyBudget: &l.DailyBudget, fRetries: &l.Retries}
+	for f, dst := range ints {
+		if c.Contains(f) {
+			v, err := c.FieldInt(f)
+			if err != nil {
+				return l, err
+			}
+			*dst = v
+		}
+	}
+	if c.Contains(fRatePerSecond) {
+		v, err := c.FieldFloat(fRatePerSecond)
+		if err != nil {
+			return l, err
+		}
+		l.RatePerSecond = v
+	}
+	if c.Contains(fTimeout) {
+		v, err := c.FieldDuration(fTimeout)
+		if err != nil {
+			return l, err
+		}
+		l.Timeout = v
+	}
+	if c.Contains(fMaxBodyBytes) {
+		v, err := c.FieldInt(fMaxBodyBytes)
+		if err != nil {
+			return l, err
+		}
+		l.MaxBodyBytes = int64(v)
+	}
+	return l, nil
+}
+
+// buildProviders turns parsed blocks into providers.
+func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string) ([]providers.Provider, []*providers.Feodo, error) {
+	var store *providers.BudgetStore
+	if stateFile != "" {
+		var err error
+		if store, err = providers.OpenBudgetStore(filepath.Clean(stateFile)); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", fStateFile, err)
+		}
+	}
+	var out []providers.Provider
+	var feeds []*providers.Feodo
+	for _, p := range confs {
+		limits := defaultLimits(p.name)
+		if p.limits != nil {
+			limits = *p.limits
+		}
+		common := providers.Common{BaseURL: p.baseURL, Limits: limits, Guard: guard, Budget: store}
+		switch p.name {
+		case providers.NameGreyNoise:
+			out = append(out, providers.NewGreyNoise(providers.GreyNoiseConfig{Common: common, APIKey: p.apiKey}))
+		case providers.NameAbuseIPDB:
+			out = append(out, providers.NewAbuseIPDB(providers.AbuseIPDBConfig{Common: common, APIKey: p.apiKey, MaxAgeInDays: p.maxAge, Verbose: p.verbose}))
+		case providers.NameThreatFox:
+			out = append(out, providers.NewThreatFox(providers.ThreatFoxConfig{Common: common, AuthKey: p.apiKey}))
+		case providers.NameFeodo:
+			f := providers.NewFeodo(providers.FeodoConfig{URL: p.url, RefreshInterval: p.refresh, AuthKey: p.apiKey, Guard: guard})
+			feeds = append(feeds, f)
+			out = append(out, f)
+		}
+	}
+	return out, feeds, nil
+}

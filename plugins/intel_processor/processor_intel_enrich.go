@@ -1,0 +1,337 @@
+// Package intel_processor adds the intel_enrich processor: threat intel on
+// each attacker IP from free-tier providers, deduplicated, cached and
+// coalesced, with one enriched event per enrichment.
+package intel_processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redpanda-data/benthos/v4/public/bloblang"
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"github.com/decnet/decnet-stream/internal/aggregate"
+	"github.com/decnet/decnet-stream/internal/enrich"
+	"github.com/decnet/decnet-stream/internal/providers"
+)
+
+// Metadata keys this processor writes.
+const (
+	MetaVerdict = "intel_verdict"
+	MetaCache   = "intel_cache"
+	MetaSkipped = "intel_skipped"
+	MetaError   = "decnet_error"
+
+	reasonInvalidIP = "invalid_ip"
+)
+
+func init() {
+	err := service.RegisterBatchProcessor("intel_enrich", spec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchProcessor, error) {
+			return newProcessor(conf, mgr)
+		})
+	if err != nil {
+		panic(err)
+	}
+}
+
+type processor struct {
+	ipPath     string
+	ipMapping  *bloblang.Executor
+	priority   *bloblang.Executor
+	target     string
+	emitAll    bool
+	includeRaw bool
+	guard      *providers.Guard
+	engine     *enrich.Engine
+	feeds      []*providers.Feodo
+	metrics    *metrics
+	log        *service.Logger
+}
+
+func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processor, error) {
+	p := &processor{log: mgr.Logger()}
+	var err error
+	if p.ipPath, err = conf.FieldString(fIPPath); err != nil {
+		return nil, err
+	}
+	if conf.Contains(fIP) {
+		if p.ipMapping, err = conf.FieldBloblang(fIP); err != nil {
+			return nil, err
+		}
+	}
+	if conf.Contains(fPriority) {
+		if p.priority, err = conf.FieldBloblang(fPriority); err != nil {
+			return nil, err
+		}
+	}
+	if p.target, err = conf.FieldString(fTarget); err != nil {
+		return nil, err
+	}
+	if p.target == "" {
+		return nil, errors.New("target: must not be empty")
+	}
+	emit, err := conf.FieldString(fEmit)
+	if err != nil {
+		return nil, err
+	}
+	p.emitAll = emit == emitAll
+	if p.includeRaw, err = conf.FieldBool(fIncludeRaw); err != nil {
+		return nil, err
+	}
+	nq, err := conf.FieldStringList(fNeverQuery)
+	if err != nil {
+		return nil, err
+	}
+	if p.guard, err = providers.NewGuard(nq); err != nil {
+		return nil, err
+	}
+	if doc, _ := conf.FieldBool(fAllowDocRanges); doc {
+		p.guard = p.guard.AllowDocumentationRangesForTesting()
+		p.log.Warn("intel_enrich: documentation address ranges are sent to providers (allow_documentation_ranges_for_testing)")
+	}
+	pconfs, err := parseProviders(conf)
+	if err != nil {
+		return nil, err
+	}
+	if len(pconfs) == 0 {
+		return nil, fmt.Errorf("%s: at least one enabled provider is required", fProviders)
+	}
+	stateFile, err := conf.FieldString(fStateFile)
+	if err != nil {
+		return nil, err
+	}
+	provs, feeds, err := buildProviders(pconfs, p.guard, stateFile)
+	if err != nil {
+		return nil, err
+	}
+	p.feeds = feeds
+	ec := enrich.Config{Providers: provs, KeepRaw: p.includeRaw}
+	if ec.MaxWait, err = conf.FieldDuration(fMaxWait); err != nil {
+		return nil, err
+	}
+	cache := conf.Namespace(fCache)
+	if ec.MaxEntries, err = cache.FieldInt(fMaxEntries); err != nil {
+		return nil, err
+	}
+	if ec.TTL, err = cache.FieldDuration(fTTL); err != nil {
+		return nil, err
+	}
+	if ec.NegativeTTL, err = cache.FieldDuration(fNegativeTTL); err != nil {
+		return nil, err
+	}
+	if ec.Jitter, err = cache.FieldFloat(fJitter); err != nil {
+		return nil, err
+	}
+	if ec.BudgetReserve, err = conf.FieldFloat(fBudgetReserve); err != nil {
+		return nil, err
+	}
+	if ec.PriorityThreshold, err = conf.FieldFloat(fPriorityThreshold); err != nil {
+		return nil, err
+	}
+	p.metrics = newMetrics(mgr.Metrics(), provs)
+	ec.Observer = p.metrics
+	p.engine = enrich.New(ec)
+	for _, f := range feeds {
+		f.Start()
+	}
+	return p, nil
+}
+
+// ProcessBatch reads each event's IP without decoding the event, enriches
+// the batch in one engine call, and lets through what `emit` says.
+func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	reqs := make([]enrich.Request, 0, len(batch))
+	index := make([]int, 0, len(batch)) // reqs[k] is for batch[index[k]]
+	keep := make([]bool, len(batch))
+	for i, msg := range batch {
+		raw, err := msg.AsBytes()
+		if err != nil {
+			p.refuse(msg, err)
+			keep[i] = true
+			continue
+		}
+		ipStr, err := p.ipOf(msg, raw)
+		if err != nil {
+			p.refuse(msg, err)
+			keep[i] = true
+			continue
+		}
+		ip, err := providers.ParseIP(ipStr)
+		if err != nil {
+			p.refuse(msg, err)
+			keep[i] = true
+			continue
+		}
+		if why := p.guard.Check(ip); why != "" {
+			// Not an attacker anyone else can tell us about: passes through.
+			msg.MetaSetMut(MetaSkipped, why)
+			p.metrics.skipped.Incr(1, why)
+			keep[i] = true
+			continue
+		}
+		r := enrich.Request{IP: ip, Carrier: carrierOf(msg)}
+		if p.priority != nil {
+			if v, err := msg.BloblangQueryValue(p.priority); err == nil {
+				r.Priority = toFloat(v)
+			}
+		}
+		reqs = append(reqs, r)
+		index = append(index, i)
+	}
+	if len(reqs) > 0 {
+		answers := p.engine.Enrich(ctx, reqs)
+		for k, a := range answers {
+			i := index[k]
+			p.metrics.outcome(a.Outcome)
+			if !p.emitAll && !a.Changed {
+				continue // a repeat sighting: acknowledged with the batch, not emitted
+			}
+			if err := p.write(batch[i], a); err != nil {
+				p.refuse(batch[i], err)
+			}
+			keep[i] = true
+		}
+	}
+	out := make(service.MessageBatch, 0, len(batch))
+	for i, msg := range batch {
+		if keep[i] {
+			out = append(out, msg)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return []service.MessageBatch{out}, nil
+}
+
+func (p *processor) ipOf(msg *service.Message, raw []byte) (string, error) {
+	if p.ipMapping != nil {
+		v, err := msg.BloblangQueryValue(p.ipMapping)
+		if err != nil {
+			return "", fmt.Errorf("ip mapping: %w", err)
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", fmt.Errorf("ip mapping returned %T, not a string", v)
+		}
+		return s, nil
+	}
+	v := gjson.GetBytes(raw, p.ipPath)
+	if v.Type != gjson.String {
+		return "", fmt.Errorf("%s is %s, not an IP address string", p.ipPath, orMissing(v))
+	}
+	return v.Str, nil
+}
+
+func orMissing(v gjson.Result) string {
+	if !v.Exists() {
+		return "missing"
+	}
+	if len(v.Raw) > 40 {
+		return v.Raw[:40] + "…"
+	}
+	return v.Raw
+}
+
+func (p *processor) refuse(msg *service.Message, err error) {
+	msg.MetaSetMut(MetaError, reasonInvalidIP)
+	msg.SetError(fmt.Errorf("%s: %w", reasonInvalidIP, err))
+	p.metrics.invalid.Incr(1)
+}
+
+// write puts the enrichment into the event at target and sets metadata.
+// The row's JSON is encoded once per cached row; the event's attacker_uuid
+// is spliced into it, so a hit costs one insertion into the event.
+func (p *processor) write(msg *service.Message, a enrich.Answer) error {
+	raw, err := msg.AsBytes()
+	if err != nil {
+		return err
+	}
+	variant, encode := 0, encodeEnrichment
+	if p.includeRaw {
+		variant, encode = 1, encodeRow
+	}
+	enc, err := a.JSON(variant, encode)
+	if err != nil {
+		return err
+	}
+	if uuid := gjson.GetBytes(raw, "payload.attacker_uuid"); uuid.Type == gjson.String && uuid.Str != "" && len(enc) > 1 {
+		withUUID := make([]byte, 0, len(enc)+len(uuid.Str)+20)
+		withUUID = append(withUUID, `{"attacker_uuid":`...)
+		withUUID = strconv.AppendQuote(withUUID, uuid.Str)
+		withUUID = append(withUUID, ',')
+		enc = append(withUUID, enc[1:]...)
+	}
+	out, err := sjson.SetRawBytes(raw, p.target, enc)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", p.target, err)
+	}
+	msg.SetBytes(out)
+	msg.MetaSetMut(MetaVerdict, a.Row.AggregateVerdict)
+	msg.MetaSetMut(MetaCache, string(a.Outcome))
+	return nil
+}
+
+func encodeEnrichment(r *aggregate.Row) ([]byte, error) { return json.Marshal(r.Enrichment()) }
+func encodeRow(r *aggregate.Row) ([]byte, error)        { return json.Marshal(r) }
+
+// carrierOf identifies the record an event came from, so a redelivery of
+// the event that carried a change carries it again.
+func carrierOf(msg *service.Message) enrich.Carrier {
+	topic, ok := msg.MetaGet("kafka_topic")
+	if !ok {
+		return enrich.Carrier{}
+	}
+	part, _ := msg.MetaGetMut("kafka_partition")
+	off, _ := msg.MetaGetMut("kafka_offset")
+	return enrich.Carrier{Topic: topic, Partition: int32(toInt(part)), Offset: toInt(off)}
+}
+
+func toInt(v any) int64 {
+	switch n := v.(type) {
+	case int:
+		return int64(n)
+	case int64:
+		return n
+	case int32:
+		return int64(n)
+	case string:
+		i, _ := strconv.ParseInt(n, 10, 64)
+		return i
+	}
+	return int64(toFloat(v))
+}
+
+func toFloat(v any) float64 {
+	switch n := v.(type) {
+	case int64:
+		return float64(n)
+	case float64:
+		return n
+	case int:
+		return float64(n)
+	case json.Number:
+		f, _ := n.Float64()
+		return f
+	case string:
+		f, _ := strconv.ParseFloat(n, 64)
+		return f
+	}
+	return 0
+}
+
+// Close lets lookups already paid for fill the cache, then stops the feed
+// refreshers.
+func (p *processor) Close(ctx context.Context) error {
+	err := p.engine.Settle(ctx)
+	for _, f := range p.feeds {
+		f.Stop()
+	}
+	return err
+}

@@ -1,0 +1,272 @@
+package intel_processor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/decnet/decnet-stream/internal/fixtures"
+)
+
+// fixtureProviders serves the shared recorded responses by scenario IP, as
+// the four providers would answer, and counts requests per provider.
+type fixtureProviders struct {
+	*httptest.Server
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func newFixtureProviders(t testing.TB) *fixtureProviders {
+	dir, err := fixtures.Path("providers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	gn := map[string]string{"203.0.113.45": "200_malicious.json", "203.0.113.99": "200_unknown_classification.json",
+		"198.51.100.23": "200_benign_scanner.json"}
+	ab := map[string]string{"203.0.113.45": "200_malicious.json", "203.0.113.99": "200_suspicious.json",
+		"198.51.100.23": "200_whitelisted_scanner.json", "198.51.100.200": "200_tor_exit.json"}
+	fp := &fixtureProviders{calls: map[string]int{}}
+	count := func(p string) { fp.mu.Lock(); fp.calls[p]++; fp.mu.Unlock() }
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v3/community/{ip}", func(w http.ResponseWriter, r *http.Request) {
+		count("greynoise")
+		f, ok := gn[r.PathValue("ip")]
+		if !ok {
+			w.WriteHeader(404)
+			_, _ = w.Write(file("greynoise/404_not_found.json"))
+			return
+		}
+		_, _ = w.Write(file("greynoise/" + f))
+	})
+	mux.HandleFunc("/api/v2/check", func(w http.ResponseWriter, r *http.Request) {
+		count("abuseipdb")
+		f, ok := ab[r.URL.Query().Get("ipAddress")]
+		if !ok {
+			f = "200_clean.json"
+		}
+		w.Header().Set("X-RateLimit-Remaining", "900")
+		_, _ = w.Write(file("abuseipdb/" + f))
+	})
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		count("threatfox")
+		var q map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&q)
+		if q["search_term"] == "203.0.113.45" {
+			_, _ = w.Write(file("threatfox/200_ok_hit.json"))
+			return
+		}
+		_, _ = w.Write(file("threatfox/200_no_result.json"))
+	})
+	mux.HandleFunc("/ipblocklist.json", func(w http.ResponseWriter, r *http.Request) {
+		count("feodo")
+		_, _ = w.Write(file("feodo/ipblocklist.json"))
+	})
+	fp.Server = httptest.NewServer(mux)
+	t.Cleanup(fp.Close)
+	return fp
+}
+
+func (fp *fixtureProviders) count(p string) int {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return fp.calls[p]
+}
+
+func processorYAML(base, extra string) string {
+	return fmt.Sprintf(`
+allow_documentation_ranges_for_testing: true
+max_wait: 10s
+providers:
+  - name: greynoise
+    base_url: %[1]s
+  - name: abuseipdb
+    base_url: %[1]s
+    api_key: test-abuseipdb-key
+  - name: feodo
+    url: %[1]s/ipblocklist.json
+  - name: threatfox
+    base_url: %[1]s
+    api_key: test-threatfox-key
+%[2]s`, base, extra)
+}
+
+func newTestProcessor(t testing.TB, yaml string) *processor {
+	t.Helper()
+	conf, err := spec().ParseYAML(yaml, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newProcessor(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	return p
+}
+
+func event(ip string) string {
+	return fmt.Sprintf(`{"v":1,"id":"e","topic":"attacker.observed","type":"observed","ts":1750000000,"payload":{"attacker_ip":%s,"attacker_uuid":"u-1","decky":"decky-01"}}`, ip)
+}
+
+func msgAt(body string, offset int) *service.Message {
+	m := service.NewMessage([]byte(body))
+	m.MetaSetMut("kafka_topic", "attacker.observed")
+	m.MetaSetMut("kafka_partition", 0)
+	m.MetaSetMut("kafka_offset", offset)
+	return m
+}
+
+func run(t testing.TB, p *processor, batch service.MessageBatch) service.MessageBatch {
+	t.Helper()
+	out, err := p.ProcessBatch(context.Background(), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out[0]
+}
+
+type intelView struct {
+	AttackerIP       string            `json:"attacker_ip"`
+	AttackerUUID     string            `json:"attacker_uuid"`
+	AggregateVerdict string            `json:"aggregate_verdict"`
+	Providers        []string          `json:"providers"`
+	AbuseIPDBScore   *int              `json:"abuseipdb_score"`
+	GreyNoiseClass   *string           `json:"greynoise_classification"`
+	FeodoListed      *bool             `json:"feodo_listed"`
+	FeodoFamily      *string           `json:"feodo_malware_family"`
+	ThreatFoxListed  *bool             `json:"threatfox_listed"`
+	ThreatFoxFams    []string          `json:"threatfox_malware_families"`
+	Status           map[string]string `json:"provider_status"`
+}
+
+func intelOf(t testing.TB, m *service.Message) intelView {
+	t.Helper()
+	b, _ := m.AsBytes()
+	var ev struct {
+		Intel   *intelView     `json:"intel"`
+		Payload map[string]any `json:"payload"`
+	}
+	if err := json.Unmarshal(b, &ev); err != nil || ev.Intel == nil || ev.Payload == nil {
+		t.Fatalf("no intel in %s: %v", b, err)
+	}
+	return *ev.Intel
+}
+
+func meta(m *service.Message, k string) string {
+	v, _ := m.MetaGet(k)
+	return v
+}
+
+func TestEmitChangesEnrichesOncePerIP(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, ""))
+	batch := service.MessageBatch{
+		msgAt(event(`"203.0.113.45"`), 1),
+		msgAt(event(`"203.0.113.45"`), 2), // a repeat sighting in the same batch
+		msgAt(event(`"10.0.0.5"`), 3),
+		msgAt(event(`"203.0.113.45/../admin"`), 4),
+		msgAt(event(`"203.0.113.99"`), 5),
+		msgAt(event(`"::ffff:198.51.100.23"`), 6),
+	}
+	out := run(t, p, batch)
+	if len(out) != 5 {
+		t.Fatalf("%d messages out, want 5 (the repeat dropped)", len(out))
+	}
+	bad := intelOf(t, out[0])
+	if bad.AggregateVerdict != "malicious" || bad.AttackerUUID != "u-1" || *bad.AbuseIPDBScore != 100 || *bad.GreyNoiseClass != "malicious" ||
+		!*bad.FeodoListed || *bad.FeodoFamily != "QakBot" || !*bad.ThreatFoxListed || len(bad.Providers) != 4 || bad.Status["greynoise"] != "ok" {
+		t.Errorf("203.0.113.45: %+v", bad)
+	}
+	if meta(out[0], MetaVerdict) != "malicious" || meta(out[0], MetaCache) != "miss" {
+		t.Errorf("metadata %s %s", meta(out[0], MetaVerdict), meta(out[0], MetaCache))
+	}
+	if meta(out[1], MetaSkipped) != "private" || out[1].GetError() != nil {
+		t.Errorf("private address: skipped=%q err=%v", meta(out[1], MetaSkipped), out[1].GetError())
+	}
+	if meta(out[2], MetaError) != "invalid_ip" || out[2].GetError() == nil {
+		t.Errorf("hostile IP string not refused: %q", meta(out[2], MetaError))
+	}
+	if v := intelOf(t, out[3]); v.AggregateVerdict != "suspicious" {
+		t.Errorf("203.0.113.99: %+v", v)
+	}
+	if v := intelOf(t, out[4]); v.AttackerIP != "198.51.100.23" || v.AggregateVerdict != "benign" {
+		t.Errorf("mapped IPv4: %+v", v)
+	}
+
+	// The same records again (the batch was nacked downstream): the changes
+	// are carried again. New sightings of the same IPs are dropped.
+	again := run(t, p, service.MessageBatch{msgAt(event(`"203.0.113.45"`), 1), msgAt(event(`"203.0.113.45"`), 2)})
+	if len(again) != 1 || intelOf(t, again[0]).AggregateVerdict != "malicious" {
+		t.Fatalf("redelivery: %d out", len(again))
+	}
+	if later := run(t, p, service.MessageBatch{msgAt(event(`"203.0.113.45"`), 77), msgAt(event(`"203.0.113.99"`), 78)}); len(later) != 0 {
+		t.Fatalf("repeat sightings emitted %d events", len(later))
+	}
+	for _, prov := range []string{"greynoise", "abuseipdb", "threatfox"} {
+		if fp.count(prov) != 3 {
+			t.Errorf("%s asked %d times for 3 unique IPs", prov, fp.count(prov))
+		}
+	}
+	if fp.count("feodo") != 1 {
+		t.Errorf("feodo feed fetched %d times", fp.count("feodo"))
+	}
+}
+
+func TestEmitAllAnnotatesEveryEvent(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, "emit: all\ntarget: enrichment.intel"))
+	batch := service.MessageBatch{msgAt(event(`"203.0.113.45"`), 1), msgAt(event(`"203.0.113.45"`), 2)}
+	out := run(t, p, batch)
+	if len(out) != 2 {
+		t.Fatalf("%d out", len(out))
+	}
+	for _, m := range out {
+		b, _ := m.AsBytes()
+		var ev struct {
+			Enrichment struct {
+				Intel intelView `json:"intel"`
+			} `json:"enrichment"`
+		}
+		if err := json.Unmarshal(b, &ev); err != nil || ev.Enrichment.Intel.AggregateVerdict != "malicious" {
+			t.Fatalf("event %s", b)
+		}
+	}
+	if meta(out[1], MetaCache) != "hit" {
+		t.Errorf("second sighting: %s", meta(out[1], MetaCache))
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, yaml := range []string{
+		"providers: []",
+		"providers: [ { name: greynoise }, { name: greynoise } ]",
+		"providers: [ { name: greynoise } ]\nnever_query: [ nonsense ]",
+		"providers: [ { name: greynoise } ]\ntarget: ''",
+	} {
+		conf, err := spec().ParseYAML(yaml, nil)
+		if err != nil {
+			continue
+		}
+		if _, err := newProcessor(conf, service.MockResources()); err == nil {
+			t.Errorf("accepted %q", yaml)
+		}
+	}
+}
