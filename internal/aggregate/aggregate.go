@@ -4,6 +4,8 @@
 package aggregate
 
 import (
+	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/decnet/decnet-stream/internal/providers"
@@ -74,11 +76,61 @@ type Row struct {
 	// Providers are the configured providers, in order.
 	Providers []string `json:"providers"`
 	// Status says, per provider, "ok" or why there is no answer.
-	Status map[string]string `json:"provider_status"`
-	// Verdicts are the providers' own opinions that the aggregate combines.
-	Verdicts  map[string]providers.Verdict `json:"-"`
-	CachedAt  time.Time                    `json:"cached_at"`
-	ExpiresAt time.Time                    `json:"expires_at"`
+	Status Statuses `json:"provider_status"`
+	// verdicts are the providers' own opinions that the aggregate combines.
+	verdicts  [providers.NumProviders]providers.Verdict
+	CachedAt  time.Time `json:"cached_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Statuses are the providers' statuses, kept in an array (rows are cached
+// by the million: a map per row costs more than the row) and written as a
+// JSON object of the configured providers.
+type Statuses struct {
+	of         [providers.NumProviders]string
+	configured []string
+}
+
+// Of is provider's status: "ok", an error kind, "deferred", or "" when it
+// has not been asked.
+func (s *Statuses) Of(provider string) string {
+	if i := providers.Index(provider); i >= 0 {
+		return s.of[i]
+	}
+	return ""
+}
+
+func (s *Statuses) set(provider, status string) {
+	if i := providers.Index(provider); i >= 0 {
+		s.of[i] = status
+	}
+}
+
+// MarshalJSON writes {"provider": "status", …} for the configured providers.
+func (s Statuses) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, p := range s.configured {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, p)
+		b = append(b, ':')
+		b = strconv.AppendQuote(b, s.Of(p))
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote (warm start from storage).
+func (s *Statuses) UnmarshalJSON(data []byte) error {
+	var m map[string]string
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	for p, st := range m {
+		s.set(p, st)
+		s.configured = append(s.configured, p)
+	}
+	return nil
 }
 
 // NewRow starts the row of ip for the configured providers, none answered.
@@ -87,8 +139,7 @@ func NewRow(ip string, configured []string) *Row {
 		AttackerIP:       ip,
 		SchemaVersion:    SchemaVersion,
 		Providers:        configured,
-		Status:           make(map[string]string, len(configured)),
-		Verdicts:         make(map[string]providers.Verdict, len(configured)),
+		Status:           Statuses{configured: configured},
 		AggregateVerdict: VerdictNone,
 	}
 	return r
@@ -99,13 +150,15 @@ func NewRow(ip string, configured []string) *Row {
 // and never clobbers an earlier good answer.
 func (r *Row) Merge(res providers.Result) {
 	if !res.OK() {
-		if r.Status[res.Provider] != StatusOK {
-			r.Status[res.Provider] = string(res.ErrKind)
+		if r.Status.Of(res.Provider) != StatusOK {
+			r.Status.set(res.Provider, string(res.ErrKind))
 		}
 		return
 	}
-	r.Status[res.Provider] = StatusOK
-	r.Verdicts[res.Provider] = res.Verdict
+	r.Status.set(res.Provider, StatusOK)
+	if i := providers.Index(res.Provider); i >= 0 {
+		r.verdicts[i] = res.Verdict
+	}
 	at := res.FetchedAt.UTC()
 	raw := rawString(res.Raw)
 	switch {
@@ -149,17 +202,13 @@ func (r *Row) MarkDeferred(provider string) { r.markUnanswered(provider, StatusD
 func (r *Row) MarkReserved(provider string) { r.markUnanswered(provider, StatusReserved) }
 
 func (r *Row) markUnanswered(provider, status string) {
-	if r.Status[provider] != StatusOK {
-		r.Status[provider] = status
+	if r.Status.Of(provider) != StatusOK {
+		r.Status.set(provider, status)
 	}
 }
 
 func (r *Row) recompute() {
-	vs := make([]providers.Verdict, 0, len(r.Verdicts))
-	for _, v := range r.Verdicts {
-		vs = append(vs, v)
-	}
-	r.AggregateVerdict = Strongest(vs...)
+	r.AggregateVerdict = Strongest(r.verdicts[:]...)
 }
 
 // Pending lists the configured providers worth asking again: no answer yet
@@ -167,7 +216,7 @@ func (r *Row) recompute() {
 func (r *Row) Pending() []string {
 	var out []string
 	for _, p := range r.Providers {
-		switch s := r.Status[p]; s {
+		switch s := r.Status.Of(p); s {
 		case StatusOK, string(providers.ErrDisabled), string(providers.ErrSkipped):
 		default:
 			out = append(out, p)
@@ -189,15 +238,7 @@ func (r *Row) StripRaw() {
 // Clone is a deep enough copy for a cached row to be merged into without
 // racing readers of the original.
 func (r *Row) Clone() *Row {
-	c := *r
-	c.Status = make(map[string]string, len(r.Status))
-	for k, v := range r.Status {
-		c.Status[k] = v
-	}
-	c.Verdicts = make(map[string]providers.Verdict, len(r.Verdicts))
-	for k, v := range r.Verdicts {
-		c.Verdicts[k] = v
-	}
+	c := *r // statuses and verdicts are arrays: copied by value
 	return &c
 }
 
@@ -226,23 +267,23 @@ func nonNil(s []string) []string {
 // Enrichment is the row as DECNET's attacker.intel.enriched consumers expect
 // it, written into events at the processor's target.
 type Enrichment struct {
-	AttackerIP               string            `json:"attacker_ip"`
-	AggregateVerdict         string            `json:"aggregate_verdict"`
-	Providers                []string          `json:"providers"`
-	AbuseIPDBScore           *int              `json:"abuseipdb_score"`
-	AbuseIPDBCategories      []int             `json:"abuseipdb_categories"`
-	GreyNoiseClassification  *string           `json:"greynoise_classification"`
-	GreyNoiseName            *string           `json:"greynoise_name"`
-	GreyNoiseTags            []string          `json:"greynoise_tags"`
-	FeodoListed              *bool             `json:"feodo_listed"`
-	FeodoMalwareFamily       *string           `json:"feodo_malware_family"`
-	ThreatFoxListed          *bool             `json:"threatfox_listed"`
-	ThreatFoxThreatTypes     []string          `json:"threatfox_threat_types"`
-	ThreatFoxIOCTypes        []string          `json:"threatfox_ioc_types"`
-	ThreatFoxMalwareFamilies []string          `json:"threatfox_malware_families"`
-	ProviderStatus           map[string]string `json:"provider_status"`
-	CachedAt                 time.Time         `json:"cached_at"`
-	ExpiresAt                time.Time         `json:"expires_at"`
+	AttackerIP               string    `json:"attacker_ip"`
+	AggregateVerdict         string    `json:"aggregate_verdict"`
+	Providers                []string  `json:"providers"`
+	AbuseIPDBScore           *int      `json:"abuseipdb_score"`
+	AbuseIPDBCategories      []int     `json:"abuseipdb_categories"`
+	GreyNoiseClassification  *string   `json:"greynoise_classification"`
+	GreyNoiseName            *string   `json:"greynoise_name"`
+	GreyNoiseTags            []string  `json:"greynoise_tags"`
+	FeodoListed              *bool     `json:"feodo_listed"`
+	FeodoMalwareFamily       *string   `json:"feodo_malware_family"`
+	ThreatFoxListed          *bool     `json:"threatfox_listed"`
+	ThreatFoxThreatTypes     []string  `json:"threatfox_threat_types"`
+	ThreatFoxIOCTypes        []string  `json:"threatfox_ioc_types"`
+	ThreatFoxMalwareFamilies []string  `json:"threatfox_malware_families"`
+	ProviderStatus           Statuses  `json:"provider_status"`
+	CachedAt                 time.Time `json:"cached_at"`
+	ExpiresAt                time.Time `json:"expires_at"`
 }
 
 // Enrichment is the consumer-facing view of the row.

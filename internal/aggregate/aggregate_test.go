@@ -54,11 +54,11 @@ func TestMergeNeverClobbersAGoodAnswer(t *testing.T) {
 	r := NewRow("203.0.113.45", all)
 	r.Merge(ok(providers.NameAbuseIPDB, providers.VerdictMalicious))
 	r.Merge(fail(providers.NameAbuseIPDB, providers.ErrRateLimited))
-	if r.Status[providers.NameAbuseIPDB] != StatusOK || r.AbuseIPDBScore == nil || *r.AbuseIPDBScore != 100 || r.AggregateVerdict != "malicious" {
+	if r.Status.Of(providers.NameAbuseIPDB) != StatusOK || r.AbuseIPDBScore == nil || *r.AbuseIPDBScore != 100 || r.AggregateVerdict != "malicious" {
 		t.Fatalf("a later error clobbered the answer: %+v", r)
 	}
 	r.MarkDeferred(providers.NameAbuseIPDB)
-	if r.Status[providers.NameAbuseIPDB] != StatusOK {
+	if r.Status.Of(providers.NameAbuseIPDB) != StatusOK {
 		t.Fatal("deferred clobbered an answer")
 	}
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +22,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/decnet/decnet-stream/internal/broker"
+	"github.com/decnet/decnet-stream/internal/fixtures"
 )
 
 // DevCommand is `decnet-stream dev`: the whole job on one machine. It starts
@@ -63,6 +67,11 @@ func runDev(ctx context.Context, w io.Writer, addr string, configs []string, eve
 		return err
 	}
 	fmt.Fprintf(w, "decnet-stream dev: embedded broker on %s\n", b.Addr())
+	stopProviders, err := devProviders(w)
+	if err != nil {
+		return err
+	}
+	defer stopProviders()
 
 	streams := make([]*service.Stream, 0, len(configs))
 	for _, path := range configs {
@@ -110,6 +119,47 @@ loop:
 	wg.Wait()
 	fmt.Fprintf(w, "decnet-stream dev: final tally: %s\n", sum.line(context.Background()))
 	return runErr
+}
+
+// devProviders points the pipeline's providers at a local server answering
+// from the shared recorded fixtures, unless real API keys are set: the demo
+// then shows real verdicts without sending anything off the machine (the
+// generated attackers use documentation addresses, which must never reach a
+// real provider).
+func devProviders(w io.Writer) (func(), error) {
+	for _, k := range []string{"GREYNOISE_API_KEY", "ABUSEIPDB_API_KEY", "THREATFOX_API_KEY"} {
+		if os.Getenv(k) != "" {
+			fmt.Fprintf(w, "decnet-stream dev: %s is set: using the real providers\n", k)
+			return func() {}, nil
+		}
+	}
+	dir, err := fixtures.Path("providers")
+	if err != nil {
+		fmt.Fprintf(w, "decnet-stream dev: no provider fixtures (%v): lookups will fail cleanly\n", err)
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: fixtures.NewProviderServer(dir).Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	for k, v := range map[string]string{
+		"GREYNOISE_BASE_URL": base, "ABUSEIPDB_BASE_URL": base, "THREATFOX_BASE_URL": base,
+		"ABUSEIPDB_API_KEY": "dev-fixtures", "THREATFOX_API_KEY": "dev-fixtures",
+		"FEODO_URL": base + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
+		"INTEL_STATE_FILE": filepath.Join("var", "dev", "budget.json"),
+		// The demo starts cold: every attacker is new at once. Short waits
+		// keep the stream moving; late answers fill the cache.
+		"INTEL_MAX_WAIT": "250ms",
+	} {
+		if err := os.Setenv(k, v); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(w, "decnet-stream dev: providers answer from the recorded fixtures at %s\n", base)
+	return func() { _ = srv.Close() }, nil
 }
 
 func buildStream(path string) (*service.Stream, error) {

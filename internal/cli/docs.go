@@ -18,7 +18,7 @@ import (
 var OwnComponents = map[string][]string{
 	"inputs":     {"kafka_franz"},
 	"outputs":    {"kafka_franz"},
-	"processors": {"topic_router"},
+	"processors": {"intel_enrich", "topic_router"},
 }
 
 // DocsCommand is `decnet-stream docs`: writes the configuration reference of

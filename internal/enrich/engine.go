@@ -390,12 +390,16 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 		run = append(run, p)
 	}
 	j.mu.Unlock()
+	// A lookup may finish in the background, but may not queue behind a
+	// provider's rate limit past what a batch would wait: then it is
+	// rate_limited now and asked again after negative_ttl.
+	ctx := providers.WithAcquireDeadline(context.Background(), time.Now().Add(e.conf.MaxWait))
 	var wg sync.WaitGroup
 	for _, p := range run {
 		wg.Add(1)
 		go func(p providers.Provider) {
 			defer wg.Done()
-			res := p.Lookup(context.Background(), ip)
+			res := p.Lookup(ctx, ip)
 			e.obs.ProviderResult(res)
 			j.mu.Lock()
 			j.row.Merge(res)

@@ -191,11 +191,11 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	if waited := time.Since(start); waited > 5*time.Second {
 		t.Fatalf("the batch waited %v for a held provider", waited)
 	}
-	if a.Outcome != OutcomePartial || a.Row.Status[providers.NameGreyNoise] != aggregate.StatusDeferred || !a.Changed {
-		t.Fatalf("first answer: %s, greynoise %q, changed %v", a.Outcome, a.Row.Status[providers.NameGreyNoise], a.Changed)
+	if a.Outcome != OutcomePartial || a.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusDeferred || !a.Changed {
+		t.Fatalf("first answer: %s, greynoise %q, changed %v", a.Outcome, a.Row.Status.Of(providers.NameGreyNoise), a.Changed)
 	}
-	if a.Row.Status[providers.NameAbuseIPDB] != aggregate.StatusOK {
-		t.Fatalf("abuseipdb answered at once but is %q", a.Row.Status[providers.NameAbuseIPDB])
+	if a.Row.Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
+		t.Fatalf("abuseipdb answered at once but is %q", a.Row.Status.Of(providers.NameAbuseIPDB))
 	}
 
 	close(ps.hold) // the late answer arrives
@@ -203,8 +203,8 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 2}}})[0]
-	if b.Outcome != OutcomeHit || !b.Changed || b.Row.Status[providers.NameGreyNoise] != aggregate.StatusOK || b.Row.GreyNoiseClassification == nil {
-		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row.Status[providers.NameGreyNoise])
+	if b.Outcome != OutcomeHit || !b.Changed || b.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusOK || b.Row.GreyNoiseClassification == nil {
+		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row.Status.Of(providers.NameGreyNoise))
 	}
 	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 3}}})[0]; c.Changed {
 		t.Fatal("a third sighting carried the same change again")
@@ -222,7 +222,7 @@ func TestFailedProviderRetriedAfterNegativeTTL(t *testing.T) {
 	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: 24 * time.Hour, NegativeTTL: 10 * time.Minute, MaxWait: 10 * time.Second})
 	ps.setFailing(providers.NameAbuseIPDB, true)
 	a := e.Enrich(context.Background(), reqs(1, "c"))[0]
-	if a.Row.Status[providers.NameAbuseIPDB] != string(providers.ErrHTTPStatus) || a.Row.Complete() {
+	if a.Row.Status.Of(providers.NameAbuseIPDB) != string(providers.ErrHTTPStatus) || a.Row.Complete() {
 		t.Fatalf("first: %v", a.Row.Status)
 	}
 	if e.Enrich(context.Background(), reqs(1, "d"))[0].Changed {
@@ -304,11 +304,11 @@ func TestBudgetReserveKeepsLastCallsForPriority(t *testing.T) {
 		t.Fatalf("low-priority lookups spent %d of 10, want 5 (half kept in reserve)", n)
 	}
 	low := e.Enrich(context.Background(), []Request{{IP: ipN(50), Priority: 1}})[0]
-	if low.Row.Status[providers.NameGreyNoise] != aggregate.StatusReserved {
-		t.Fatalf("low priority got %q", low.Row.Status[providers.NameGreyNoise])
+	if low.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusReserved {
+		t.Fatalf("low priority got %q", low.Row.Status.Of(providers.NameGreyNoise))
 	}
 	high := e.Enrich(context.Background(), []Request{{IP: ipN(51), Priority: 9}})[0]
-	if high.Row.Status[providers.NameGreyNoise] != aggregate.StatusOK {
-		t.Fatalf("high priority got %q", high.Row.Status[providers.NameGreyNoise])
+	if high.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusOK {
+		t.Fatalf("high priority got %q", high.Row.Status.Of(providers.NameGreyNoise))
 	}
 }

@@ -71,6 +71,24 @@ func nextUTCMidnight(t time.Time) time.Time {
 	return time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC)
 }
 
+type acquireDeadlineKey struct{}
+
+// WithAcquireDeadline bounds how long a lookup under ctx may wait for a
+// provider's token or concurrency slot, separately from ctx's own deadline:
+// a background lookup may run long once started, but must not queue behind
+// the rate limit past what its caller would wait. Past it the lookup answers
+// rate_limited at once.
+func WithAcquireDeadline(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, acquireDeadlineKey{}, t)
+}
+
+func acquireDeadline(ctx context.Context) (time.Time, bool) {
+	if t, ok := ctx.Value(acquireDeadlineKey{}).(time.Time); ok {
+		return t, true
+	}
+	return ctx.Deadline()
+}
+
 // acquire reserves one request. On success release must be called once the
 // request is done.
 func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why string) {
@@ -102,7 +120,7 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 	if g.bucket != nil {
 		r := g.bucket.ReserveN(now, 1)
 		delay := r.DelayFrom(now)
-		if dl, ok := ctx.Deadline(); !r.OK() || (ok && now.Add(delay).After(dl)) {
+		if dl, ok := acquireDeadline(ctx); !r.OK() || (ok && now.Add(delay).After(dl)) {
 			r.CancelAt(now)
 			refund()
 			return nil, ErrRateLimited, "rate limit: no token before the deadline"
@@ -120,11 +138,28 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 		}
 	}
 	if g.sem != nil {
-		select {
-		case g.sem <- struct{}{}:
-		case <-ctx.Done():
-			refund()
-			return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
+		wait := ctx.Done()
+		if dl, ok := acquireDeadline(ctx); ok {
+			t := time.NewTimer(time.Until(dl))
+			defer t.Stop()
+			select {
+			case g.sem <- struct{}{}:
+				wait = nil
+			case <-t.C:
+				refund()
+				return nil, ErrRateLimited, "concurrency limit: no slot before the deadline"
+			case <-ctx.Done():
+				refund()
+				return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
+			}
+		}
+		if wait != nil {
+			select {
+			case g.sem <- struct{}{}:
+			case <-wait:
+				refund()
+				return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
+			}
 		}
 	}
 	g.persist()

@@ -74,6 +74,25 @@ const (
 	NameThreatFox = "threatfox"
 )
 
+// NumProviders is how many providers exist; Index numbers them.
+const NumProviders = 4
+
+// Index is a provider's number in 0..NumProviders-1, or -1 for an unknown
+// name: rows keep per-provider state in arrays, not maps.
+func Index(name string) int {
+	switch name {
+	case NameGreyNoise:
+		return 0
+	case NameAbuseIPDB:
+		return 1
+	case NameFeodo:
+		return 2
+	case NameThreatFox:
+		return 3
+	}
+	return -1
+}
+
 // Result is one provider's answer for one IP. Exactly one of the typed
 // fields is set on success.
 type Result struct {

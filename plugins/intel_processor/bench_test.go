@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,7 +123,9 @@ func BenchmarkMemoryPerCachedIP(b *testing.B) {
 func BenchmarkCallsPerUniqueIP(b *testing.B) {
 	for it := 0; it < b.N; it++ {
 		fp := newFixtureProviders(b)
-		p := newTestProcessor(b, processorYAML(fp.URL, ""))
+		unlimited := "\n    limits: { max_concurrent: 64, rate_per_second: 0, daily_budget: 0 }"
+		yaml := strings.NewReplacer("base_url: "+fp.URL, "base_url: "+fp.URL+unlimited).Replace(processorYAML(fp.URL, ""))
+		p := newTestProcessor(b, yaml)
 		const unique = 500
 		var wg sync.WaitGroup
 		for g := 0; g < 64; g++ {

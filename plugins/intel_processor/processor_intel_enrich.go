@@ -4,11 +4,13 @@
 package intel_processor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -41,17 +43,19 @@ func init() {
 }
 
 type processor struct {
-	ipPath     string
-	ipMapping  *bloblang.Executor
-	priority   *bloblang.Executor
-	target     string
-	emitAll    bool
-	includeRaw bool
-	guard      *providers.Guard
-	engine     *enrich.Engine
-	feeds      []*providers.Feodo
-	metrics    *metrics
-	log        *service.Logger
+	ipPath    string
+	ipMapping *bloblang.Executor
+	priority  *bloblang.Executor
+	target    string
+	// quotedTarget is `"target"` when target is a plain top-level key.
+	quotedTarget []byte
+	emitAll      bool
+	includeRaw   bool
+	guard        *providers.Guard
+	engine       *enrich.Engine
+	feeds        []*providers.Feodo
+	metrics      *metrics
+	log          *service.Logger
 }
 
 func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processor, error) {
@@ -75,6 +79,9 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	}
 	if p.target == "" {
 		return nil, errors.New("target: must not be empty")
+	}
+	if !strings.ContainsAny(p.target, ".*?|#@\\\"") {
+		p.quotedTarget = []byte(strconv.Quote(p.target))
 	}
 	emit, err := conf.FieldString(fEmit)
 	if err != nil {
@@ -150,6 +157,10 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 	index := make([]int, 0, len(batch)) // reqs[k] is for batch[index[k]]
 	keep := make([]bool, len(batch))
 	for i, msg := range batch {
+		if msg.GetError() != nil {
+			keep[i] = true // refused upstream: keep its reason for the dead letter
+			continue
+		}
 		raw, err := msg.AsBytes()
 		if err != nil {
 			p.refuse(msg, err)
@@ -268,14 +279,39 @@ func (p *processor) write(msg *service.Message, a enrich.Answer) error {
 		withUUID = append(withUUID, ',')
 		enc = append(withUUID, enc[1:]...)
 	}
-	out, err := sjson.SetRawBytes(raw, p.target, enc)
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", p.target, err)
+	out, ok := p.splice(raw, enc)
+	if !ok {
+		if out, err = sjson.SetRawBytes(raw, p.target, enc); err != nil {
+			return fmt.Errorf("writing %s: %w", p.target, err)
+		}
 	}
 	msg.SetBytes(out)
 	msg.MetaSetMut(MetaVerdict, a.Row.AggregateVerdict)
 	msg.MetaSetMut(MetaCache, string(a.Outcome))
 	return nil
+}
+
+// splice appends the target as the event's last member when the target is a
+// top-level key the event cannot already have (its name appears nowhere in
+// the event): one copy instead of sjson's parse and rebuild.
+func (p *processor) splice(raw, enc []byte) ([]byte, bool) {
+	if p.quotedTarget == nil || bytes.Contains(raw, p.quotedTarget) {
+		return nil, false
+	}
+	end := bytes.LastIndexByte(raw, '}')
+	if end < 0 {
+		return nil, false
+	}
+	body := bytes.TrimRight(raw[:end], " \t\r\n")
+	out := make([]byte, 0, len(raw)+len(p.quotedTarget)+len(enc)+2)
+	out = append(out, body...)
+	if len(body) > 0 && body[len(body)-1] != '{' {
+		out = append(out, ',')
+	}
+	out = append(out, p.quotedTarget...)
+	out = append(out, ':')
+	out = append(out, enc...)
+	return append(out, '}'), true
 }
 
 func encodeEnrichment(r *aggregate.Row) ([]byte, error) { return json.Marshal(r.Enrichment()) }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"sync"
+	"strings"
 	"testing"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -20,8 +17,7 @@ import (
 // the four providers would answer, and counts requests per provider.
 type fixtureProviders struct {
 	*httptest.Server
-	mu    sync.Mutex
-	calls map[string]int
+	*fixtures.ProviderServer
 }
 
 func newFixtureProviders(t testing.TB) *fixtureProviders {
@@ -29,63 +25,13 @@ func newFixtureProviders(t testing.TB) *fixtureProviders {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	gn := map[string]string{"203.0.113.45": "200_malicious.json", "203.0.113.99": "200_unknown_classification.json",
-		"198.51.100.23": "200_benign_scanner.json"}
-	ab := map[string]string{"203.0.113.45": "200_malicious.json", "203.0.113.99": "200_suspicious.json",
-		"198.51.100.23": "200_whitelisted_scanner.json", "198.51.100.200": "200_tor_exit.json"}
-	fp := &fixtureProviders{calls: map[string]int{}}
-	count := func(p string) { fp.mu.Lock(); fp.calls[p]++; fp.mu.Unlock() }
-	mux := http.NewServeMux()
-	mux.HandleFunc("/v3/community/{ip}", func(w http.ResponseWriter, r *http.Request) {
-		count("greynoise")
-		f, ok := gn[r.PathValue("ip")]
-		if !ok {
-			w.WriteHeader(404)
-			_, _ = w.Write(file("greynoise/404_not_found.json"))
-			return
-		}
-		_, _ = w.Write(file("greynoise/" + f))
-	})
-	mux.HandleFunc("/api/v2/check", func(w http.ResponseWriter, r *http.Request) {
-		count("abuseipdb")
-		f, ok := ab[r.URL.Query().Get("ipAddress")]
-		if !ok {
-			f = "200_clean.json"
-		}
-		w.Header().Set("X-RateLimit-Remaining", "900")
-		_, _ = w.Write(file("abuseipdb/" + f))
-	})
-	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		count("threatfox")
-		var q map[string]string
-		_ = json.NewDecoder(r.Body).Decode(&q)
-		if q["search_term"] == "203.0.113.45" {
-			_, _ = w.Write(file("threatfox/200_ok_hit.json"))
-			return
-		}
-		_, _ = w.Write(file("threatfox/200_no_result.json"))
-	})
-	mux.HandleFunc("/ipblocklist.json", func(w http.ResponseWriter, r *http.Request) {
-		count("feodo")
-		_, _ = w.Write(file("feodo/ipblocklist.json"))
-	})
-	fp.Server = httptest.NewServer(mux)
-	t.Cleanup(fp.Close)
-	return fp
+	ps := fixtures.NewProviderServer(dir)
+	srv := httptest.NewServer(ps.Handler())
+	t.Cleanup(srv.Close)
+	return &fixtureProviders{Server: srv, ProviderServer: ps}
 }
 
-func (fp *fixtureProviders) count(p string) int {
-	fp.mu.Lock()
-	defer fp.mu.Unlock()
-	return fp.calls[p]
-}
+func (fp *fixtureProviders) count(p string) int { return fp.Calls(p) }
 
 func processorYAML(base, extra string) string {
 	return fmt.Sprintf(`
@@ -268,5 +214,20 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := newProcessor(conf, service.MockResources()); err == nil {
 			t.Errorf("accepted %q", yaml)
 		}
+	}
+}
+
+// An event that already has the target key gets it replaced, not doubled.
+func TestExistingTargetIsReplaced(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, ""))
+	body := `{"v":1,"id":"e","topic":"attacker.observed","ts":1,"intel":{"stale":true},"payload":{"attacker_ip":"203.0.113.45"}}`
+	out := run(t, p, service.MessageBatch{msgAt(body, 1)})
+	b, _ := out[0].AsBytes()
+	if strings.Count(string(b), `"intel"`) != 1 || strings.Contains(string(b), "stale") {
+		t.Fatalf("target not replaced: %s", b)
+	}
+	if v := intelOf(t, out[0]); v.AggregateVerdict != "malicious" {
+		t.Fatalf("%+v", v)
 	}
 }

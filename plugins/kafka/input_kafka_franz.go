@@ -80,7 +80,7 @@ Each message carries:
 					Example([]string{"attacker.observed,attacker.scored"}).
 					Default([]string{}),
 				service.NewStringListField(fieldSubjects).
-					Description("DECNET subject patterns to consume, with NATS wildcards (`*` one token, a final `>` one or more), as DECNET's own workers subscribe. Each becomes a topic regular expression; requires a `consumer_group`. Combines with `topics`.").
+					Description("DECNET subject patterns to consume, with NATS wildcards (`*` one token, a final `>` one or more), as DECNET's own workers subscribe. Patterns with wildcards become topic regular expressions and require a `consumer_group`; plain subjects are plain topics. Combines with `topics`.").
 					Example([]string{"attacker.>", "credential.captured"}).
 					Default([]string{}).
 					LintRule(`root = if !this.string().re_match("^((\\*|[^.*>\\s]+)\\.)*(\\*|>|[^.*>\\s]+)$") { [ "subjects: %q is not a valid subject pattern (non-empty tokens; * and > only as whole tokens; > only last)".format(this.string()) ] }`),
@@ -131,7 +131,7 @@ Each message carries:
 				service.NewAutoRetryNacksToggleField(),
 			},
 		)...).
-		LintRule(`root = if this.topics.length().or(0) + this.subjects.length().or(0) == 0 { [ "topics or subjects must list at least one topic" ] } else if (this.regexp_topics.or(false) || this.subjects.length().or(0) > 0) && this.consumer_group.or("") == "" { [ "regexp_topics and subjects require a consumer_group" ] }`).
+		LintRule(`root = if this.topics.length().or(0) + this.subjects.length().or(0) == 0 { [ "topics or subjects must list at least one topic" ] } else if (this.regexp_topics.or(false) || this.subjects.filter(s -> s.contains("*") || s.contains(">")).length().or(0) > 0) && this.consumer_group.or("") == "" { [ "regexp_topics and wildcard subjects require a consumer_group" ] }`).
 		Example("Consume DECNET attacker events", "Read the attacker subjects in a consumer group, committing as outputs acknowledge.", `
 input:
   kafka_franz:
@@ -186,7 +186,24 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 	if err != nil {
 		return rc, err
 	}
-	if len(subjects) > 0 {
+	var patterns []topics.Pattern
+	wild := false
+	for _, s := range subjects {
+		p, err := topics.ParsePattern(s)
+		if err != nil {
+			return rc, fmt.Errorf("%s: %w", fieldSubjects, err)
+		}
+		patterns = append(patterns, p)
+		wild = wild || p.Wildcards() > 0
+	}
+	switch {
+	case len(patterns) > 0 && !wild && !rc.regexpTopics:
+		// Plain subjects are plain topics: no regexp, so franz-go watches
+		// for them to appear instead of waiting for a metadata refresh.
+		for _, p := range patterns {
+			rc.topics = append(rc.topics, p.String())
+		}
+	case len(patterns) > 0:
 		// Subscribing by pattern means consuming by regexp: literal topics
 		// are quoted to keep meaning what they said.
 		if !rc.regexpTopics {
@@ -195,11 +212,7 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 			}
 			rc.regexpTopics = true
 		}
-		for _, s := range subjects {
-			p, err := topics.ParsePattern(s)
-			if err != nil {
-				return rc, fmt.Errorf("%s: %w", fieldSubjects, err)
-			}
+		for _, p := range patterns {
 			rc.topics = append(rc.topics, p.Regexp())
 		}
 	}
@@ -219,7 +232,7 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		}
 	}
 	if rc.regexpTopics && rc.group == "" {
-		return rc, fmt.Errorf("%s and %s require a %s", fieldRegexpTopics, fieldSubjects, fieldConsumerGroup)
+		return rc, fmt.Errorf("%s and wildcard %s require a %s", fieldRegexpTopics, fieldSubjects, fieldConsumerGroup)
 	}
 	if rc.checkpointLimit, err = conf.FieldInt(fieldCheckpointLimit); err != nil {
 		return rc, err

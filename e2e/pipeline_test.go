@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/decnet/decnet-stream/internal/fixtures"
+	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
+)
+
+// pipelineEnv runs config/pipeline.yaml against the embedded broker and a
+// local server answering from the recorded provider fixtures.
+func pipelineEnv(t *testing.T, addr string) (map[string]string, *fixtures.ProviderServer) {
+	dir, err := fixtures.Path("providers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := fixtures.NewProviderServer(dir)
+	srv := httptest.NewServer(ps.Handler())
+	t.Cleanup(srv.Close)
+	return map[string]string{
+		"KAFKA_SEED_BROKERS": addr, "GREYNOISE_BASE_URL": srv.URL, "ABUSEIPDB_BASE_URL": srv.URL,
+		"THREATFOX_BASE_URL": srv.URL, "ABUSEIPDB_API_KEY": "k", "THREATFOX_API_KEY": "k",
+		"FEODO_URL": srv.URL + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
+		"INTEL_STATE_FILE": "",
+	}, ps
+}
+
+// Every event is accounted for: one enriched event per unique IP, every
+// refused event on the dead-letter topic, non-routable ones skipped.
+func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
+	addr := startBroker(t)
+	ips := []string{"203.0.113.45", "203.0.113.99", "198.51.100.23", "198.51.100.200", "192.0.2.77"}
+	prod := client(t, kgo.SeedBrokers(addr), kgo.AllowAutoTopicCreation())
+	var recs []*kgo.Record
+	bad, skipped := 0, 0
+	for i := 0; i < 500; i++ {
+		ip := ips[i%len(ips)]
+		switch {
+		case i%50 == 7:
+			ip, bad = "not-an-ip", bad+1
+		case i%50 == 9:
+			ip, skipped = "10.0.0.5", skipped+1
+		}
+		subject := "attacker.observed"
+		if i%4 == 0 {
+			subject = "attacker.scored"
+		}
+		body := fmt.Sprintf(`{"v":1,"id":"e%d","topic":%q,"type":"x","ts":1750000000,"payload":{"attacker_ip":%q}}`, i, subject, ip)
+		recs = append(recs, &kgo.Record{Topic: subject, Key: []byte(ip), Value: []byte(body)})
+	}
+	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	env, ps := pipelineEnv(t, addr)
+	runConfig(t, "config/pipeline.yaml", env)
+
+	out := client(t, kgo.SeedBrokers(addr), kgo.ConsumeTopics("attacker.intel.enriched", "decnet.dlq"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation())
+	got := consume(t, out, len(ips)+bad, 60*time.Second)
+	enriched, dead := map[string]string{}, 0
+	for _, r := range got {
+		if r.Topic == "decnet.dlq" {
+			dead++
+			if header(r, "decnet_error") != "bad_key" {
+				t.Errorf("dead letter reason %q", header(r, "decnet_error"))
+			}
+			continue
+		}
+		var ev struct {
+			V       int    `json:"v"`
+			Topic   string `json:"topic"`
+			Payload struct {
+				IP      string `json:"attacker_ip"`
+				Verdict string `json:"aggregate_verdict"`
+			} `json:"payload"`
+		}
+		if err := json.Unmarshal(r.Value, &ev); err != nil || ev.V != 1 || ev.Topic != "attacker.intel.enriched" || string(r.Key) != ev.Payload.IP {
+			t.Fatalf("enriched record %s (key %s): %v", r.Value, r.Key, err)
+		}
+		if _, dup := enriched[ev.Payload.IP]; dup {
+			t.Errorf("%s enriched twice", ev.Payload.IP)
+		}
+		enriched[ev.Payload.IP] = ev.Payload.Verdict
+	}
+	want := map[string]string{"203.0.113.45": "malicious", "203.0.113.99": "suspicious", "198.51.100.23": "benign",
+		"198.51.100.200": "malicious", "192.0.2.77": "unknown"}
+	for ip, v := range want {
+		if enriched[ip] != v {
+			t.Errorf("%s: verdict %q, want %q", ip, enriched[ip], v)
+		}
+	}
+	if dead != bad {
+		t.Errorf("%d dead letters, want %d", dead, bad)
+	}
+	if ps.Calls("greynoise") != len(ips) || ps.Calls("feodo") != 1 {
+		t.Errorf("greynoise asked %d times for %d IPs; feodo fetched %d times", ps.Calls("greynoise"), len(ips), ps.Calls("feodo"))
+	}
+	t.Logf("in=%d enriched=%d dead=%d skipped=%d (the rest are repeat sightings)", len(recs), len(enriched), dead, skipped)
+}
