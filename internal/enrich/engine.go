@@ -73,7 +73,10 @@ func (nopObserver) Evicted()                        {}
 // entry is a cached row. Rows are never mutated once cached: an update
 // replaces the entry, so readers need no lock.
 type entry struct {
+	// row is the full row, kept for partial rows (merged into later) and
+	// when raw responses are kept; otherwise the row lives packed.
 	row       *aggregate.Row
+	packed    aggregate.Compact
 	complete  bool // row.Complete(), computed once
 	expiresAt time.Time
 	// version counts the row's changes; Enrich reports a change when a
@@ -172,7 +175,10 @@ type Request struct {
 
 // Answer is what Enrich returns for one request.
 type Answer struct {
-	Row     *aggregate.Row
+	row     *aggregate.Row
+	ent     *entry
+	ip      netip.Addr
+	names   []string
 	Outcome Outcome
 	// Changed is true when this event should carry the row: it is new or
 	// updated, or this event is a redelivery of the one that carried it.
@@ -180,16 +186,39 @@ type Answer struct {
 	enc     *[2]atomic.Pointer[[]byte]
 }
 
+// Row is the answer's row. A packed cached row is unpacked on each call:
+// the hot paths use Verdict and JSON instead.
+func (a Answer) Row() *aggregate.Row {
+	if a.row != nil {
+		return a.row
+	}
+	if a.ent.row != nil {
+		return a.ent.row
+	}
+	return a.ent.packed.Unpack(a.ip.String(), a.names)
+}
+
+// Verdict is the aggregate verdict, without unpacking.
+func (a Answer) Verdict() string {
+	if a.row != nil {
+		return a.row.AggregateVerdict
+	}
+	if a.ent.row != nil {
+		return a.ent.row.AggregateVerdict
+	}
+	return a.ent.packed.Verdict()
+}
+
 // JSON is the row encoded by encode, computed once per cached row and
 // reused by every hit (the hot path of emit: all).
 func (a Answer) JSON(variant int, encode func(*aggregate.Row) ([]byte, error)) ([]byte, error) {
 	if a.enc == nil {
-		return encode(a.Row)
+		return encode(a.Row())
 	}
 	if b := a.enc[variant].Load(); b != nil {
 		return *b, nil
 	}
-	b, err := encode(a.Row)
+	b, err := encode(a.Row())
 	if err == nil {
 		a.enc[variant].Store(&b)
 	}
@@ -218,7 +247,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 		seen[r.IP] = i
 		ent, ok := e.cache.Get(r.IP)
 		if ok && now.Before(ent.expiresAt) {
-			out[i] = Answer{Row: ent.row, Outcome: OutcomeHit, Changed: e.carries(r.IP, ent, r.Carrier), enc: ent.encoded}
+			out[i] = Answer{ent: ent, ip: r.IP, names: e.names, Outcome: OutcomeHit, Changed: e.carries(r.IP, ent, r.Carrier), enc: ent.encoded}
 			if !ent.complete {
 				out[i].Outcome = OutcomePartial
 			}
@@ -235,7 +264,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 			if !j.started.Add(e.conf.MaxWait).After(time.Now()) {
 				// Its first callers already gave up waiting: do not stall
 				// again, take what it has.
-				out[i] = Answer{Row: j.snapshot(), Outcome: OutcomePartial, Changed: j.claimPartial()}
+				out[i] = Answer{row: j.snapshot(), Outcome: OutcomePartial, Changed: j.claimPartial()}
 				continue
 			}
 		}
@@ -263,7 +292,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 		select {
 		case <-p.job.done:
 			ent := p.job.result
-			out[i] = Answer{Row: ent.row, Outcome: p.outcome, Changed: e.carries(ip, ent, reqs[i].Carrier), enc: ent.encoded}
+			out[i] = Answer{ent: ent, ip: ip, names: e.names, Outcome: p.outcome, Changed: e.carries(ip, ent, reqs[i].Carrier), enc: ent.encoded}
 			if !ent.complete {
 				out[i].Outcome = OutcomePartial
 			}
@@ -275,13 +304,14 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 		for _, name := range p.job.pendingNames() {
 			e.obs.Deferred(name)
 		}
-		out[i] = Answer{Row: p.job.snapshot(), Outcome: OutcomePartial, Changed: p.job.claimPartial()}
+		out[i] = Answer{row: p.job.snapshot(), Outcome: OutcomePartial, Changed: p.job.claimPartial()}
 	}
 
 	// Later events of an IP in this batch are repeats: same row, no change.
 	for i, r := range reqs {
 		if first := seen[r.IP]; first != i {
-			out[i] = Answer{Row: out[first].Row, Outcome: out[first].Outcome, enc: out[first].enc}
+			out[i] = out[first]
+			out[i].Changed = false
 			if out[i].Outcome != OutcomePartial {
 				out[i].Outcome = OutcomeHit
 			}
@@ -424,6 +454,11 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	ttl = time.Duration(float64(ttl) * (1 + e.conf.Jitter*(2*rand.Float64()-1)))
 	row.ExpiresAt = now.Add(ttl).UTC()
 	ent := &entry{row: row, complete: row.Complete(), expiresAt: now.Add(ttl), encoded: new([2]atomic.Pointer[[]byte])}
+	if ent.complete && !e.conf.KeepRaw {
+		if packed, ok := row.Pack(); ok {
+			ent.row, ent.packed = nil, packed
+		}
+	}
 	e.mu.Lock()
 	if old, ok := e.cache.Peek(ip); ok {
 		ent.version = old.version + 1

@@ -146,8 +146,8 @@ func TestCoalescingOneCallPerIPPerProvider(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for _, a := range e.Enrich(context.Background(), reqs(1000, "")) {
-				if a.Row == nil || a.Row.AggregateVerdict != "malicious" {
-					t.Errorf("row %+v", a.Row)
+				if a.Row() == nil || a.Row().AggregateVerdict != "malicious" {
+					t.Errorf("row %+v", a.Row())
 					return
 				}
 				if a.Changed {
@@ -191,11 +191,11 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	if waited := time.Since(start); waited > 5*time.Second {
 		t.Fatalf("the batch waited %v for a held provider", waited)
 	}
-	if a.Outcome != OutcomePartial || a.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusDeferred || !a.Changed {
-		t.Fatalf("first answer: %s, greynoise %q, changed %v", a.Outcome, a.Row.Status.Of(providers.NameGreyNoise), a.Changed)
+	if a.Outcome != OutcomePartial || a.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusDeferred || !a.Changed {
+		t.Fatalf("first answer: %s, greynoise %q, changed %v", a.Outcome, a.Row().Status.Of(providers.NameGreyNoise), a.Changed)
 	}
-	if a.Row.Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
-		t.Fatalf("abuseipdb answered at once but is %q", a.Row.Status.Of(providers.NameAbuseIPDB))
+	if a.Row().Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
+		t.Fatalf("abuseipdb answered at once but is %q", a.Row().Status.Of(providers.NameAbuseIPDB))
 	}
 
 	close(ps.hold) // the late answer arrives
@@ -203,8 +203,8 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 2}}})[0]
-	if b.Outcome != OutcomeHit || !b.Changed || b.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusOK || b.Row.GreyNoiseClassification == nil {
-		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row.Status.Of(providers.NameGreyNoise))
+	if b.Outcome != OutcomeHit || !b.Changed || b.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK || b.Row().GreyNoiseClassification == nil {
+		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row().Status.Of(providers.NameGreyNoise))
 	}
 	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 3}}})[0]; c.Changed {
 		t.Fatal("a third sighting carried the same change again")
@@ -222,8 +222,8 @@ func TestFailedProviderRetriedAfterNegativeTTL(t *testing.T) {
 	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: 24 * time.Hour, NegativeTTL: 10 * time.Minute, MaxWait: 10 * time.Second})
 	ps.setFailing(providers.NameAbuseIPDB, true)
 	a := e.Enrich(context.Background(), reqs(1, "c"))[0]
-	if a.Row.Status.Of(providers.NameAbuseIPDB) != string(providers.ErrHTTPStatus) || a.Row.Complete() {
-		t.Fatalf("first: %v", a.Row.Status)
+	if a.Row().Status.Of(providers.NameAbuseIPDB) != string(providers.ErrHTTPStatus) || a.Row().Complete() {
+		t.Fatalf("first: %v", a.Row().Status)
 	}
 	if e.Enrich(context.Background(), reqs(1, "d"))[0].Changed {
 		t.Fatal("a cache hit within negative_ttl carried a change")
@@ -231,8 +231,8 @@ func TestFailedProviderRetriedAfterNegativeTTL(t *testing.T) {
 	ps.setFailing(providers.NameAbuseIPDB, false)
 	clock.Add(12 * time.Minute)
 	b := e.Enrich(context.Background(), reqs(1, "e"))[0]
-	if !b.Changed || b.Row.AbuseIPDBScore == nil || *b.Row.AbuseIPDBScore != 37 || b.Row.GreyNoiseClassification == nil || !b.Row.Complete() {
-		t.Fatalf("after negative_ttl: changed=%v status=%v", b.Changed, b.Row.Status)
+	if !b.Changed || b.Row().AbuseIPDBScore == nil || *b.Row().AbuseIPDBScore != 37 || b.Row().GreyNoiseClassification == nil || !b.Row().Complete() {
+		t.Fatalf("after negative_ttl: changed=%v status=%v", b.Changed, b.Row().Status)
 	}
 	if ps.total(providers.NameAbuseIPDB) != 2 || ps.total(providers.NameGreyNoise) != 1 {
 		t.Fatalf("abuseipdb asked %d times (want 2), greynoise %d (want 1: only the failed one is asked again)",
@@ -304,11 +304,11 @@ func TestBudgetReserveKeepsLastCallsForPriority(t *testing.T) {
 		t.Fatalf("low-priority lookups spent %d of 10, want 5 (half kept in reserve)", n)
 	}
 	low := e.Enrich(context.Background(), []Request{{IP: ipN(50), Priority: 1}})[0]
-	if low.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusReserved {
-		t.Fatalf("low priority got %q", low.Row.Status.Of(providers.NameGreyNoise))
+	if low.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusReserved {
+		t.Fatalf("low priority got %q", low.Row().Status.Of(providers.NameGreyNoise))
 	}
 	high := e.Enrich(context.Background(), []Request{{IP: ipN(51), Priority: 9}})[0]
-	if high.Row.Status.Of(providers.NameGreyNoise) != aggregate.StatusOK {
-		t.Fatalf("high priority got %q", high.Row.Status.Of(providers.NameGreyNoise))
+	if high.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK {
+		t.Fatalf("high priority got %q", high.Row().Status.Of(providers.NameGreyNoise))
 	}
 }

@@ -286,7 +286,7 @@ func (p *processor) write(msg *service.Message, a enrich.Answer) error {
 		}
 	}
 	msg.SetBytes(out)
-	msg.MetaSetMut(MetaVerdict, a.Row.AggregateVerdict)
+	msg.MetaSetMut(MetaVerdict, a.Verdict())
 	msg.MetaSetMut(MetaCache, string(a.Outcome))
 	return nil
 }

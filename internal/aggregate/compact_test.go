@@ -1,0 +1,37 @@
+package aggregate
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/decnet/decnet-stream/internal/providers"
+)
+
+// Packing and unpacking loses nothing but the raw responses.
+func TestCompactRoundTrip(t *testing.T) {
+	r := NewRow("203.0.113.45", all)
+	r.Merge(ok(providers.NameGreyNoise, providers.VerdictMalicious))
+	r.Merge(ok(providers.NameAbuseIPDB, providers.VerdictMalicious))
+	noResult := ok(providers.NameThreatFox, providers.VerdictNone)
+	noResult.ThreatFox = &providers.ThreatFoxData{}
+	r.Merge(noResult)
+	r.MarkDeferred(providers.NameFeodo)
+	r.CachedAt = time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)
+	r.ExpiresAt = r.CachedAt.Add(24 * time.Hour)
+	r.StripRaw()
+
+	c, ok := r.Pack()
+	if !ok {
+		t.Fatal("row not packable")
+	}
+	back := c.Unpack(r.AttackerIP, r.Providers)
+	want, _ := json.Marshal(r)
+	got, _ := json.Marshal(back)
+	if string(got) != string(want) {
+		t.Fatalf("round trip changed the row:\n got %s\nwant %s", got, want)
+	}
+	if c.Verdict() != r.AggregateVerdict || back.Complete() != r.Complete() {
+		t.Fatalf("verdict %s / %s, complete %v / %v", c.Verdict(), r.AggregateVerdict, back.Complete(), r.Complete())
+	}
+}
