@@ -209,8 +209,8 @@ func (a Answer) Verdict() string {
 	return a.ent.packed.Verdict()
 }
 
-// JSON is the row encoded by encode, computed once per cached row and
-// reused by every hit (the hot path of emit: all).
+// JSON is the row encoded by encode, computed once per cached row on its
+// first hit and reused by every later hit (the hot path of emit: all).
 func (a Answer) JSON(variant int, encode func(*aggregate.Row) ([]byte, error)) ([]byte, error) {
 	if a.enc == nil {
 		return encode(a.Row())
@@ -219,7 +219,9 @@ func (a Answer) JSON(variant int, encode func(*aggregate.Row) ([]byte, error)) (
 		return *b, nil
 	}
 	b, err := encode(a.Row())
-	if err == nil {
+	if err == nil && a.Outcome == OutcomeHit {
+		// Only rows read again keep their encoding: a row emitted once (a
+		// change, under emit: changes) would otherwise hold it for nothing.
 		a.enc[variant].Store(&b)
 	}
 	return b, err
