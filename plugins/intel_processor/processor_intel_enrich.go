@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -233,7 +234,12 @@ func (p *processor) ipOf(msg *service.Message, raw []byte) (string, error) {
 		}
 		return s, nil
 	}
-	v := gjson.GetBytes(raw, p.ipPath)
+	if len(raw) == 0 {
+		return "", fmt.Errorf("%s is missing: empty event", p.ipPath)
+	}
+	// The result only lives until ParseIP has read it, so it may point into
+	// the event's bytes: GetBytes would copy every IP string.
+	v := gjson.Get(unsafe.String(&raw[0], len(raw)), p.ipPath)
 	if v.Type != gjson.String {
 		return "", fmt.Errorf("%s is %s, not an IP address string", p.ipPath, orMissing(v))
 	}
