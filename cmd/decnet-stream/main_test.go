@@ -256,3 +256,19 @@ func TestDocsMatchSpecs(t *testing.T) {
 		}
 	}
 }
+
+// API keys are secret fields: `echo` shows the config without them.
+func TestEchoScrubsProviderKeys(t *testing.T) {
+	cmd := exec.Command(binary, "echo", "../../config/pipeline.yaml")
+	cmd.Env = append(os.Environ(), "ABUSEIPDB_API_KEY=sekrit-abuse-123", "GREYNOISE_API_KEY=sekrit-gn-456", "THREATFOX_API_KEY=sekrit-tf-789")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("echo: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "sekrit") {
+		t.Fatalf("echo printed an API key:\n%s", out)
+	}
+	if !strings.Contains(string(out), "SECRET_SCRUBBED") {
+		t.Fatalf("echo shows no scrubbed key: the test proves nothing\n%s", out)
+	}
+}
