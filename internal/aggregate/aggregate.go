@@ -298,3 +298,27 @@ func (r *Row) Enrichment() Enrichment {
 		CachedAt: r.CachedAt, ExpiresAt: r.ExpiresAt,
 	}
 }
+
+// TableRow is the row as the attacker_intel table stores it: the row's
+// columns plus one status column per provider and the version that lets a
+// ReplacingMergeTree keep the newest enrichment of an IP.
+type TableRow struct {
+	*Row
+	GreyNoiseStatus string `json:"greynoise_status"`
+	AbuseIPDBStatus string `json:"abuseipdb_status"`
+	FeodoStatus     string `json:"feodo_status"`
+	ThreatFoxStatus string `json:"threatfox_status"`
+	Version         uint64 `json:"version"`
+}
+
+// Table is the row in the attacker_intel table's shape.
+func (r *Row) Table() TableRow {
+	return TableRow{
+		Row:             r,
+		GreyNoiseStatus: r.Status.Of(providers.NameGreyNoise),
+		AbuseIPDBStatus: r.Status.Of(providers.NameAbuseIPDB),
+		FeodoStatus:     r.Status.Of(providers.NameFeodo),
+		ThreatFoxStatus: r.Status.Of(providers.NameThreatFox),
+		Version:         uint64(r.CachedAt.UnixNano()),
+	}
+}

@@ -17,7 +17,7 @@ import (
 // the specs and cannot drift from them.
 var OwnComponents = map[string][]string{
 	"inputs":     {"kafka_franz"},
-	"outputs":    {"kafka_franz"},
+	"outputs":    {"clickhouse", "kafka_franz"},
 	"processors": {"intel_enrich", "topic_router"},
 }
 

@@ -189,7 +189,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 		}
 		r := enrich.Request{IP: ip, Carrier: carrierOf(msg)}
 		if p.priority != nil {
-			if v, err := msg.BloblangQueryValue(p.priority); err == nil {
+			if v, err := queryValue(msg, p.priority); err == nil {
 				r.Priority = toFloat(v)
 			}
 		}
@@ -224,7 +224,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 
 func (p *processor) ipOf(msg *service.Message, raw []byte) (string, error) {
 	if p.ipMapping != nil {
-		v, err := msg.BloblangQueryValue(p.ipMapping)
+		v, err := queryValue(msg, p.ipMapping)
 		if err != nil {
 			return "", fmt.Errorf("ip mapping: %w", err)
 		}
@@ -244,6 +244,24 @@ func (p *processor) ipOf(msg *service.Message, raw []byte) (string, error) {
 		return "", fmt.Errorf("%s is %s, not an IP address string", p.ipPath, orMissing(v))
 	}
 	return v.Str, nil
+}
+
+// queryValue runs a mapping with the message as `this` and returns its
+// value. (Message.BloblangQueryValue gives the mapping no `this`.)
+func queryValue(msg *service.Message, m *bloblang.Executor) (any, error) {
+	res, err := msg.BloblangQuery(m)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		return nil, errors.New("the mapping deleted the value")
+	}
+	if v, err := res.AsStructured(); err == nil {
+		return v, nil
+	}
+	// A string result is raw bytes, not a JSON document.
+	b, err := res.AsBytes()
+	return string(b), err
 }
 
 func orMissing(v gjson.Result) string {
@@ -321,7 +339,7 @@ func (p *processor) splice(raw, enc []byte) ([]byte, bool) {
 }
 
 func encodeEnrichment(r *aggregate.Row) ([]byte, error) { return json.Marshal(r.Enrichment()) }
-func encodeRow(r *aggregate.Row) ([]byte, error)        { return json.Marshal(r) }
+func encodeRow(r *aggregate.Row) ([]byte, error)        { return json.Marshal(r.Table()) }
 
 // carrierOf identifies the record an event came from, so a redelivery of
 // the event that carried a change carries it again.

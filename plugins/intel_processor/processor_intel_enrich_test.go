@@ -231,3 +231,17 @@ func TestExistingTargetIsReplaced(t *testing.T) {
 		t.Fatalf("%+v", v)
 	}
 }
+
+// The ip mapping sees the event as `this`, and priority reserves budget.
+func TestIPMappingAndPriority(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, `ip: 'root = this.payload.src.ip'`+"\n"+`priority: 'root = this.payload.event_count'`))
+	body := `{"v":1,"id":"e","topic":"attacker.observed","ts":1,"payload":{"src":{"ip":"203.0.113.45"},"event_count":42}}`
+	out := run(t, p, service.MessageBatch{msgAt(body, 1)})
+	if len(out) != 1 || intelOf(t, out[0]).AttackerIP != "203.0.113.45" {
+		t.Fatalf("ip mapping: %d out", len(out))
+	}
+	if v, err := queryValue(out[0], p.priority); err != nil || toFloat(v) != 42 {
+		t.Fatalf("priority mapping: %v %v", v, err)
+	}
+}

@@ -1,0 +1,255 @@
+package clickhouse
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// converter turns a Bloblang value into what clickhouse-go appends to a
+// column of one type. Converting before appending means a row that does not
+// fit is refused alone, before it can misalign the batch's columns.
+type converter func(v any) (any, error)
+
+// converterFor builds the converter of a ClickHouse type name.
+func converterFor(typ string) (converter, error) {
+	if inner, ok := unwrap(typ, "LowCardinality"); ok {
+		return converterFor(inner)
+	}
+	if inner, ok := unwrap(typ, "Nullable"); ok {
+		conv, err := converterFor(inner)
+		if err != nil {
+			return nil, err
+		}
+		return nullable(conv, inner), nil
+	}
+	if inner, ok := unwrap(typ, "Array"); ok {
+		return arrayOf(inner)
+	}
+	switch typ {
+	case "String":
+		return toString, nil
+	case "UInt8", "UInt16", "UInt32", "UInt64", "Int8", "Int16", "Int32", "Int64":
+		return integer(typ), nil
+	case "Float32", "Float64":
+		return toFloat(typ), nil
+	case "DateTime":
+		return toTime, nil
+	}
+	if strings.HasPrefix(typ, "DateTime(") {
+		return toTime, nil
+	}
+	return nil, fmt.Errorf("column type %s is not supported", typ)
+}
+
+func unwrap(typ, wrapper string) (string, bool) {
+	if strings.HasPrefix(typ, wrapper+"(") && strings.HasSuffix(typ, ")") {
+		return typ[len(wrapper)+1 : len(typ)-1], true
+	}
+	return "", false
+}
+
+// nullable maps nil to a typed nil pointer and values to pointers.
+func nullable(conv converter, inner string) converter {
+	return func(v any) (any, error) {
+		if v == nil {
+			return nil, nil
+		}
+		out, err := conv(v)
+		if err != nil {
+			return nil, err
+		}
+		switch x := out.(type) {
+		case string:
+			return &x, nil
+		case time.Time:
+			return &x, nil
+		case uint8:
+			return &x, nil
+		case uint16:
+			return &x, nil
+		case uint32:
+			return &x, nil
+		case uint64:
+			return &x, nil
+		case int8:
+			return &x, nil
+		case int16:
+			return &x, nil
+		case int32:
+			return &x, nil
+		case int64:
+			return &x, nil
+		case float32:
+			return &x, nil
+		case float64:
+			return &x, nil
+		}
+		return nil, fmt.Errorf("Nullable(%s) of %T", inner, out)
+	}
+}
+
+func arrayOf(inner string) (converter, error) {
+	switch inner {
+	case "String", "LowCardinality(String)":
+		return func(v any) (any, error) {
+			items, err := list(v)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]string, len(items))
+			for i, it := range items {
+				s, err := toString(it)
+				if err != nil {
+					return nil, fmt.Errorf("[%d]: %w", i, err)
+				}
+				out[i] = s.(string)
+			}
+			return out, nil
+		}, nil
+	case "UInt8":
+		return func(v any) (any, error) {
+			items, err := list(v)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]uint8, len(items))
+			for i, it := range items {
+				n, err := integer("UInt8")(it)
+				if err != nil {
+					return nil, fmt.Errorf("[%d]: %w", i, err)
+				}
+				out[i] = n.(uint8)
+			}
+			return out, nil
+		}, nil
+	}
+	return nil, fmt.Errorf("column type Array(%s) is not supported", inner)
+}
+
+func list(v any) ([]any, error) {
+	switch x := v.(type) {
+	case nil:
+		return nil, nil // NULL lists are empty arrays: ClickHouse has no Nullable(Array)
+	case []any:
+		return x, nil
+	case []string:
+		out := make([]any, len(x))
+		for i, s := range x {
+			out[i] = s
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("expected an array, got %T", v)
+}
+
+func toString(v any) (any, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case []byte:
+		return string(x), nil
+	case map[string]any, []any:
+		// A JSON document (a provider's raw response) is stored as text.
+		b, err := json.Marshal(x)
+		return string(b), err
+	}
+	return nil, fmt.Errorf("expected a string, got %T", v)
+}
+
+func number(v any) (float64, error) {
+	switch x := v.(type) {
+	case int64:
+		return float64(x), nil
+	case int:
+		return float64(x), nil
+	case uint64:
+		return float64(x), nil
+	case float64:
+		return x, nil
+	case json.Number:
+		return x.Float64()
+	case bool:
+		if x {
+			return 1, nil
+		}
+		return 0, nil
+	case string:
+		return strconv.ParseFloat(x, 64)
+	}
+	return 0, fmt.Errorf("expected a number, got %T", v)
+}
+
+func integer(typ string) converter {
+	return func(v any) (any, error) {
+		if u, ok := v.(uint64); ok && typ == "UInt64" {
+			return u, nil
+		}
+		f, err := number(v)
+		if err != nil {
+			return nil, err
+		}
+		if f != math.Trunc(f) {
+			return nil, fmt.Errorf("%v is not a whole number for %s", v, typ)
+		}
+		in := func(lo, hi float64) error {
+			if f < lo || f > hi {
+				return fmt.Errorf("%v is out of range for %s", v, typ)
+			}
+			return nil
+		}
+		switch typ {
+		case "UInt8":
+			return uint8(f), in(0, math.MaxUint8)
+		case "UInt16":
+			return uint16(f), in(0, math.MaxUint16)
+		case "UInt32":
+			return uint32(f), in(0, math.MaxUint32)
+		case "UInt64":
+			return uint64(f), in(0, math.MaxUint64)
+		case "Int8":
+			return int8(f), in(math.MinInt8, math.MaxInt8)
+		case "Int16":
+			return int16(f), in(math.MinInt16, math.MaxInt16)
+		case "Int32":
+			return int32(f), in(math.MinInt32, math.MaxInt32)
+		}
+		return int64(f), in(math.MinInt64, math.MaxInt64)
+	}
+}
+
+func toFloat(typ string) converter {
+	return func(v any) (any, error) {
+		f, err := number(v)
+		if err != nil {
+			return nil, err
+		}
+		if typ == "Float32" {
+			return float32(f), nil
+		}
+		return f, nil
+	}
+}
+
+// toTime reads RFC 3339 strings, Benthos timestamps and unix seconds.
+func toTime(v any) (any, error) {
+	switch x := v.(type) {
+	case time.Time:
+		return x.UTC(), nil
+	case string:
+		t, err := time.Parse(time.RFC3339Nano, x)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an RFC 3339 time", x)
+		}
+		return t.UTC(), nil
+	}
+	f, err := number(v)
+	if err != nil {
+		return nil, fmt.Errorf("expected a time, got %T", v)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+}

@@ -1,0 +1,209 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/decnet/decnet-stream/internal/chtest"
+)
+
+func newTestOutput(t testing.TB, dsn, extra string) *output {
+	t.Helper()
+	conf, err := spec().ParseYAML(fmt.Sprintf("dsn: %s\ntable: attacker_intel\nauto_create: true\nargs_mapping: root = this\n%s", dsn, extra), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := newOutput(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Close(context.Background()) })
+	return o
+}
+
+// row is an attacker_intel row as intel_enrich writes it (include_raw).
+func row(ip string, verdict string, version int64) *service.Message {
+	at := time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC).Add(time.Duration(version) * time.Second)
+	return service.NewMessage([]byte(fmt.Sprintf(`{
+ "attacker_ip": %q, "schema_version": 1,
+ "greynoise_classification": "malicious", "greynoise_name": "unknown", "greynoise_tags": [], "greynoise_raw": "{\"ip\":\"x\"}",
+ "greynoise_queried_at": %q,
+ "abuseipdb_score": 100, "abuseipdb_categories": [14, 18], "abuseipdb_raw": null, "abuseipdb_queried_at": %q,
+ "feodo_listed": null, "feodo_malware_family": null, "feodo_raw": null, "feodo_queried_at": null,
+ "threatfox_listed": false, "threatfox_threat_types": [], "threatfox_ioc_types": [], "threatfox_malware_families": [],
+ "threatfox_raw": null, "threatfox_queried_at": %q,
+ "aggregate_verdict": %q, "greynoise_status": "ok", "abuseipdb_status": "ok", "feodo_status": "deferred", "threatfox_status": "ok",
+ "cached_at": %q, "expires_at": %q, "version": %d}`,
+		ip, at.Format(time.RFC3339), at.Format(time.RFC3339), at.Format(time.RFC3339), verdict,
+		at.Format(time.RFC3339), at.Add(24*time.Hour).Format(time.RFC3339), at.UnixNano())))
+}
+
+func ipN(i int) string { return fmt.Sprintf("45.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
+
+func query(t testing.TB, dsn, q string) string {
+	t.Helper()
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows, err := conn.Query(context.Background(), q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(rows.ColumnTypes()))
+		for i, ct := range rows.ColumnTypes() {
+			vals[i] = newScan(ct)
+		}
+		if err := rows.Scan(vals...); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vals {
+			out = append(out, fmt.Sprint(deref(v)))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func newScan(ct driver.ColumnType) any {
+	switch ct.DatabaseTypeName() {
+	case "UInt64":
+		return new(uint64)
+	case "String":
+		return new(string)
+	}
+	return new(string)
+}
+
+func deref(v any) any {
+	switch x := v.(type) {
+	case *uint64:
+		return *x
+	case *string:
+		return *x
+	}
+	return v
+}
+
+func TestAttackerIntelRowsLandOnceAndCollapse(t *testing.T) {
+	srv := chtest.Start(t)
+	o := newTestOutput(t, srv.DSN(), "")
+	ctx := context.Background()
+
+	if ddl := query(t, srv.DSN(), "SELECT create_table_query FROM system.tables WHERE name = 'attacker_intel'"); strings.Contains(ddl, "LowCardinality") || !strings.Contains(ddl, "ReplacingMergeTree(version)") {
+		t.Fatalf("18.16 got the wrong DDL: %s", ddl)
+	}
+
+	const n = 100_000
+	for start := 0; start < n; start += 10_000 {
+		batch := make(service.MessageBatch, 0, 10_000)
+		for i := start; i < start+10_000; i++ {
+			batch = append(batch, row(ipN(i), "malicious", 1))
+		}
+		if err := o.WriteBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := query(t, srv.DSN(), "SELECT count() FROM attacker_intel"); got != fmt.Sprint(n) {
+		t.Fatalf("count %s, want %d", got, n)
+	}
+	// Delivered twice (at-least-once): one row per IP with FINAL.
+	batch := make(service.MessageBatch, 0, 1000)
+	for i := 0; i < 1000; i++ {
+		batch = append(batch, row(ipN(i), "malicious", 1))
+	}
+	if err := o.WriteBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, srv.DSN(), "SELECT count() FROM attacker_intel FINAL"); got != fmt.Sprint(n) {
+		t.Fatalf("count FINAL after a replay %s, want %d", got, n)
+	}
+	// Re-enriched: the newest answer wins.
+	if err := o.WriteBatch(ctx, service.MessageBatch{row(ipN(7), "benign", 60)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, srv.DSN(), "SELECT aggregate_verdict FROM attacker_intel FINAL WHERE attacker_ip = '"+ipN(7)+"'"); got != "benign" {
+		t.Fatalf("re-enriched IP reads %q", got)
+	}
+	if got := query(t, srv.DSN(), "SELECT ifNull(toString(feodo_listed), 'NULL'), feodo_status, toString(length(threatfox_threat_types)) FROM attacker_intel FINAL WHERE attacker_ip = '"+ipN(7)+"'"); got != "NULL,deferred,0" {
+		t.Fatalf("unanswered columns: %q", got)
+	}
+}
+
+func TestMalformedRowFailsAloneWhileItsBatchLands(t *testing.T) {
+	srv := chtest.Start(t)
+	o := newTestOutput(t, srv.DSN(), "")
+	bad := service.NewMessage([]byte(`{"attacker_ip":"45.9.9.9","abuseipdb_score":"lots","cached_at":"2025-06-15T08:06:00Z","expires_at":"2025-06-16T08:06:00Z","version":1}`))
+	batch := service.MessageBatch{row("45.1.1.1", "malicious", 1), bad, row("45.1.1.2", "malicious", 1)}
+	err := o.WriteBatch(context.Background(), batch)
+	var be *service.BatchError
+	if !errors.As(err, &be) || be.IndexedErrors() != 1 {
+		t.Fatalf("got %v, want one failed row", err)
+	}
+	be.WalkMessagesIndexedBy(batch.Index(), func(i int, _ *service.Message, err error) bool {
+		if (err != nil) != (i == 1) || (i == 1 && !strings.Contains(err.Error(), "abuseipdb_score")) {
+			t.Errorf("message %d: %v", i, err)
+		}
+		return true
+	})
+	if got := query(t, srv.DSN(), "SELECT count() FROM attacker_intel"); got != "2" {
+		t.Fatalf("%s rows landed, want the 2 good ones", got)
+	}
+}
+
+// A server stopped mid-stream: the write fails (and is not acknowledged),
+// and the retry after the restart lands every row.
+func TestServerRestartLosesNoRow(t *testing.T) {
+	srv := chtest.Start(t)
+	o := newTestOutput(t, srv.DSN(), "dial_timeout: 1s")
+	ctx := context.Background()
+	written := 0
+	write := func(from, to int) error {
+		batch := make(service.MessageBatch, 0, to-from)
+		for i := from; i < to; i++ {
+			batch = append(batch, row(ipN(i), "malicious", 1))
+		}
+		return o.WriteBatch(ctx, batch)
+	}
+	if err := write(0, 5000); err != nil {
+		t.Fatal(err)
+	}
+	written = 5000
+	srv.Stop()
+	if err := write(5000, 10000); err == nil {
+		t.Fatal("a write to a stopped server reported success")
+	}
+	srv.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := write(5000, 10000) // what Benthos does with a nacked batch
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after the restart: %v", err)
+		}
+	}
+	written = 10000
+	if got := query(t, srv.DSN(), "SELECT count() FROM attacker_intel FINAL"); got != fmt.Sprint(written) {
+		t.Fatalf("%s rows after the restart, want %d", got, written)
+	}
+}
