@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	_ "github.com/decnet/decnet-stream/plugins/kafka"
 	_ "github.com/decnet/decnet-stream/plugins/topic_router"
 )
+
+var logLevel = "warn"
 
 func startBroker(t *testing.T) string {
 	t.Helper()
@@ -45,15 +48,20 @@ func runConfig(t *testing.T, path string, env map[string]string) {
 	if err := sb.SetYAML(string(raw)); err != nil {
 		t.Fatal(err)
 	}
-	if err := sb.SetLoggerYAML("level: warn"); err != nil {
+	if err := sb.SetLoggerYAML("level: " + logLevel); err != nil {
 		t.Fatal(err)
 	}
 	s, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = s.Run(context.Background()) }()
-	t.Cleanup(func() { _ = s.StopWithin(10 * time.Second) })
+	var stopped atomic.Bool
+	go func() {
+		if err := s.Run(context.Background()); err != nil && !stopped.Load() {
+			t.Errorf("%s stopped: %v", path, err)
+		}
+	}()
+	t.Cleanup(func() { stopped.Store(true); _ = s.StopWithin(10 * time.Second) })
 }
 
 func client(t *testing.T, opts ...kgo.Opt) *kgo.Client {

@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/decnet/decnet-stream/internal/chtest"
 	"github.com/decnet/decnet-stream/internal/fixtures"
+	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
 	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
 )
 
@@ -59,6 +62,8 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	env, ps := pipelineEnv(t, addr)
+	chSrv := chtest.Start(t)
+	env["CLICKHOUSE_DSN"] = chSrv.DSN()
 	runConfig(t, "config/pipeline.yaml", env)
 
 	out := client(t, kgo.SeedBrokers(addr), kgo.ConsumeTopics("attacker.intel.enriched", "decnet.dlq"),
@@ -77,12 +82,17 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 			V       int    `json:"v"`
 			Topic   string `json:"topic"`
 			Payload struct {
-				IP      string `json:"attacker_ip"`
-				Verdict string `json:"aggregate_verdict"`
+				IP      string            `json:"attacker_ip"`
+				Verdict string            `json:"aggregate_verdict"`
+				Status  map[string]string `json:"provider_status"`
+				Raw     *string           `json:"greynoise_raw"`
 			} `json:"payload"`
 		}
 		if err := json.Unmarshal(r.Value, &ev); err != nil || ev.V != 1 || ev.Topic != "attacker.intel.enriched" || string(r.Key) != ev.Payload.IP {
 			t.Fatalf("enriched record %s (key %s): %v", r.Value, r.Key, err)
+		}
+		if ev.Payload.Raw != nil || ev.Payload.Status["greynoise"] != "ok" {
+			t.Errorf("enriched payload carries raw answers or lacks statuses: %s", r.Value)
 		}
 		if _, dup := enriched[ev.Payload.IP]; dup {
 			t.Errorf("%s enriched twice", ev.Payload.IP)
@@ -102,5 +112,53 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 	if ps.Calls("greynoise") != len(ips) || ps.Calls("feodo") != 1 {
 		t.Errorf("greynoise asked %d times for %d IPs; feodo fetched %d times", ps.Calls("greynoise"), len(ips), ps.Calls("feodo"))
 	}
-	t.Logf("in=%d enriched=%d dead=%d skipped=%d (the rest are repeat sightings)", len(recs), len(enriched), dead, skipped)
+	// The rows are batched for up to a second (ClickHouse wants few, large
+	// inserts): wait for them, bounded.
+	var rows [][]string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if rows = chRows(t, chSrv.DSN(), "SELECT attacker_ip, aggregate_verdict FROM attacker_intel FINAL ORDER BY attacker_ip"); len(rows) >= len(want) {
+			break
+		}
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("attacker_intel holds %d rows, want %d: %v", len(rows), len(want), rows)
+	}
+	for _, r := range rows {
+		if want[r[0]] != r[1] {
+			t.Errorf("attacker_intel %s: %s, want %s", r[0], r[1], want[r[0]])
+		}
+	}
+	t.Logf("in=%d enriched=%d dead=%d skipped=%d (the rest are repeat sightings); %d attacker_intel rows", len(recs), len(enriched), dead, skipped, len(rows))
+}
+
+// chRows runs a query whose columns are all strings.
+func chRows(t *testing.T, dsn, q string) [][]string {
+	t.Helper()
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows, err := conn.Query(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out [][]string
+	for rows.Next() {
+		vals := make([]string, len(rows.Columns()))
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, vals)
+	}
+	return out
 }

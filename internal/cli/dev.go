@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -72,6 +75,10 @@ func runDev(ctx context.Context, w io.Writer, addr string, configs []string, eve
 		return err
 	}
 	defer stopProviders()
+	dsn, err := devClickHouse(ctx, w)
+	if err != nil {
+		return err
+	}
 
 	streams := make([]*service.Stream, 0, len(configs))
 	for _, path := range configs {
@@ -94,7 +101,7 @@ func runDev(ctx context.Context, w io.Writer, addr string, configs []string, eve
 		fmt.Fprintf(w, "decnet-stream dev: running %s\n", configs[i])
 	}
 
-	sum, err := newTopicSummary(b.Addr())
+	sum, err := newTopicSummary(b.Addr(), dsn)
 	if err != nil {
 		return err
 	}
@@ -119,6 +126,29 @@ loop:
 	wg.Wait()
 	fmt.Fprintf(w, "decnet-stream dev: final tally: %s\n", sum.line(context.Background()))
 	return runErr
+}
+
+// devClickHouse makes sure a ClickHouse server is up for the attacker_intel
+// rows: CLICKHOUSE_DSN when set, else the local one of scripts/clickhouse.sh
+// (installed and started when missing).
+func devClickHouse(ctx context.Context, w io.Writer) (string, error) {
+	if dsn := os.Getenv("CLICKHOUSE_DSN"); dsn != "" {
+		return dsn, nil
+	}
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join("scripts", "clickhouse.sh"), "start")
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("starting the local ClickHouse (scripts/clickhouse.sh start): %w", err)
+	}
+	dsn := "clickhouse://127.0.0.1:" + envOr("CLICKHOUSE_TCP_PORT", "9000") + "/default"
+	return dsn, os.Setenv("CLICKHOUSE_DSN", dsn)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
 
 // devProviders points the pipeline's providers at a local server answering
@@ -178,23 +208,46 @@ func buildStream(path string) (*service.Stream, error) {
 	return s, nil
 }
 
-// topicSummary reports records per topic and their rate since the last line.
+// topicSummary reports records per topic and their rate since the last
+// line, and the attacker_intel rows in ClickHouse.
 type topicSummary struct {
 	cl   *kgo.Client
 	adm  *kadm.Client
+	ch   driver.Conn
 	last map[string]int64
 	at   time.Time
 }
 
-func newTopicSummary(addr string) (*topicSummary, error) {
+func newTopicSummary(addr, dsn string) (*topicSummary, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
 		return nil, err
 	}
-	return &topicSummary{cl: cl, adm: kadm.NewClient(cl), last: map[string]int64{}, at: time.Now()}, nil
+	s := &topicSummary{cl: cl, adm: kadm.NewClient(cl), last: map[string]int64{}, at: time.Now()}
+	if opts, err := clickhouse.ParseDSN(dsn); err == nil {
+		s.ch, _ = clickhouse.Open(opts)
+	}
+	return s, nil
 }
 
-func (s *topicSummary) close() { s.cl.Close() }
+func (s *topicSummary) close() {
+	s.cl.Close()
+	if s.ch != nil {
+		_ = s.ch.Close()
+	}
+}
+
+// rows counts attacker_intel rows, one per IP.
+func (s *topicSummary) rows(ctx context.Context) string {
+	if s.ch == nil {
+		return "?"
+	}
+	var n uint64
+	if err := s.ch.QueryRow(ctx, "SELECT count() FROM attacker_intel FINAL").Scan(&n); err != nil {
+		return "?"
+	}
+	return fmt.Sprint(n)
+}
 
 func (s *topicSummary) line(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -220,8 +273,6 @@ func (s *topicSummary) line(ctx context.Context) string {
 		parts = append(parts, fmt.Sprintf("%s=%d (%.0f/s)", t, totals[t], float64(totals[t]-s.last[t])/secs))
 	}
 	s.last, s.at = totals, time.Now()
-	if len(parts) == 0 {
-		return "no records yet"
-	}
+	parts = append(parts, "clickhouse attacker_intel rows="+s.rows(ctx))
 	return strings.Join(parts, "  ")
 }

@@ -80,7 +80,8 @@ flushes at 10,000 rows or every second.
 			service.NewStringEnumField(fCompression, "lz4", "zstd", "none").Description("Block compression on the wire.").Default("lz4").Advanced(),
 			service.NewTLSToggledField(fTLS),
 			service.NewOutputMaxInFlightField().Default(4),
-			service.NewBatchPolicyField(fBatching).Default(map[string]any{"count": 10000, "period": "1s"}),
+			// Nested defaults of a default object are not filled in: spell out all.
+			service.NewBatchPolicyField(fBatching).Default(map[string]any{"count": 10000, "byte_size": 0, "period": "1s", "check": "", "processors": []any{}}),
 		).
 		Example("attacker_intel rows", "Enriched events carry their row at `intel` (intel_enrich with `include_raw: true`).", `
 output:
