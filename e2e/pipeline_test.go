@@ -9,6 +9,7 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/decnet/decnet-stream/internal/chtest"
@@ -129,6 +130,55 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 		}
 	}
 	t.Logf("in=%d enriched=%d dead=%d skipped=%d (the rest are repeat sightings); %d attacker_intel rows", len(recs), len(enriched), dead, skipped, len(rows))
+
+	// Warm start: a second pipeline (a restart, or a new replica) reading
+	// the same events starts with the rows from ClickHouse and asks no
+	// provider anything, and publishes no enrichment twice.
+	calls := ps.Calls("greynoise") + ps.Calls("abuseipdb") + ps.Calls("threatfox") + ps.Calls("feodo")
+	env["KAFKA_CONSUMER_GROUP"], env["OUTPUT_TOPIC"] = "decnet-intel-replica", "replica.enriched"
+	runConfig(t, "config/pipeline.yaml", env)
+	waitConsumed(t, addr, "decnet-intel-replica", "attacker.observed", "attacker.scored")
+	if now := ps.Calls("greynoise") + ps.Calls("abuseipdb") + ps.Calls("threatfox") + ps.Calls("feodo"); now != calls {
+		t.Fatalf("the warm-started pipeline made %d provider calls, want 0", now-calls)
+	}
+	adm := kadm.NewClient(out)
+	ends, err := adm.ListEndOffsets(context.Background(), "replica.enriched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	republished := int64(0)
+	ends.Each(func(o kadm.ListedOffset) { republished += max(o.Offset, 0) })
+	if republished != 0 {
+		t.Fatalf("the warm-started pipeline republished %d enrichments", republished)
+	}
+}
+
+// waitConsumed waits until group has committed every record of topics.
+func waitConsumed(t *testing.T, addr, group string, topics ...string) {
+	t.Helper()
+	adm := kadm.NewClient(client(t, kgo.SeedBrokers(addr)))
+	deadline := time.Now().Add(60 * time.Second)
+	for ; time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		lags, err := adm.Lag(context.Background(), group)
+		if err != nil {
+			continue
+		}
+		l, ok := lags[group]
+		if !ok || l.FetchErr != nil || l.DescribeErr != nil {
+			continue
+		}
+		total, seen := int64(0), 0
+		for _, tp := range topics {
+			for _, pl := range l.Lag[tp] {
+				total += pl.Lag
+				seen++
+			}
+		}
+		if seen > 0 && total == 0 {
+			return
+		}
+	}
+	t.Fatalf("group %s never caught up", group)
 }
 
 // chRows runs a query whose columns are all strings.

@@ -322,3 +322,12 @@ func (r *Row) Table() TableRow {
 		Version:         uint64(r.CachedAt.UnixNano()),
 	}
 }
+
+// Restore sets a provider's status and verdict on a row read back from
+// storage (warm start), where the columns are filled in directly.
+func (r *Row) Restore(provider, status string, v providers.Verdict) {
+	r.Status.set(provider, status)
+	if i := providers.Index(provider); i >= 0 && status == StatusOK {
+		r.verdicts[i] = v
+	}
+}

@@ -455,12 +455,7 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	}
 	ttl = time.Duration(float64(ttl) * (1 + e.conf.Jitter*(2*rand.Float64()-1)))
 	row.ExpiresAt = now.Add(ttl).UTC()
-	ent := &entry{row: row, complete: row.Complete(), expiresAt: now.Add(ttl), encoded: new([2]atomic.Pointer[[]byte])}
-	if ent.complete && !e.conf.KeepRaw {
-		if packed, ok := row.Pack(); ok {
-			ent.row, ent.packed = nil, packed
-		}
-	}
+	ent := e.newEntry(row, now.Add(ttl))
 	e.mu.Lock()
 	if old, ok := e.cache.Peek(ip); ok {
 		ent.version = old.version + 1
@@ -496,10 +491,31 @@ func (e *Engine) Settle(ctx context.Context) error {
 	}
 }
 
-// Preload puts a row into the cache (warm start), unless one is there.
+// Preload puts a row read back from storage into the cache (warm start),
+// unless the IP is cached already. Its expiry is the stored one, and it
+// counts as carried: it was published before, so a first sighting after a
+// restart is a repeat, not a change.
 func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row) {
+	if !e.conf.Now().Before(row.ExpiresAt) {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if _, ok := e.cache.Peek(ip); ok {
 		return
 	}
-	e.cache.Add(ip, &entry{row: row, complete: row.Complete(), expiresAt: row.ExpiresAt, encoded: new([2]atomic.Pointer[[]byte])})
+	ent := e.newEntry(row, row.ExpiresAt)
+	ent.carried = true
+	e.cache.Add(ip, ent)
+}
+
+// newEntry wraps a finished row for the cache, packing it when complete.
+func (e *Engine) newEntry(row *aggregate.Row, expiresAt time.Time) *entry {
+	ent := &entry{row: row, complete: row.Complete(), expiresAt: expiresAt, encoded: new([2]atomic.Pointer[[]byte])}
+	if ent.complete && !e.conf.KeepRaw {
+		if packed, ok := row.Pack(); ok {
+			ent.row, ent.packed = nil, packed
+		}
+	}
+	return ent
 }

@@ -46,6 +46,10 @@ const (
 	fPriority          = "priority"
 	fBudgetReserve     = "budget_reserve"
 	fPriorityThreshold = "priority_threshold"
+	fWarmStart         = "warm_start"
+	fWarmDSN           = "dsn"
+	fWarmTable         = "table"
+	fWarmTimeout       = "timeout"
 
 	emitChanges = "changes"
 	emitAll     = "all"
@@ -143,6 +147,14 @@ func spec() *service.ConfigSpec {
 				Default(0.0).Advanced().
 				LintRule(`root = if this < 0 || this > 1 { [ "budget_reserve must be in [0, 1]" ] }`),
 			service.NewFloatField(fPriorityThreshold).Default(0.0).Advanced(),
+			service.NewObjectField(fWarmStart,
+				service.NewStringField(fWarmDSN).Description("The ClickHouse native DSN.").Example("${CLICKHOUSE_DSN:clickhouse://127.0.0.1:9000/default}"),
+				service.NewStringField(fWarmTable).Description("The attacker_intel table.").Default("attacker_intel").
+					LintRule(`root = if !this.re_match("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$") { [ "warm_start.table: %q is not a plain [database.]identifier".format(this) ] }`),
+				service.NewDurationField(fWarmTimeout).Description("How long loading may take before enrichment starts cold.").Default("30s"),
+			).
+				Description("Load unexpired rows from ClickHouse at start (newest first, up to `cache.max_entries`), so a restart or a new replica does not ask the providers again for IPs already answered. Loaded rows count as published: their first sighting emits nothing. If ClickHouse cannot be read, enrichment starts cold and says so.").
+				Optional(),
 		).
 		LintRule(`root = if this.providers.or([]).length() == 0 { [ "providers must list at least one provider" ] }`).
 		Example("Enrich attacker events", "One enriched event per enrichment, keys from the environment.", `

@@ -19,6 +19,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"github.com/decnet/decnet-stream/internal/aggregate"
+	"github.com/decnet/decnet-stream/internal/chstore"
 	"github.com/decnet/decnet-stream/internal/enrich"
 	"github.com/decnet/decnet-stream/internal/providers"
 )
@@ -145,10 +146,35 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	p.metrics = newMetrics(mgr.Metrics(), provs)
 	ec.Observer = p.metrics
 	p.engine = enrich.New(ec)
+	if conf.Contains(fWarmStart) {
+		p.warmStart(conf.Namespace(fWarmStart), ec.MaxEntries)
+	}
 	for _, f := range feeds {
 		f.Start()
 	}
 	return p, nil
+}
+
+// warmStart preloads the cache from ClickHouse; failing to is not fatal.
+func (p *processor) warmStart(conf *service.ParsedConfig, limit int) {
+	dsn, _ := conf.FieldString(fWarmDSN)
+	table, _ := conf.FieldString(fWarmTable)
+	timeout, _ := conf.FieldDuration(fWarmTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	rows, err := chstore.Load(ctx, dsn, table, limit, p.engine.Names())
+	if err != nil {
+		p.log.Warnf("intel_enrich: warm start from %s failed, starting cold: %v", table, err)
+		return
+	}
+	loaded := 0
+	for _, r := range rows {
+		if ip, err := providers.ParseIP(r.AttackerIP); err == nil {
+			p.engine.Preload(ip, r)
+			loaded++
+		}
+	}
+	p.log.Infof("intel_enrich: warm start loaded %d unexpired rows from %s", loaded, table)
 }
 
 // ProcessBatch reads each event's IP without decoding the event, enriches

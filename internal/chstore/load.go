@@ -1,0 +1,147 @@
+// Package chstore reads attacker_intel rows back from ClickHouse, so that a
+// restarted pipeline, or a new replica, starts with the answers already paid
+// for instead of asking the providers again.
+package chstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/decnet/decnet-stream/internal/aggregate"
+	"github.com/decnet/decnet-stream/internal/providers"
+)
+
+// Load returns the newest unexpired rows of table, at most limit, newest
+// first, for the configured providers.
+func Load(ctx context.Context, dsn, table string, limit int, configured []string) ([]*aggregate.Row, error) {
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	q := fmt.Sprintf(`SELECT attacker_ip,
+  greynoise_classification, greynoise_name, greynoise_tags, greynoise_queried_at,
+  abuseipdb_score, abuseipdb_categories, abuseipdb_queried_at,
+  feodo_listed, feodo_malware_family, feodo_queried_at,
+  threatfox_listed, threatfox_threat_types, threatfox_ioc_types, threatfox_malware_families, threatfox_queried_at,
+  aggregate_verdict, greynoise_status, abuseipdb_status, feodo_status, threatfox_status, cached_at, expires_at
+FROM %s FINAL WHERE expires_at > now() ORDER BY cached_at DESC LIMIT %d`, table, limit)
+	rows, err := conn.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", table, err)
+	}
+	defer rows.Close()
+	var out []*aggregate.Row
+	for rows.Next() {
+		var (
+			ip                                 string
+			gnClass, gnName, feodoFam          *string
+			gnTags, tfThreat, tfIOC, tfFam     []string
+			gnAt, abAt, feodoAt, tfAt          *time.Time
+			abScore, feodoListed, tfListed     *uint8
+			abCats                             []uint8
+			verdict, gnSt, abSt, feodoSt, tfSt string
+			cachedAt, expiresAt                time.Time
+		)
+		if err := rows.Scan(&ip, &gnClass, &gnName, &gnTags, &gnAt, &abScore, &abCats, &abAt,
+			&feodoListed, &feodoFam, &feodoAt, &tfListed, &tfThreat, &tfIOC, &tfFam, &tfAt,
+			&verdict, &gnSt, &abSt, &feodoSt, &tfSt, &cachedAt, &expiresAt); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", table, err)
+		}
+		r := aggregate.NewRow(ip, configured)
+		answered := func(st string) bool { return st == aggregate.StatusOK }
+		if answered(gnSt) {
+			r.GreyNoiseClassification, r.GreyNoiseName, r.GreyNoiseTags, r.GreyNoiseQueriedAt = gnClass, gnName, gnTags, utc(gnAt)
+		}
+		if answered(abSt) {
+			if abScore != nil {
+				s := int(*abScore)
+				r.AbuseIPDBScore = &s
+			}
+			r.AbuseIPDBCategories = ints(abCats)
+			r.AbuseIPDBQueriedAt = utc(abAt)
+		}
+		if answered(feodoSt) {
+			r.FeodoListed, r.FeodoMalwareFamily, r.FeodoQueriedAt = boolOf(feodoListed), feodoFam, utc(feodoAt)
+		}
+		if answered(tfSt) {
+			r.ThreatFoxListed, r.ThreatFoxQueriedAt = boolOf(tfListed), utc(tfAt)
+			r.ThreatFoxThreatTypes, r.ThreatFoxIOCTypes, r.ThreatFoxMalwareFamilies = tfThreat, tfIOC, tfFam
+		}
+		r.Restore(providers.NameGreyNoise, gnSt, greyNoiseVerdict(gnClass))
+		r.Restore(providers.NameAbuseIPDB, abSt, scoreVerdict(r.AbuseIPDBScore))
+		r.Restore(providers.NameFeodo, feodoSt, listedVerdict(r.FeodoListed))
+		r.Restore(providers.NameThreatFox, tfSt, listedVerdict(r.ThreatFoxListed))
+		// The stored aggregate is the truth; the per-provider verdicts above
+		// are what later merges into a partial row combine.
+		r.AggregateVerdict = verdict
+		r.CachedAt, r.ExpiresAt = cachedAt.UTC(), expiresAt.UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func ints(b []uint8) []int {
+	out := make([]int, len(b))
+	for i, v := range b {
+		out[i] = int(v)
+	}
+	return out
+}
+
+func boolOf(v *uint8) *bool {
+	if v == nil {
+		return nil
+	}
+	b := *v == 1
+	return &b
+}
+
+func greyNoiseVerdict(class *string) providers.Verdict {
+	if class == nil {
+		return providers.VerdictUnknown
+	}
+	switch *class {
+	case "malicious":
+		return providers.VerdictMalicious
+	case "benign":
+		return providers.VerdictBenign
+	}
+	return providers.VerdictSuspicious
+}
+
+func scoreVerdict(score *int) providers.Verdict {
+	switch {
+	case score == nil:
+		return providers.VerdictNone
+	case *score >= 75:
+		return providers.VerdictMalicious
+	case *score >= 25:
+		return providers.VerdictSuspicious
+	case *score == 0:
+		return providers.VerdictUnknown
+	}
+	return providers.VerdictBenign
+}
+
+func listedVerdict(listed *bool) providers.Verdict {
+	if listed != nil && *listed {
+		return providers.VerdictMalicious
+	}
+	return providers.VerdictNone
+}
