@@ -16,7 +16,7 @@ import (
 // command renders a reference page for each from its spec, so the docs are
 // the specs and cannot drift from them.
 var OwnComponents = map[string][]string{
-	"inputs":     {"kafka_franz"},
+	"inputs":     {"clickhouse_select", "kafka_franz"},
 	"outputs":    {"clickhouse", "kafka_franz"},
 	"processors": {"intel_enrich", "topic_router"},
 }

@@ -207,3 +207,41 @@ func TestServerRestartLosesNoRow(t *testing.T) {
 		t.Fatalf("%s rows after the restart, want %d", got, written)
 	}
 }
+
+// clickhouse_select emits what is due, as JSON objects, poll after poll.
+func TestSelectInputPollsRows(t *testing.T) {
+	srv := chtest.Start(t)
+	o := newTestOutput(t, srv.DSN(), "")
+	if err := o.WriteBatch(context.Background(), service.MessageBatch{row("45.0.0.1", "malicious", 1), row("45.0.0.2", "benign", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := selectSpec().ParseYAML(fmt.Sprintf("dsn: %s\npoll_interval: 10ms\nquery: SELECT attacker_ip, aggregate_verdict, feodo_listed, cached_at FROM attacker_intel FINAL ORDER BY attacker_ip", srv.DSN()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := newSelectInput(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := in.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(ctx)
+	for poll := 0; poll < 2; poll++ {
+		batch, ack, err := in.ReadBatch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) != 2 {
+			t.Fatalf("poll %d: %d rows", poll, len(batch))
+		}
+		first, _ := batch[0].AsStructured()
+		m := first.(map[string]any)
+		if m["attacker_ip"] != "45.0.0.1" || m["aggregate_verdict"] != "malicious" || m["feodo_listed"] != nil || m["cached_at"] != "2025-06-15T08:06:01Z" {
+			t.Fatalf("poll %d: row %v", poll, m)
+		}
+		_ = ack(ctx, nil)
+	}
+}
