@@ -7,13 +7,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/tidwall/gjson"
 
 	"github.com/decnet/decnet-stream/internal/chschema"
 )
@@ -111,10 +115,15 @@ func init() {
 }
 
 type output struct {
-	opts       *ch.Options
-	table      string
-	columns    []string
-	mapping    *bloblang.Executor
+	opts    *ch.Options
+	table   string
+	columns []string
+	mapping *bloblang.Executor
+	// fastPath is set when args_mapping only selects an object (`root =
+	// this` or `root = this.intel`): rows are then read from the message
+	// with gjson, without a Bloblang run and a full decode per row.
+	fastPath   *string
+	colIndex   map[string]int
 	initStmt   string
 	autoCreate bool
 	log        *service.Logger
@@ -144,6 +153,12 @@ func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (*output, err
 	if o.mapping, err = conf.FieldBloblang(fArgsMapping); err != nil {
 		return nil, err
 	}
+	if src, err := conf.FieldString(fArgsMapping); err == nil {
+		if m := plainSelect.FindStringSubmatch(src); m != nil {
+			path := strings.TrimPrefix(m[1], ".")
+			o.fastPath = &path
+		}
+	}
 	if conf.Contains(fInitStatement) {
 		if o.initStmt, err = conf.FieldString(fInitStatement); err != nil {
 			return nil, err
@@ -157,6 +172,10 @@ func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (*output, err
 			return nil, fmt.Errorf("%s: required unless %s is set", fColumns, fAutoCreate)
 		}
 		o.columns = chschema.AttackerIntelColumns
+	}
+	o.colIndex = make(map[string]int, len(o.columns))
+	for i, c := range o.columns {
+		o.colIndex[c] = i
 	}
 	if user, _ := conf.FieldString(fUsername); user != "" {
 		o.opts.Auth.Username = user
@@ -292,7 +311,7 @@ func (o *output) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 	exec := batch.BloblangExecutor(o.mapping)
 	rows := make([][]any, 0, len(batch))
 	for i := range batch {
-		row, err := o.row(exec, i, convs)
+		row, err := o.row(exec, batch, i, convs)
 		if err != nil {
 			fail(i, fmt.Errorf("row for %s: %w", o.table, err))
 			continue
@@ -310,7 +329,12 @@ func (o *output) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 	return nil
 }
 
-func (o *output) row(exec *service.MessageBatchBloblangExecutor, i int, convs []converter) ([]any, error) {
+var plainSelect = regexp.MustCompile(`^\s*root\s*=\s*this((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$`)
+
+func (o *output) row(exec *service.MessageBatchBloblangExecutor, batch service.MessageBatch, i int, convs []converter) ([]any, error) {
+	if o.fastPath != nil {
+		return o.fastRow(batch[i], convs)
+	}
 	// Query (not QueryValue): only Query gives the mapping the message as
 	// `this`.
 	res, err := exec.Query(i)
@@ -345,6 +369,81 @@ func (o *output) row(exec *service.MessageBatchBloblangExecutor, i int, convs []
 		}
 	}
 	return row, nil
+}
+
+// fastRow reads the row's object with gjson and converts its members in
+// one pass over the object.
+func (o *output) fastRow(msg *service.Message, convs []converter) ([]any, error) {
+	raw, err := msg.AsBytes()
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) == 0 {
+		return nil, errors.New("args_mapping: empty message")
+	}
+	// Read in place: every value is converted (copied) before raw goes.
+	obj := gjson.Parse(unsafe.String(&raw[0], len(raw)))
+	if *o.fastPath != "" {
+		obj = obj.Get(*o.fastPath)
+	}
+	if !obj.IsObject() {
+		return nil, fmt.Errorf("args_mapping: %s is not an object", orRoot(*o.fastPath))
+	}
+	vals := make([]gjson.Result, len(o.columns))
+	obj.ForEach(func(k, v gjson.Result) bool {
+		if c, ok := o.colIndex[k.Str]; ok {
+			vals[c] = v
+		}
+		return true
+	})
+	row := make([]any, len(o.columns))
+	for c, v := range vals {
+		if row[c], err = convs[c](gjsonValue(v)); err != nil {
+			return nil, fmt.Errorf("column %s: %w", o.columns[c], err)
+		}
+	}
+	return row, nil
+}
+
+func orRoot(p string) string {
+	if p == "" {
+		return "the message"
+	}
+	return p
+}
+
+// gjsonValue is a JSON value as the converters take it; integers stay exact
+// (a version in nanoseconds does not fit a float64).
+func gjsonValue(r gjson.Result) any {
+	switch r.Type {
+	case gjson.Null:
+		return nil
+	case gjson.String:
+		return r.Str
+	case gjson.True:
+		return true
+	case gjson.False:
+		return false
+	case gjson.Number:
+		if i, err := strconv.ParseInt(r.Raw, 10, 64); err == nil {
+			return i
+		}
+		if u, err := strconv.ParseUint(r.Raw, 10, 64); err == nil {
+			return u
+		}
+		return r.Num
+	case gjson.JSON:
+		if r.IsArray() {
+			items := r.Array()
+			out := make([]any, len(items))
+			for i, it := range items {
+				out[i] = gjsonValue(it)
+			}
+			return out
+		}
+		return r.Raw // an object stored as text
+	}
+	return nil
 }
 
 func (o *output) send(ctx context.Context, conn driver.Conn, insert string, rows [][]any) error {
