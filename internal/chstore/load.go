@@ -6,17 +6,24 @@ package chstore
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/decnet/decnet-stream/internal/aggregate"
 	"github.com/decnet/decnet-stream/internal/providers"
 )
 
-// Load returns the newest unexpired rows of table, at most limit, newest
-// first, for the configured providers.
-func Load(ctx context.Context, dsn, table string, limit int, configured []string) ([]*aggregate.Row, error) {
+// Store reads rows from one attacker_intel table over one connection pool.
+type Store struct {
+	conn  driver.Conn
+	table string
+}
+
+// Open connects to the table's server.
+func Open(dsn, table string) (*Store, error) {
 	opts, err := ch.ParseDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -25,14 +32,43 @@ func Load(ctx context.Context, dsn, table string, limit int, configured []string
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
+	return &Store{conn: conn, table: table}, nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() error { return s.conn.Close() }
+
+// Load returns the newest unexpired rows of table, at most limit, newest
+// first, for the configured providers.
+func Load(ctx context.Context, dsn, table string, limit int, configured []string) ([]*aggregate.Row, error) {
+	s, err := Open(dsn, table)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.query(ctx, fmt.Sprintf("expires_at > now() ORDER BY cached_at DESC LIMIT %d", limit), configured)
+}
+
+// Get returns ip's unexpired row, or nil when there is none: the cache
+// that every replica shares.
+func (s *Store) Get(ctx context.Context, ip netip.Addr, configured []string) (*aggregate.Row, error) {
+	rows, err := s.query(ctx, "attacker_ip = '"+ip.String()+"' AND expires_at > now() LIMIT 1", configured)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	return rows[0], nil
+}
+
+// query reads rows matching where (built only from validated values).
+func (s *Store) query(ctx context.Context, where string, configured []string) ([]*aggregate.Row, error) {
+	conn, table := s.conn, s.table
 	q := fmt.Sprintf(`SELECT attacker_ip,
   greynoise_classification, greynoise_name, greynoise_tags, greynoise_queried_at,
   abuseipdb_score, abuseipdb_categories, abuseipdb_queried_at,
   feodo_listed, feodo_malware_family, feodo_queried_at,
   threatfox_listed, threatfox_threat_types, threatfox_ioc_types, threatfox_malware_families, threatfox_queried_at,
   aggregate_verdict, greynoise_status, abuseipdb_status, feodo_status, threatfox_status, cached_at, expires_at
-FROM %s FINAL WHERE expires_at > now() ORDER BY cached_at DESC LIMIT %d`, table, limit)
+FROM %s FINAL WHERE %s`, table, where)
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", table, err)

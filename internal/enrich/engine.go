@@ -50,6 +50,10 @@ type Config struct {
 	BudgetReserve     float64
 	PriorityThreshold float64
 	Now               func() time.Time
+	// SecondLevel, when set, is asked on a miss before the providers: a
+	// store every replica shares (ClickHouse). It returns the IP's
+	// unexpired row, or nil.
+	SecondLevel func(ctx context.Context, ip netip.Addr) *aggregate.Row
 	// KeepRaw keeps providers' raw responses in cached rows (for a
 	// ClickHouse row); without it rows are a fraction of the memory.
 	KeepRaw bool
@@ -398,6 +402,24 @@ func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority float64) (j
 // the job. It runs to completion even when every caller stopped waiting.
 func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority float64) {
 	defer e.jobs.Done()
+	if prior == nil && e.conf.SecondLevel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), e.conf.MaxWait)
+		shared := e.conf.SecondLevel(ctx, ip)
+		cancel()
+		if shared != nil && e.conf.Now().Before(shared.ExpiresAt) {
+			if shared.Complete() {
+				// Another replica paid for it and published it already.
+				ent := e.newEntry(shared, shared.ExpiresAt)
+				ent.carried = true
+				e.finish(ip, j, ent)
+				return
+			}
+			prior = shared
+			j.mu.Lock()
+			j.row = shared.Clone()
+			j.mu.Unlock()
+		}
+	}
 	j.mu.Lock()
 	ask := e.conf.Providers
 	if prior != nil {
@@ -455,7 +477,11 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	}
 	ttl = time.Duration(float64(ttl) * (1 + e.conf.Jitter*(2*rand.Float64()-1)))
 	row.ExpiresAt = now.Add(ttl).UTC()
-	ent := e.newEntry(row, now.Add(ttl))
+	e.finish(ip, j, e.newEntry(row, now.Add(ttl)))
+}
+
+// finish caches a job's entry and publishes it to the job's waiters.
+func (e *Engine) finish(ip netip.Addr, j *job, ent *entry) {
 	e.mu.Lock()
 	if old, ok := e.cache.Peek(ip); ok {
 		ent.version = old.version + 1

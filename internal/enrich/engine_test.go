@@ -312,3 +312,34 @@ func TestBudgetReserveKeepsLastCallsForPriority(t *testing.T) {
 		t.Fatalf("high priority got %q", high.Row().Status.Of(providers.NameGreyNoise))
 	}
 }
+
+// A miss asks the shared store first: a complete row there costs no
+// provider call and is not published again; a partial one is completed.
+func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
+	ps := newProviderServer(t)
+	names := []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameFeodo, providers.NameThreatFox}
+	shared := func(ip netip.Addr, complete bool) *aggregate.Row {
+		r := aggregate.NewRow(ip.String(), names)
+		for _, n := range names {
+			if complete || n != providers.NameAbuseIPDB {
+				r.Restore(n, aggregate.StatusOK, providers.VerdictBenign)
+			}
+		}
+		r.AggregateVerdict = "benign"
+		r.ExpiresAt = time.Now().Add(time.Hour)
+		return r
+	}
+	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second,
+		SecondLevel: func(_ context.Context, ip netip.Addr) *aggregate.Row { return shared(ip, ip == ipN(1)) }})
+	got := e.Enrich(context.Background(), []Request{{IP: ipN(1)}, {IP: ipN(2)}})
+	if got[0].Changed || got[0].Verdict() != "benign" {
+		t.Fatalf("complete shared row: changed=%v verdict=%s", got[0].Changed, got[0].Verdict())
+	}
+	if !got[1].Changed || got[1].Row().Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
+		t.Fatalf("partial shared row not completed: %v", got[1].Row().Status.Of(providers.NameAbuseIPDB))
+	}
+	if ps.total(providers.NameGreyNoise) != 0 || ps.total(providers.NameAbuseIPDB) != 1 {
+		t.Fatalf("providers asked: greynoise %d (want 0), abuseipdb %d (want 1, for the partial row)",
+			ps.total(providers.NameGreyNoise), ps.total(providers.NameAbuseIPDB))
+	}
+}

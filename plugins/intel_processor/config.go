@@ -50,6 +50,7 @@ const (
 	fWarmDSN           = "dsn"
 	fWarmTable         = "table"
 	fWarmTimeout       = "timeout"
+	fLookupOnMiss      = "lookup_on_miss"
 
 	emitChanges = "changes"
 	emitAll     = "all"
@@ -152,6 +153,7 @@ func spec() *service.ConfigSpec {
 				service.NewStringField(fWarmTable).Description("The attacker_intel table.").Default("attacker_intel").
 					LintRule(`root = if !this.re_match("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$") { [ "warm_start.table: %q is not a plain [database.]identifier".format(this) ] }`),
 				service.NewDurationField(fWarmTimeout).Description("How long loading may take before enrichment starts cold.").Default("30s"),
+				service.NewBoolField(fLookupOnMiss).Description("Also ask ClickHouse on a cache miss, before the providers: a second-level cache shared by every replica. Costs a query per miss (within `max_wait`).").Default(false),
 			).
 				Description("Load unexpired rows from ClickHouse at start (newest first, up to `cache.max_entries`), so a restart or a new replica does not ask the providers again for IPs already answered. Loaded rows count as published: their first sighting emits nothing. If ClickHouse cannot be read, enrichment starts cold and says so.").
 				Optional(),

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -57,6 +58,7 @@ type processor struct {
 	engine       *enrich.Engine
 	feeds        []*providers.Feodo
 	metrics      *metrics
+	store        *chstore.Store // the shared second-level cache, when on
 	log          *service.Logger
 }
 
@@ -145,6 +147,29 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	}
 	p.metrics = newMetrics(mgr.Metrics(), provs)
 	ec.Observer = p.metrics
+	if conf.Contains(fWarmStart) {
+		ws := conf.Namespace(fWarmStart)
+		if on, _ := ws.FieldBool(fLookupOnMiss); on {
+			dsn, _ := ws.FieldString(fWarmDSN)
+			table, _ := ws.FieldString(fWarmTable)
+			store, err := chstore.Open(dsn, table)
+			if err != nil {
+				return nil, fmt.Errorf("%s.%s: %w", fWarmStart, fLookupOnMiss, err)
+			}
+			p.store = store
+			names := make([]string, 0, len(provs))
+			for _, pr := range provs {
+				names = append(names, pr.Name())
+			}
+			ec.SecondLevel = func(ctx context.Context, ip netip.Addr) *aggregate.Row {
+				row, err := store.Get(ctx, ip, names)
+				if err != nil {
+					p.log.Debugf("intel_enrich: shared lookup of %s: %v", ip, err)
+				}
+				return row
+			}
+		}
+	}
 	p.engine = enrich.New(ec)
 	if conf.Contains(fWarmStart) {
 		p.warmStart(conf.Namespace(fWarmStart), ec.MaxEntries)
@@ -418,6 +443,9 @@ func (p *processor) Close(ctx context.Context) error {
 	err := p.engine.Settle(ctx)
 	for _, f := range p.feeds {
 		f.Stop()
+	}
+	if p.store != nil {
+		_ = p.store.Close()
 	}
 	return err
 }
