@@ -55,6 +55,7 @@ func (m *metrics) outcome(o enrich.Outcome) {
 }
 
 func (m *metrics) ProviderResult(res providers.Result) {
+	countProvider(res)
 	if res.ErrKind != providers.ErrSkipped && res.ErrKind != providers.ErrDisabled {
 		m.requests.Incr(1, res.Provider)
 		m.latency.Timing(res.Latency.Nanoseconds(), res.Provider)

@@ -235,6 +235,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			// Not an attacker anyone else can tell us about: passes through.
 			msg.MetaSetMut(MetaSkipped, why)
 			p.metrics.skipped.Incr(1, why)
+			stats.skipped.Add(1)
 			keep[i] = true
 			continue
 		}
@@ -252,6 +253,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 		for k, a := range answers {
 			i := index[k]
 			p.metrics.outcome(a.Outcome)
+			countOutcome(a.Outcome, a.Changed)
 			if !p.emitAll && !a.Changed {
 				continue // a repeat sighting: acknowledged with the batch, not emitted
 			}
@@ -329,6 +331,7 @@ func (p *processor) refuse(msg *service.Message, err error) {
 	msg.MetaSetMut(MetaError, reasonInvalidIP)
 	msg.SetError(fmt.Errorf("%s: %w", reasonInvalidIP, err))
 	p.metrics.invalid.Incr(1)
+	stats.invalid.Add(1)
 }
 
 // write puts the enrichment into the event at target and sets metadata.
