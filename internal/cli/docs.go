@@ -17,7 +17,7 @@ import (
 // the specs and cannot drift from them.
 var OwnComponents = map[string][]string{
 	"inputs":     {"clickhouse_select", "kafka_franz"},
-	"outputs":    {"clickhouse", "kafka_franz"},
+	"outputs":    {"clickhouse", "kafka_franz", "worker_control"},
 	"processors": {"intel_enrich", "topic_router"},
 }
 
