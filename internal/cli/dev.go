@@ -26,6 +26,7 @@ import (
 
 	"github.com/decnet/decnet-stream/internal/broker"
 	"github.com/decnet/decnet-stream/internal/fixtures"
+	"github.com/decnet/decnet-stream/plugins/intel_processor"
 )
 
 // DevCommand is `decnet-stream dev`: the whole job on one machine. It starts
@@ -39,6 +40,7 @@ func DevCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "broker-addr", Value: "127.0.0.1:9092", Usage: "where the embedded broker listens"},
 			&ucli.StringSliceFlag{Name: "config", Value: ucli.NewStringSlice("config/pipeline.yaml"), Usage: "pipeline configs to run"},
 			&ucli.StringFlag{Name: "generator", Value: "config/dev/generator.yaml", Usage: "the traffic generator config (empty for none)"},
+			&ucli.StringSliceFlag{Name: "stream", Value: ucli.NewStringSlice("config/streams/heartbeat.yaml"), Usage: "more streams to run beside the pipeline"},
 			&ucli.DurationFlag{Name: "summary-interval", Value: 5 * time.Second, Usage: "how often to print the summary"},
 			&ucli.DurationFlag{Name: "duration", Usage: "stop after this long (default: run until Ctrl-C)"},
 		},
@@ -50,7 +52,7 @@ func DevCommand() *ucli.Command {
 				ctx, cancel = context.WithTimeout(ctx, d)
 				defer cancel()
 			}
-			configs := c.StringSlice("config")
+			configs := append(c.StringSlice("config"), c.StringSlice("stream")...)
 			if g := c.String("generator"); g != "" {
 				configs = append(configs, g)
 			}
@@ -274,5 +276,13 @@ func (s *topicSummary) line(ctx context.Context) string {
 	}
 	s.last, s.at = totals, time.Now()
 	parts = append(parts, "clickhouse attacker_intel rows="+s.rows(ctx))
+	st := intel_processor.Stats()
+	events, hits := st["events"].(int64), st["cache_hits"].(int64)
+	hitRate := 0.0
+	if events > 0 {
+		hitRate = 100 * float64(hits) / float64(events)
+	}
+	parts = append(parts, fmt.Sprintf("| intel: events=%d cache_hits=%.1f%% changes=%d skipped=%d invalid_ip=%d provider_calls=%d provider_errors=%d",
+		events, hitRate, st["changes"], st["skipped"], st["invalid_ip"], st["provider_calls"], st["provider_errors"]))
 	return strings.Join(parts, "  ")
 }

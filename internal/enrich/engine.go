@@ -187,7 +187,10 @@ type Answer struct {
 	// Changed is true when this event should carry the row: it is new or
 	// updated, or this event is a redelivery of the one that carried it.
 	Changed bool
-	enc     *[2]atomic.Pointer[[]byte]
+	// Cached is true when the row came from the cache without a lookup
+	// (Outcome says hit, or partial for a cached partial row).
+	Cached bool
+	enc    *[2]atomic.Pointer[[]byte]
 }
 
 // Row is the answer's row. A packed cached row is unpacked on each call:
@@ -253,7 +256,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 		seen[r.IP] = i
 		ent, ok := e.cache.Get(r.IP)
 		if ok && now.Before(ent.expiresAt) {
-			out[i] = Answer{ent: ent, ip: r.IP, names: e.names, Outcome: OutcomeHit, Changed: e.carries(r.IP, ent, r.Carrier), enc: ent.encoded}
+			out[i] = Answer{ent: ent, ip: r.IP, names: e.names, Outcome: OutcomeHit, Changed: e.carries(r.IP, ent, r.Carrier), Cached: true, enc: ent.encoded}
 			if !ent.complete {
 				out[i].Outcome = OutcomePartial
 			}
@@ -317,7 +320,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 	for i, r := range reqs {
 		if first := seen[r.IP]; first != i {
 			out[i] = out[first]
-			out[i].Changed = false
+			out[i].Changed, out[i].Cached = false, true
 			if out[i].Outcome != OutcomePartial {
 				out[i].Outcome = OutcomeHit
 			}

@@ -253,7 +253,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 		for k, a := range answers {
 			i := index[k]
 			p.metrics.outcome(a.Outcome)
-			countOutcome(a.Outcome, a.Changed)
+			countOutcome(a)
 			if !p.emitAll && !a.Changed {
 				continue // a repeat sighting: acknowledged with the batch, not emitted
 			}

@@ -52,19 +52,22 @@ func Stats() map[string]any {
 	}
 }
 
-func countOutcome(o enrich.Outcome, changed bool) {
+func countOutcome(a enrich.Answer) {
 	stats.events.Add(1)
-	switch o {
-	case enrich.OutcomeHit:
-		stats.hits.Add(1)
+	if a.Cached {
+		stats.hits.Add(1) // served from the cache, complete or partial
+	}
+	switch a.Outcome {
 	case enrich.OutcomeMiss:
 		stats.misses.Add(1)
 	case enrich.OutcomeCoalesced:
 		stats.coalesced.Add(1)
 	case enrich.OutcomePartial:
-		stats.partial.Add(1)
+		if !a.Cached {
+			stats.partial.Add(1)
+		}
 	}
-	if changed {
+	if a.Changed {
 		stats.changes.Add(1)
 	}
 }
