@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +17,26 @@ import (
 	"github.com/decnet/decnet-stream/internal/chtest"
 	"github.com/decnet/decnet-stream/internal/fixtures"
 	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
-	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
+	"github.com/decnet/decnet-stream/plugins/intel_processor"
 )
+
+// kcat runs the kcat client (librdkafka), a Kafka client nobody here wrote.
+func kcat(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	path, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is required (apt-get install kcat; .ci/run installs it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat %v: %v", args, err)
+	}
+	return string(out)
+}
 
 // pipelineEnv runs config/pipeline.yaml against the embedded broker and a
 // local server answering from the recorded provider fixtures.
@@ -41,27 +61,41 @@ func pipelineEnv(t *testing.T, addr string) (map[string]string, *fixtures.Provid
 func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 	addr := startBroker(t)
 	ips := []string{"203.0.113.45", "203.0.113.99", "198.51.100.23", "198.51.100.200", "192.0.2.77"}
-	prod := client(t, kgo.SeedBrokers(addr), kgo.AllowAutoTopicCreation())
-	var recs []*kgo.Record
-	bad, skipped := 0, 0
+	// The mixed stream a sensor fleet sends, produced by kcat (librdkafka):
+	// repeat sightings, bad IPs, non-routable IPs, garbage, spoofed topics.
+	lines := map[string]*strings.Builder{"attacker.observed": {}, "attacker.scored": {}}
+	bad, skipped, total := 0, 0, 0
+	wantReason := map[string]int{}
 	for i := 0; i < 500; i++ {
 		ip := ips[i%len(ips)]
-		switch {
-		case i%50 == 7:
-			ip, bad = "not-an-ip", bad+1
-		case i%50 == 9:
-			ip, skipped = "10.0.0.5", skipped+1
-		}
 		subject := "attacker.observed"
 		if i%4 == 0 {
 			subject = "attacker.scored"
 		}
-		body := fmt.Sprintf(`{"v":1,"id":"e%d","topic":%q,"type":"x","ts":1750000000,"payload":{"attacker_ip":%q}}`, i, subject, ip)
-		recs = append(recs, &kgo.Record{Topic: subject, Key: []byte(ip), Value: []byte(body)})
+		body := ""
+		switch {
+		case i%50 == 7:
+			ip, bad = "not-an-ip", bad+1
+			wantReason["bad_key"]++
+		case i%50 == 9:
+			ip, skipped = "10.0.0.5", skipped+1
+		case i%50 == 11:
+			body, bad = "not json at all", bad+1
+			wantReason["invalid_json"]++
+		case i%50 == 13:
+			body, bad = fmt.Sprintf(`{"v":1,"id":"s%d","topic":"attacker.session.ended","type":"x","ts":1,"payload":{"attacker_ip":"203.0.113.45"}}`, i), bad+1
+			wantReason["spoofed_topic"]++
+		}
+		if body == "" {
+			body = fmt.Sprintf(`{"v":1,"id":"e%d","topic":%q,"type":"x","ts":1750000000,"payload":{"attacker_ip":%q}}`, i, subject, ip)
+		}
+		fmt.Fprintf(lines[subject], "%s|%s\n", ip, body)
+		total++
 	}
-	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
+	for topic, b := range lines {
+		kcat(t, b.String(), "-P", "-b", addr, "-t", topic, "-K", "|")
 	}
+	statsBefore := intel_processor.Stats()
 	env, ps := pipelineEnv(t, addr)
 	chSrv := chtest.Start(t)
 	env["CLICKHOUSE_DSN"] = chSrv.DSN()
@@ -71,12 +105,11 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation())
 	got := consume(t, out, len(ips)+bad, 60*time.Second)
 	enriched, dead := map[string]string{}, 0
+	gotReason := map[string]int{}
 	for _, r := range got {
 		if r.Topic == "decnet.dlq" {
 			dead++
-			if header(r, "decnet_error") != "bad_key" {
-				t.Errorf("dead letter reason %q", header(r, "decnet_error"))
-			}
+			gotReason[header(r, "decnet_error")]++
 			continue
 		}
 		var ev struct {
@@ -107,8 +140,23 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 			t.Errorf("%s: verdict %q, want %q", ip, enriched[ip], v)
 		}
 	}
-	if dead != bad {
-		t.Errorf("%d dead letters, want %d", dead, bad)
+	if dead != bad || fmt.Sprint(gotReason) != fmt.Sprint(wantReason) {
+		t.Errorf("dead letters %v, want %v", gotReason, wantReason)
+	}
+	// Reconcile: every event is a change, a repeat, a dead letter or skipped.
+	st := intel_processor.Stats()
+	delta := func(k string) int64 { return st[k].(int64) - statsBefore[k].(int64) }
+	if got := delta("events") + delta("skipped") + int64(dead); got != int64(total) {
+		t.Errorf("accounted for %d events (%d enriched or repeats, %d skipped, %d dead), want %d",
+			got, delta("events"), delta("skipped"), dead, total)
+	}
+	if delta("changes") != int64(len(want)) || delta("skipped") != int64(skipped) {
+		t.Errorf("%d changes (want %d), %d skipped (want %d)", delta("changes"), len(want), delta("skipped"), skipped)
+	}
+	// kcat reads the enriched events back.
+	back := kcat(t, "", "-C", "-b", addr, "-t", "attacker.intel.enriched", "-o", "beginning", "-c", fmt.Sprint(len(want)), "-f", "%k\n")
+	if keys := strings.Fields(back); len(keys) != len(want) {
+		t.Errorf("kcat read %d enriched events back: %q", len(keys), back)
 	}
 	if ps.Calls("greynoise") != len(ips) || ps.Calls("feodo") != 1 {
 		t.Errorf("greynoise asked %d times for %d IPs; feodo fetched %d times", ps.Calls("greynoise"), len(ips), ps.Calls("feodo"))
@@ -129,7 +177,7 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 			t.Errorf("attacker_intel %s: %s, want %s", r[0], r[1], want[r[0]])
 		}
 	}
-	t.Logf("in=%d enriched=%d dead=%d skipped=%d (the rest are repeat sightings); %d attacker_intel rows", len(recs), len(enriched), dead, skipped, len(rows))
+	t.Logf("in=%d enriched=%d dead=%d skipped=%d (the rest are repeat sightings); %d attacker_intel rows", total, len(enriched), dead, skipped, len(rows))
 
 	// Warm start: a second pipeline (a restart, or a new replica) reading
 	// the same events starts with the rows from ClickHouse and asks no

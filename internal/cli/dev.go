@@ -282,7 +282,7 @@ func (s *topicSummary) line(ctx context.Context) string {
 	if events > 0 {
 		hitRate = 100 * float64(hits) / float64(events)
 	}
-	parts = append(parts, fmt.Sprintf("| intel: events=%d cache_hits=%.1f%% changes=%d skipped=%d invalid_ip=%d provider_calls=%d provider_errors=%d",
-		events, hitRate, st["changes"], st["skipped"], st["invalid_ip"], st["provider_calls"], st["provider_errors"]))
+	parts = append(parts, fmt.Sprintf("| intel: events=%d cache_hits=%.1f%% changes=%d verdicts=%v skipped=%d invalid_ip=%d provider_calls=%d provider_errors=%d",
+		events, hitRate, st["changes"], st["verdicts"], st["skipped"], st["invalid_ip"], st["provider_calls"], st["provider_errors"]))
 	return strings.Join(parts, "  ")
 }

@@ -1,6 +1,7 @@
 package intel_processor
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,8 @@ var stats struct {
 	started                                        time.Time
 	events, hits, misses, coalesced, partial       atomic.Int64
 	changes, skipped, invalid, providerCalls, errs atomic.Int64
+	// verdicts counts the aggregate verdicts of changes (enrichments).
+	verdicts sync.Map // verdict → *atomic.Int64
 }
 
 func init() {
@@ -49,7 +52,17 @@ func Stats() map[string]any {
 		"invalid_ip":      stats.invalid.Load(),
 		"provider_calls":  stats.providerCalls.Load(),
 		"provider_errors": stats.errs.Load(),
+		"verdicts":        verdictCounts(),
 	}
+}
+
+func verdictCounts() map[string]any {
+	out := map[string]any{}
+	stats.verdicts.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
 }
 
 func countOutcome(a enrich.Answer) {
@@ -69,6 +82,8 @@ func countOutcome(a enrich.Answer) {
 	}
 	if a.Changed {
 		stats.changes.Add(1)
+		c, _ := stats.verdicts.LoadOrStore(a.Verdict(), new(atomic.Int64))
+		c.(*atomic.Int64).Add(1)
 	}
 }
 
