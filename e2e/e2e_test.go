@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -99,32 +97,11 @@ func header(r *kgo.Record, key string) string {
 	return ""
 }
 
-type eventLine struct {
-	Subject string          `json:"subject"`
-	Event   json.RawMessage `json:"event"`
-	Raw     string          `json:"raw"`
-	Expect  string          `json:"expect"`
-}
-
-func readEvents(t *testing.T, name string) []eventLine {
+func readEvents(t *testing.T, name string) []fixtures.EventLine {
 	t.Helper()
-	path, err := fixtures.Path("events", name)
+	lines, err := fixtures.Events(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []eventLine
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var l eventLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, l)
-	}
-	return out
+	return lines
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -165,7 +164,7 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 	// inserts): wait for them, bounded.
 	var rows [][]string
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if rows = chRows(t, chSrv.DSN(), "SELECT attacker_ip, aggregate_verdict FROM attacker_intel FINAL ORDER BY attacker_ip"); len(rows) >= len(want) {
+		if rows = chtest.Query(t, chSrv.DSN(), "SELECT attacker_ip, aggregate_verdict FROM attacker_intel FINAL ORDER BY attacker_ip"); len(rows) >= len(want) {
 			break
 		}
 	}
@@ -227,36 +226,4 @@ func waitConsumed(t *testing.T, addr, group string, topics ...string) {
 		}
 	}
 	t.Fatalf("group %s never caught up", group)
-}
-
-// chRows runs a query whose columns are all strings.
-func chRows(t *testing.T, dsn, q string) [][]string {
-	t.Helper()
-	opts, err := ch.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := ch.Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rows, err := conn.Query(context.Background(), q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out [][]string
-	for rows.Next() {
-		vals := make([]string, len(rows.Columns()))
-		ptrs := make([]any, len(vals))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, vals)
-	}
-	return out
 }

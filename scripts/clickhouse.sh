@@ -3,7 +3,7 @@
 # Debian's clickhouse-server (18.16 here), on loopback only, with its config
 # and data under a project folder.
 #
-#   scripts/clickhouse.sh install          install clickhouse-server/-client when missing
+#   scripts/clickhouse.sh install          install clickhouse-server/-client when missing (ensure-deps.sh)
 #   scripts/clickhouse.sh start            start (if not answering) and wait until it answers
 #   scripts/clickhouse.sh stop             stop the server this folder started
 #   scripts/clickhouse.sh status           exit 0 when it answers
@@ -21,15 +21,7 @@ install() {
   if [ -x "$server_bin" ] && command -v clickhouse-client >/dev/null 2>&1; then
     return 0
   fi
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "clickhouse.sh: need root or sudo to install" >&2; exit 1; }
-    sudo="sudo"
-  fi
-  echo "clickhouse.sh: installing clickhouse-server and clickhouse-client" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+  bash "$(dirname "$0")/ensure-deps.sh"
   server_bin=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
 }
 

@@ -5,12 +5,16 @@
 package chtest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"testing"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // Server is a running test server.
@@ -82,4 +86,49 @@ func repoRoot() (string, error) {
 		}
 		d = filepath.Dir(d)
 	}
+}
+
+// Query runs q on the server at dsn and returns every row, each value
+// printed with fmt (NULL as "NULL").
+func Query(t testing.TB, dsn, q string) [][]string {
+	t.Helper()
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows, err := conn.Query(context.Background(), q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out [][]string
+	for rows.Next() {
+		types := rows.ColumnTypes()
+		vals := make([]any, len(types))
+		for i, ct := range types {
+			vals[i] = reflect.New(ct.ScanType()).Interface()
+		}
+		if err := rows.Scan(vals...); err != nil {
+			t.Fatal(err)
+		}
+		row := make([]string, len(vals))
+		for i, v := range vals {
+			rv := reflect.ValueOf(v)
+			for rv.Kind() == reflect.Pointer && !rv.IsNil() {
+				rv = rv.Elem()
+			}
+			if rv.Kind() == reflect.Pointer {
+				row[i] = "NULL"
+			} else {
+				row[i] = fmt.Sprint(rv.Interface())
+			}
+		}
+		out = append(out, row)
+	}
+	return out
 }

@@ -1,10 +1,8 @@
 package topic_router
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 
@@ -50,33 +48,13 @@ func meta(m *service.Message, k string) string {
 	return v
 }
 
-func lines(t *testing.T, name string) []map[string]json.RawMessage {
+func lines(t *testing.T, name string) []fixtures.EventLine {
 	t.Helper()
-	path, err := fixtures.Path("events", name)
+	l, err := fixtures.Events(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]json.RawMessage
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func str(raw json.RawMessage) string {
-	var s string
-	_ = json.Unmarshal(raw, &s)
-	return s
+	return l
 }
 
 // Every valid DECNET fixture is routed by the default table.
@@ -93,8 +71,8 @@ func TestDefaultRoutesOnValidFixtures(t *testing.T) {
 		"system.intel.control":          {"system.control", "intel"},
 	}
 	for _, l := range lines(t, "valid.jsonl") {
-		subject := str(l["subject"])
-		m := processOne(t, r, message(subject, string(l["event"])))
+		subject := l.Subject
+		m := processOne(t, r, message(subject, string(l.Event)))
 		if m == nil || m.GetError() != nil {
 			t.Fatalf("%s: refused: %v", subject, m.GetError())
 		}
@@ -112,7 +90,7 @@ func TestDefaultRoutesOnValidFixtures(t *testing.T) {
 					IP string `json:"attacker_ip"`
 				} `json:"payload"`
 			}
-			_ = json.Unmarshal(l["event"], &ev)
+			_ = json.Unmarshal(l.Event, &ev)
 			key = ev.Payload.IP
 		}
 		if got := meta(m, MetaKey); got != key {
@@ -128,7 +106,7 @@ func TestDefaultRoutesOnValidFixtures(t *testing.T) {
 func TestInvalidFixturesAreRefusedWithTheirReason(t *testing.T) {
 	r := newTestRouter(t, `{}`)
 	for _, l := range lines(t, "invalid.jsonl") {
-		subject, raw, expect := str(l["subject"]), str(l["raw"]), str(l["expect"])
+		subject, raw, expect := l.Subject, l.Raw, l.Expect
 		m := processOne(t, r, message(subject, raw))
 		if m == nil {
 			t.Fatalf("%q was dropped, not flagged", raw)
