@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // AbuseIPDBData is what the check endpoint says of an IP.
@@ -80,6 +81,12 @@ func (a *AbuseIPDB) lookup(ctx context.Context, ip netip.Addr) Result {
 	if fail != nil {
 		return *fail
 	}
+	return decodeAbuseIPDB(resp.status, resp.body, a.common.Now())
+}
+
+// decodeAbuseIPDB turns a check response into a result.
+func decodeAbuseIPDB(status int, raw []byte, now time.Time) Result {
+	resp := &response{status: status, body: raw}
 	if resp.status != http.StatusOK {
 		return statusError(NameAbuseIPDB, resp)
 	}
@@ -130,7 +137,7 @@ func (a *AbuseIPDB) lookup(ctx context.Context, ip netip.Addr) Result {
 	slices.Sort(data.Categories)
 	data.Categories = slices.Compact(data.Categories)
 
-	res := Result{Raw: resp.body, AbuseIPDB: data, FetchedAt: a.common.Now()}
+	res := Result{Raw: resp.body, AbuseIPDB: data, FetchedAt: now}
 	switch {
 	case data.Score >= 75:
 		res.Verdict = VerdictMalicious

@@ -17,6 +17,11 @@ import (
 func readFixture(t testing.TB, name string) []byte {
 	t.Helper()
 	dir, _ := manifest(t)
+	return readFile(t, dir, name)
+}
+
+func readFile(t testing.TB, dir, name string) []byte {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)

@@ -74,6 +74,13 @@ func (g *GreyNoise) lookup(ctx context.Context, ip netip.Addr) Result {
 		}
 		return *fail
 	}
+	return decodeGreyNoise(resp.status, resp.body, g.common.Now())
+}
+
+// decodeGreyNoise turns a Community API response into a result: 200 with a
+// classification, or 404 "not observed" (an answer: unknown).
+func decodeGreyNoise(status int, raw []byte, now time.Time) Result {
+	resp := &response{status: status, body: raw}
 	var body struct {
 		IP             string   `json:"ip"`
 		Noise          *bool    `json:"noise"`
@@ -96,7 +103,7 @@ func (g *GreyNoise) lookup(ctx context.Context, ip netip.Addr) Result {
 		return parseError(NameGreyNoise, resp.body, "response lacks noise/riot")
 	}
 	data := &GreyNoiseData{Noise: *body.Noise, RIOT: *body.RIOT, Tags: body.Tags}
-	res := Result{Raw: resp.body, GreyNoise: data, FetchedAt: g.common.Now()}
+	res := Result{Raw: resp.body, GreyNoise: data, FetchedAt: now}
 	if resp.status == http.StatusNotFound {
 		res.Verdict = VerdictUnknown // not observed: an answer, not an error
 		return res

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // ThreatFoxData is what ThreatFox knows of an IP's IOCs.
@@ -70,6 +71,12 @@ func (t *ThreatFox) lookup(ctx context.Context, ip netip.Addr) Result {
 	if fail != nil {
 		return *fail
 	}
+	return decodeThreatFox(resp.status, resp.body, ip, t.common.Now())
+}
+
+// decodeThreatFox turns a search_ioc response about ip into a result.
+func decodeThreatFox(status int, raw []byte, ip netip.Addr, now time.Time) Result {
+	resp := &response{status: status, body: raw}
 	if resp.status != http.StatusOK {
 		return statusError(NameThreatFox, resp)
 	}
@@ -80,7 +87,7 @@ func (t *ThreatFox) lookup(ctx context.Context, ip netip.Addr) Result {
 	if err := json.Unmarshal(resp.body, &body); err != nil {
 		return parseError(NameThreatFox, resp.body, "decoding response: %v", err)
 	}
-	res := Result{Raw: resp.body, FetchedAt: t.common.Now()}
+	res := Result{Raw: resp.body, FetchedAt: now}
 	switch body.QueryStatus {
 	case "ok":
 	case "no_result": // data is a sentence, not a list
