@@ -4,6 +4,10 @@
 //
 // Lists are arrays: ClickHouse has no Nullable(Array), so whether a
 // provider answered is in its *_status column ("ok"), never in an empty list.
+//
+// carrier_* name the Kafka record whose event published the row: after a
+// crash between the row landing and the enriched event being written, the
+// redelivered record is recognised and publishes the enrichment again.
 package chschema
 
 import (
@@ -73,5 +77,5 @@ var AttackerIntelColumns = []string{
 	"feodo_listed", "feodo_malware_family", "feodo_raw", "feodo_queried_at",
 	"threatfox_listed", "threatfox_threat_types", "threatfox_ioc_types", "threatfox_malware_families", "threatfox_raw", "threatfox_queried_at",
 	"aggregate_verdict", "greynoise_status", "abuseipdb_status", "feodo_status", "threatfox_status",
-	"cached_at", "expires_at", "version",
+	"cached_at", "expires_at", "carrier_topic", "carrier_partition", "carrier_offset", "version",
 }

@@ -16,6 +16,14 @@ import (
 	"github.com/decnet/decnet-stream/internal/providers"
 )
 
+// Stored is a row read back, with the Kafka record that published it.
+type Stored struct {
+	Row       *aggregate.Row
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
 // Store reads rows from one attacker_intel table over one connection pool.
 type Store struct {
 	conn  driver.Conn
@@ -40,7 +48,7 @@ func (s *Store) Close() error { return s.conn.Close() }
 
 // Load returns the newest unexpired rows of table, at most limit, newest
 // first, for the configured providers.
-func Load(ctx context.Context, dsn, table string, limit int, configured []string) ([]*aggregate.Row, error) {
+func Load(ctx context.Context, dsn, table string, limit int, configured []string) ([]Stored, error) {
 	s, err := Open(dsn, table)
 	if err != nil {
 		return nil, err
@@ -51,30 +59,31 @@ func Load(ctx context.Context, dsn, table string, limit int, configured []string
 
 // Get returns ip's unexpired row, or nil when there is none: the cache
 // that every replica shares.
-func (s *Store) Get(ctx context.Context, ip netip.Addr, configured []string) (*aggregate.Row, error) {
+func (s *Store) Get(ctx context.Context, ip netip.Addr, configured []string) (*Stored, error) {
 	rows, err := s.query(ctx, "attacker_ip = '"+ip.String()+"' AND expires_at > now() LIMIT 1", configured)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
-	return rows[0], nil
+	return &rows[0], nil
 }
 
 // query reads rows matching where (built only from validated values).
-func (s *Store) query(ctx context.Context, where string, configured []string) ([]*aggregate.Row, error) {
+func (s *Store) query(ctx context.Context, where string, configured []string) ([]Stored, error) {
 	conn, table := s.conn, s.table
 	q := fmt.Sprintf(`SELECT attacker_ip,
   greynoise_classification, greynoise_name, greynoise_tags, greynoise_queried_at,
   abuseipdb_score, abuseipdb_categories, abuseipdb_queried_at,
   feodo_listed, feodo_malware_family, feodo_queried_at,
   threatfox_listed, threatfox_threat_types, threatfox_ioc_types, threatfox_malware_families, threatfox_queried_at,
-  aggregate_verdict, greynoise_status, abuseipdb_status, feodo_status, threatfox_status, cached_at, expires_at
+  aggregate_verdict, greynoise_status, abuseipdb_status, feodo_status, threatfox_status, cached_at, expires_at,
+  carrier_topic, carrier_partition, carrier_offset
 FROM %s FINAL WHERE %s`, table, where)
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", table, err)
 	}
 	defer rows.Close()
-	var out []*aggregate.Row
+	var out []Stored
 	for rows.Next() {
 		var (
 			ip                                 string
@@ -85,10 +94,14 @@ FROM %s FINAL WHERE %s`, table, where)
 			abCats                             []uint8
 			verdict, gnSt, abSt, feodoSt, tfSt string
 			cachedAt, expiresAt                time.Time
+			carrierTopic                       string
+			carrierPartition                   int32
+			carrierOffset                      int64
 		)
 		if err := rows.Scan(&ip, &gnClass, &gnName, &gnTags, &gnAt, &abScore, &abCats, &abAt,
 			&feodoListed, &feodoFam, &feodoAt, &tfListed, &tfThreat, &tfIOC, &tfFam, &tfAt,
-			&verdict, &gnSt, &abSt, &feodoSt, &tfSt, &cachedAt, &expiresAt); err != nil {
+			&verdict, &gnSt, &abSt, &feodoSt, &tfSt, &cachedAt, &expiresAt,
+			&carrierTopic, &carrierPartition, &carrierOffset); err != nil {
 			return nil, fmt.Errorf("reading %s: %w", table, err)
 		}
 		r := aggregate.NewRow(ip, configured)
@@ -119,7 +132,7 @@ FROM %s FINAL WHERE %s`, table, where)
 		// are what later merges into a partial row combine.
 		r.AggregateVerdict = verdict
 		r.CachedAt, r.ExpiresAt = cachedAt.UTC(), expiresAt.UTC()
-		out = append(out, r)
+		out = append(out, Stored{Row: r, Topic: carrierTopic, Partition: carrierPartition, Offset: carrierOffset})
 	}
 	return out, rows.Err()
 }

@@ -53,7 +53,7 @@ type Config struct {
 	// SecondLevel, when set, is asked on a miss before the providers: a
 	// store every replica shares (ClickHouse). It returns the IP's
 	// unexpired row, or nil.
-	SecondLevel func(ctx context.Context, ip netip.Addr) *aggregate.Row
+	SecondLevel func(ctx context.Context, ip netip.Addr) (*aggregate.Row, Carrier)
 	// KeepRaw keeps providers' raw responses in cached rows (for a
 	// ClickHouse row); without it rows are a fraction of the memory.
 	KeepRaw bool
@@ -407,13 +407,14 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	defer e.jobs.Done()
 	if prior == nil && e.conf.SecondLevel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), e.conf.MaxWait)
-		shared := e.conf.SecondLevel(ctx, ip)
+		shared, carrier := e.conf.SecondLevel(ctx, ip)
 		cancel()
 		if shared != nil && e.conf.Now().Before(shared.ExpiresAt) {
 			if shared.Complete() {
-				// Another replica paid for it and published it already.
+				// Another replica (or this one before a restart) paid for
+				// it and published it, from carrier.
 				ent := e.newEntry(shared, shared.ExpiresAt)
-				ent.carried = true
+				ent.carried, ent.carrier = true, carrier
 				e.finish(ip, j, ent)
 				return
 			}
@@ -522,9 +523,11 @@ func (e *Engine) Settle(ctx context.Context) error {
 
 // Preload puts a row read back from storage into the cache (warm start),
 // unless the IP is cached already. Its expiry is the stored one, and it
-// counts as carried: it was published before, so a first sighting after a
-// restart is a repeat, not a change.
-func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row) {
+// counts as carried by carrier: it was published before, so a first
+// sighting after a restart is a repeat, not a change — unless it is that
+// very record delivered again (the crash came between the row and the
+// enriched event), which publishes it again.
+func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row, carrier Carrier) {
 	if !e.conf.Now().Before(row.ExpiresAt) {
 		return
 	}
@@ -534,7 +537,7 @@ func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row) {
 		return
 	}
 	ent := e.newEntry(row, row.ExpiresAt)
-	ent.carried = true
+	ent.carried, ent.carrier = true, carrier
 	e.cache.Add(ip, ent)
 }
 

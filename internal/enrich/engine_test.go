@@ -330,7 +330,9 @@ func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
 		return r
 	}
 	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second,
-		SecondLevel: func(_ context.Context, ip netip.Addr) *aggregate.Row { return shared(ip, ip == ipN(1)) }})
+		SecondLevel: func(_ context.Context, ip netip.Addr) (*aggregate.Row, Carrier) {
+			return shared(ip, ip == ipN(1)), Carrier{Topic: "t", Offset: 1}
+		}})
 	got := e.Enrich(context.Background(), []Request{{IP: ipN(1)}, {IP: ipN(2)}})
 	if got[0].Changed || got[0].Verdict() != "benign" {
 		t.Fatalf("complete shared row: changed=%v verdict=%s", got[0].Changed, got[0].Verdict())
@@ -341,5 +343,28 @@ func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
 	if ps.total(providers.NameGreyNoise) != 0 || ps.total(providers.NameAbuseIPDB) != 1 {
 		t.Fatalf("providers asked: greynoise %d (want 0), abuseipdb %d (want 1, for the partial row)",
 			ps.total(providers.NameGreyNoise), ps.total(providers.NameAbuseIPDB))
+	}
+}
+
+// A preloaded row is not published again by a new sighting, but is by a
+// redelivery of the record that published it before the restart.
+func TestPreloadedRowRepublishesOnlyForItsCarrier(t *testing.T) {
+	ps := newProviderServer(t)
+	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
+	row := aggregate.NewRow(ipN(1).String(), e.Names())
+	for _, n := range e.Names() {
+		row.Restore(n, aggregate.StatusOK, providers.VerdictMalicious)
+	}
+	row.ExpiresAt = time.Now().Add(time.Hour)
+	carrier := Carrier{Topic: "attacker.observed", Partition: 2, Offset: 41}
+	e.Preload(ipN(1), row, carrier)
+	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "attacker.observed", Partition: 2, Offset: 99}}})[0]; a.Changed {
+		t.Fatal("a new sighting republished a preloaded row")
+	}
+	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: carrier}})[0]; !a.Changed {
+		t.Fatal("the redelivered carrier did not republish")
+	}
+	if ps.total(providers.NameGreyNoise) != 0 {
+		t.Fatal("a preloaded row was looked up")
 	}
 }

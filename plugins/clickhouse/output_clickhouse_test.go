@@ -42,7 +42,8 @@ func row(ip string, verdict string, version int64) *service.Message {
  "threatfox_listed": false, "threatfox_threat_types": [], "threatfox_ioc_types": [], "threatfox_malware_families": [],
  "threatfox_raw": null, "threatfox_queried_at": %q,
  "aggregate_verdict": %q, "greynoise_status": "ok", "abuseipdb_status": "ok", "feodo_status": "deferred", "threatfox_status": "ok",
- "cached_at": %q, "expires_at": %q, "version": %d}`,
+ "cached_at": %q, "expires_at": %q, "version": %d,
+ "carrier_topic": "attacker.observed", "carrier_partition": 0, "carrier_offset": 7}`,
 		ip, at.Format(time.RFC3339), at.Format(time.RFC3339), at.Format(time.RFC3339), verdict,
 		at.Format(time.RFC3339), at.Add(24*time.Hour).Format(time.RFC3339), at.UnixNano())))
 }

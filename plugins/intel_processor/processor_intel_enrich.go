@@ -161,12 +161,15 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 			for _, pr := range provs {
 				names = append(names, pr.Name())
 			}
-			ec.SecondLevel = func(ctx context.Context, ip netip.Addr) *aggregate.Row {
-				row, err := store.Get(ctx, ip, names)
+			ec.SecondLevel = func(ctx context.Context, ip netip.Addr) (*aggregate.Row, enrich.Carrier) {
+				st, err := store.Get(ctx, ip, names)
 				if err != nil {
 					p.log.Debugf("intel_enrich: shared lookup of %s: %v", ip, err)
 				}
-				return row
+				if st == nil {
+					return nil, enrich.Carrier{}
+				}
+				return st.Row, enrich.Carrier{Topic: st.Topic, Partition: st.Partition, Offset: st.Offset}
 			}
 		}
 	}
@@ -193,9 +196,9 @@ func (p *processor) warmStart(conf *service.ParsedConfig, limit int) {
 		return
 	}
 	loaded := 0
-	for _, r := range rows {
-		if ip, err := providers.ParseIP(r.AttackerIP); err == nil {
-			p.engine.Preload(ip, r)
+	for _, st := range rows {
+		if ip, err := providers.ParseIP(st.Row.AttackerIP); err == nil {
+			p.engine.Preload(ip, st.Row, enrich.Carrier{Topic: st.Topic, Partition: st.Partition, Offset: st.Offset})
 			loaded++
 		}
 	}
@@ -257,7 +260,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			if !p.emitAll && !a.Changed {
 				continue // a repeat sighting: acknowledged with the batch, not emitted
 			}
-			if err := p.write(batch[i], a); err != nil {
+			if err := p.write(batch[i], a, reqs[k].Carrier); err != nil {
 				p.refuse(batch[i], err)
 			}
 			keep[i] = true
@@ -337,7 +340,7 @@ func (p *processor) refuse(msg *service.Message, err error) {
 // write puts the enrichment into the event at target and sets metadata.
 // The row's JSON is encoded once per cached row; the event's attacker_uuid
 // is spliced into it, so a hit costs one insertion into the event.
-func (p *processor) write(msg *service.Message, a enrich.Answer) error {
+func (p *processor) write(msg *service.Message, a enrich.Answer, carrier enrich.Carrier) error {
 	raw, err := msg.AsBytes()
 	if err != nil {
 		return err
@@ -349,6 +352,9 @@ func (p *processor) write(msg *service.Message, a enrich.Answer) error {
 	enc, err := a.JSON(variant, encode)
 	if err != nil {
 		return err
+	}
+	if p.includeRaw {
+		enc = withCarrier(enc, carrier)
 	}
 	if uuid := gjson.GetBytes(raw, "payload.attacker_uuid"); uuid.Type == gjson.String && uuid.Str != "" && len(enc) > 1 {
 		withUUID := make([]byte, 0, len(enc)+len(uuid.Str)+20)
@@ -390,6 +396,23 @@ func (p *processor) splice(raw, enc []byte) ([]byte, bool) {
 	out = append(out, ':')
 	out = append(out, enc...)
 	return append(out, '}'), true
+}
+
+// withCarrier adds the record that carries this row to its table form, so
+// a warm start recognises that record if it is delivered again.
+func withCarrier(enc []byte, c enrich.Carrier) []byte {
+	if len(enc) < 2 {
+		return enc
+	}
+	out := make([]byte, 0, len(enc)+len(c.Topic)+80)
+	out = append(out, enc[:len(enc)-1]...)
+	out = append(out, `,"carrier_topic":`...)
+	out = strconv.AppendQuote(out, c.Topic)
+	out = append(out, `,"carrier_partition":`...)
+	out = strconv.AppendInt(out, int64(c.Partition), 10)
+	out = append(out, `,"carrier_offset":`...)
+	out = strconv.AppendInt(out, c.Offset, 10)
+	return append(out, '}')
 }
 
 func encodeEnrichment(r *aggregate.Row) ([]byte, error) { return json.Marshal(r.Enrichment()) }
