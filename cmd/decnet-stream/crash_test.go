@@ -71,7 +71,7 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 	for k := 0; k < kills; k++ {
 		cmd := run()
 		time.Sleep(time.Duration(300+rng.IntN(1200)) * time.Millisecond) // a random point of the run
-		_ = cmd.Process.Kill()                                            // SIGKILL: no drain, no commit
+		_ = cmd.Process.Kill()                                           // SIGKILL: no drain, no commit
 		_ = cmd.Wait()
 	}
 	final := run()
