@@ -57,7 +57,9 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 	env := append(os.Environ(), "KAFKA_SEED_BROKERS="+addr, "CLICKHOUSE_DSN="+ch.DSN(),
 		"GREYNOISE_BASE_URL="+providers.URL, "ABUSEIPDB_BASE_URL="+providers.URL, "THREATFOX_BASE_URL="+providers.URL,
 		"ABUSEIPDB_API_KEY=k", "THREATFOX_API_KEY=k", "FEODO_URL="+providers.URL+"/ipblocklist.json",
-		"INTEL_STATE_FILE="+filepath.Join(state, "budget.json"), "INTEL_MAX_WAIT=200ms")
+		"INTEL_STATE_FILE="+filepath.Join(state, "budget.json"), "INTEL_MAX_WAIT=200ms",
+		// Killed members leave no goodbye: let the group notice them fast.
+		"KAFKA_SESSION_TIMEOUT=6s")
 	run := func() *exec.Cmd {
 		cmd := exec.Command(binary, "run", "--log.level", "error", "../../config/pipeline.yaml")
 		cmd.Env = env
@@ -79,7 +81,7 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 
 	// Wait until the group has committed every input record.
 	adm := kadm.NewClient(cl)
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(240 * time.Second)
 	for ; ; time.Sleep(250 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the restarted pipeline never caught up")

@@ -73,6 +73,8 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 	if r.conf.group != "" {
 		opts = append(opts,
 			kgo.ConsumerGroup(r.conf.group),
+			kgo.SessionTimeout(r.conf.sessionTimeout),
+			kgo.HeartbeatInterval(r.conf.heartbeat),
 			kgo.AutoCommitMarks(),
 			kgo.AutoCommitInterval(r.conf.commitPeriod),
 			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {

@@ -27,6 +27,8 @@ const (
 	fieldBatching        = "batching"
 	fieldAutoReplayNacks = "auto_replay_nacks"
 	fieldMetadataMaxAge  = "metadata_max_age"
+	fieldSessionTimeout  = "session_timeout"
+	fieldHeartbeat       = "heartbeat_interval"
 
 	startEarliest = "earliest"
 	startLatest   = "latest"
@@ -125,6 +127,14 @@ Each message carries:
 					Description("How often to refresh cluster metadata; with `regexp_topics` or `subjects` this is how soon a new matching topic is consumed.").
 					Default("5m").
 					Advanced(),
+				service.NewDurationField(fieldSessionTimeout).
+					Description("How long the group waits for a silent member (a crashed consumer) before giving its partitions to the others.").
+					Default("45s").
+					Advanced(),
+				service.NewDurationField(fieldHeartbeat).
+					Description("How often a member tells the group it is alive; well below `session_timeout`.").
+					Default("3s").
+					Advanced(),
 				service.NewBatchPolicyField(fieldBatching).
 					Description("Allows you to configure a batching policy that applies to individual topic partitions in order to batch messages together before flushing them for processing. By default each fetch of a partition is one batch.").
 					Advanced(),
@@ -170,6 +180,8 @@ type readerConfig struct {
 	rackID          string
 	batching        service.BatchPolicy
 	metadataMaxAge  time.Duration
+	sessionTimeout  time.Duration
+	heartbeat       time.Duration
 }
 
 func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) {
@@ -269,6 +281,15 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 	}
 	if rc.metadataMaxAge, err = conf.FieldDuration(fieldMetadataMaxAge); err != nil {
 		return rc, err
+	}
+	if rc.sessionTimeout, err = conf.FieldDuration(fieldSessionTimeout); err != nil {
+		return rc, err
+	}
+	if rc.heartbeat, err = conf.FieldDuration(fieldHeartbeat); err != nil {
+		return rc, err
+	}
+	if rc.heartbeat >= rc.sessionTimeout {
+		return rc, fmt.Errorf("%s (%v) must be below %s (%v)", fieldHeartbeat, rc.heartbeat, fieldSessionTimeout, rc.sessionTimeout)
 	}
 	return rc, nil
 }
