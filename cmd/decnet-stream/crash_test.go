@@ -59,7 +59,7 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 		"ABUSEIPDB_API_KEY=k", "THREATFOX_API_KEY=k", "FEODO_URL="+providers.URL+"/ipblocklist.json",
 		"INTEL_STATE_FILE="+filepath.Join(state, "budget.json"), "INTEL_MAX_WAIT=200ms",
 		// Killed members leave no goodbye: let the group notice them fast.
-		"KAFKA_SESSION_TIMEOUT=6s")
+		"KAFKA_SESSION_TIMEOUT=6s", "KAFKA_REBALANCE_TIMEOUT=6s")
 	run := func() *exec.Cmd {
 		cmd := exec.Command(binary, "run", "--log.level", "error", "../../config/pipeline.yaml")
 		cmd.Env = env

@@ -75,6 +75,7 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 			kgo.ConsumerGroup(r.conf.group),
 			kgo.SessionTimeout(r.conf.sessionTimeout),
 			kgo.HeartbeatInterval(r.conf.heartbeat),
+			kgo.RebalanceTimeout(r.conf.rebalance),
 			kgo.AutoCommitMarks(),
 			kgo.AutoCommitInterval(r.conf.commitPeriod),
 			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {

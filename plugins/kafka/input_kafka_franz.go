@@ -29,6 +29,7 @@ const (
 	fieldMetadataMaxAge  = "metadata_max_age"
 	fieldSessionTimeout  = "session_timeout"
 	fieldHeartbeat       = "heartbeat_interval"
+	fieldRebalance       = "rebalance_timeout"
 
 	startEarliest = "earliest"
 	startLatest   = "latest"
@@ -131,6 +132,10 @@ Each message carries:
 					Description("How long the group waits for a silent member (a crashed consumer) before giving its partitions to the others.").
 					Default("45s").
 					Advanced(),
+				service.NewDurationField(fieldRebalance).
+					Description("How long a rebalance waits for every member to rejoin; a member that crashed mid-rebalance holds it up this long.").
+					Default("45s").
+					Advanced(),
 				service.NewDurationField(fieldHeartbeat).
 					Description("How often a member tells the group it is alive; well below `session_timeout`.").
 					Default("3s").
@@ -181,6 +186,7 @@ type readerConfig struct {
 	batching        service.BatchPolicy
 	metadataMaxAge  time.Duration
 	sessionTimeout  time.Duration
+	rebalance       time.Duration
 	heartbeat       time.Duration
 }
 
@@ -286,6 +292,9 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		return rc, err
 	}
 	if rc.heartbeat, err = conf.FieldDuration(fieldHeartbeat); err != nil {
+		return rc, err
+	}
+	if rc.rebalance, err = conf.FieldDuration(fieldRebalance); err != nil {
 		return rc, err
 	}
 	if rc.heartbeat >= rc.sessionTimeout {
