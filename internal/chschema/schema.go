@@ -22,9 +22,11 @@ import (
 // Version is a server version, major.minor.
 type Version struct{ Major, Minor int }
 
+var versionPrefix = regexp.MustCompile(`^(\d+)\.(\d+)`)
+
 // ParseVersion reads what SELECT version() returns ("18.16.1", "24.3.2.23").
 func ParseVersion(s string) (Version, error) {
-	m := regexp.MustCompile(`^(\d+)\.(\d+)`).FindStringSubmatch(s)
+	m := versionPrefix.FindStringSubmatch(s)
 	if m == nil {
 		return Version{}, fmt.Errorf("unrecognised ClickHouse version %q", s)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -194,5 +193,3 @@ func parseError(name string, body []byte, format string, args ...any) Result {
 	res.Raw = body
 	return res
 }
-
-var _ = fmt.Sprintf
