@@ -41,8 +41,10 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 	return mt
 }
 
-func (m *metrics) outcome(o enrich.Outcome) {
-	switch o {
+// outcome counts one enriched event, in the metrics and the heartbeat's
+// process-wide counters alike.
+func (m *metrics) outcome(a enrich.Answer) {
+	switch a.Outcome {
 	case enrich.OutcomeHit:
 		m.hits.Incr(1)
 	case enrich.OutcomeMiss:
@@ -52,6 +54,19 @@ func (m *metrics) outcome(o enrich.Outcome) {
 	case enrich.OutcomePartial:
 		m.partial.Incr(1)
 	}
+	countOutcome(a)
+}
+
+// skip counts an IP passed through without a lookup.
+func (m *metrics) skip(why string) {
+	m.skipped.Incr(1, why)
+	stats.skipped.Add(1)
+}
+
+// invalidIP counts an event refused for its IP.
+func (m *metrics) invalidIP() {
+	m.invalid.Incr(1)
+	stats.invalid.Add(1)
 }
 
 func (m *metrics) ProviderResult(res providers.Result) {

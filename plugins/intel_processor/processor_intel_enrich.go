@@ -237,8 +237,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 		if why := p.guard.Check(ip); why != "" {
 			// Not an attacker anyone else can tell us about: passes through.
 			msg.MetaSetMut(MetaSkipped, why)
-			p.metrics.skipped.Incr(1, why)
-			stats.skipped.Add(1)
+			p.metrics.skip(why)
 			keep[i] = true
 			continue
 		}
@@ -255,8 +254,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 		answers := p.engine.Enrich(ctx, reqs)
 		for k, a := range answers {
 			i := index[k]
-			p.metrics.outcome(a.Outcome)
-			countOutcome(a)
+			p.metrics.outcome(a)
 			if !p.emitAll && !a.Changed {
 				continue // a repeat sighting: acknowledged with the batch, not emitted
 			}
@@ -333,8 +331,7 @@ func orMissing(v gjson.Result) string {
 func (p *processor) refuse(msg *service.Message, err error) {
 	msg.MetaSetMut(MetaError, reasonInvalidIP)
 	msg.SetError(fmt.Errorf("%s: %w", reasonInvalidIP, err))
-	p.metrics.invalid.Incr(1)
-	stats.invalid.Add(1)
+	p.metrics.invalidIP()
 }
 
 // write puts the enrichment into the event at target and sets metadata.
