@@ -138,28 +138,20 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 		}
 	}
 	if g.sem != nil {
-		wait := ctx.Done()
+		var deadline <-chan time.Time // nil: wait as long as ctx lets us
 		if dl, ok := acquireDeadline(ctx); ok {
 			t := time.NewTimer(time.Until(dl))
 			defer t.Stop()
-			select {
-			case g.sem <- struct{}{}:
-				wait = nil
-			case <-t.C:
-				refund()
-				return nil, ErrRateLimited, "concurrency limit: no slot before the deadline"
-			case <-ctx.Done():
-				refund()
-				return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
-			}
+			deadline = t.C
 		}
-		if wait != nil {
-			select {
-			case g.sem <- struct{}{}:
-			case <-wait:
-				refund()
-				return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
-			}
+		select {
+		case g.sem <- struct{}{}:
+		case <-deadline:
+			refund()
+			return nil, ErrRateLimited, "concurrency limit: no slot before the deadline"
+		case <-ctx.Done():
+			refund()
+			return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
 		}
 	}
 	g.persist()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -52,7 +53,8 @@ func unwrap(typ, wrapper string) (string, bool) {
 	return "", false
 }
 
-// nullable maps nil to a typed nil pointer and values to pointers.
+// nullable maps nil to NULL and a value to a pointer to it, which is how
+// clickhouse-go takes Nullable columns.
 func nullable(conv converter, inner string) converter {
 	return func(v any) (any, error) {
 		if v == nil {
@@ -60,35 +62,11 @@ func nullable(conv converter, inner string) converter {
 		}
 		out, err := conv(v)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("Nullable(%s): %w", inner, err)
 		}
-		switch x := out.(type) {
-		case string:
-			return &x, nil
-		case time.Time:
-			return &x, nil
-		case uint8:
-			return &x, nil
-		case uint16:
-			return &x, nil
-		case uint32:
-			return &x, nil
-		case uint64:
-			return &x, nil
-		case int8:
-			return &x, nil
-		case int16:
-			return &x, nil
-		case int32:
-			return &x, nil
-		case int64:
-			return &x, nil
-		case float32:
-			return &x, nil
-		case float64:
-			return &x, nil
-		}
-		return nil, fmt.Errorf("Nullable(%s) of %T", inner, out)
+		ptr := reflect.New(reflect.TypeOf(out))
+		ptr.Elem().Set(reflect.ValueOf(out))
+		return ptr.Interface(), nil
 	}
 }
 
