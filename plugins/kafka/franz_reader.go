@@ -205,13 +205,22 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 			return
 		}
 		for _, buf := range buffers {
-			if wait, has := buf.batcher.UntilNext(); has && wait <= 0 && buf.n > 0 {
+			if periodDue(buf.batcher) && buf.n > 0 {
 				if !r.flush(ctx, cp, out, buf) {
 					return
 				}
 			}
 		}
 	}
+}
+
+// periodDue reports whether a batcher's period has passed. Benthos reports
+// an overdue period as 1ns left, never as zero or less (so a check for
+// "<= 0" never fires and a partition's last records wait forever); anything
+// under a millisecond counts as due.
+func periodDue(b *service.Batcher) bool {
+	wait, has := b.UntilNext()
+	return has && wait < time.Millisecond
 }
 
 // nextFlush is how long until the soonest period flush of any buffer.

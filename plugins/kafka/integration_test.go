@@ -222,3 +222,26 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// Input batching with a period, over several partitions, never stalls:
+// every record reaches the pipeline in batches no larger than count.
+func TestBatchingByCountAndPeriodDeliversEverything(t *testing.T) {
+	const n = 20_000
+	addr := startBroker(t, "in")
+	produce(t, addr, "in", 0, n)
+	c := newCollector()
+	var largest atomic.Int64
+	rs := startStream(t, inputYAML(addr, "in", "batched", "  batching: { count: 256, period: 2ms }"), 8,
+		func(_ context.Context, b service.MessageBatch) error {
+			if int64(len(b)) > largest.Load() {
+				largest.Store(int64(len(b)))
+			}
+			c.add(t, b)
+			return nil
+		})
+	defer rs.stop(t)
+	c.waitFor(t, 60*time.Second, "every record", func() bool { return c.distinct() == n })
+	if largest.Load() > 256 {
+		t.Fatalf("a batch of %d, want at most 256", largest.Load())
+	}
+}
