@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -124,6 +125,19 @@ func TestDailyBudgetRunsOutMidBurstAndSurvivesRestart(t *testing.T) {
 	}
 	if p.Remaining() != 0 {
 		t.Fatalf("remaining %d", p.Remaining())
+	}
+
+	// The count reaches the file within saveEvery, without a clean stop:
+	// a crash forgets at most that much.
+	for deadline := time.Now().Add(3 * saveEvery); ; {
+		b, _ := os.ReadFile(store.path)
+		if strings.Contains(string(b), `"used":5`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the budget file never showed 5 used: %s", b)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a file for a timer's write
 	}
 
 	reopened, err := OpenBudgetStore(store.path)

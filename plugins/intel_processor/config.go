@@ -280,12 +280,12 @@ func parseLimits(c *service.ParsedConfig, l providers.Limits) (providers.Limits,
 }
 
 // buildProviders turns parsed blocks into providers.
-func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string) ([]providers.Provider, []*providers.Feodo, error) {
+func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string) ([]providers.Provider, []*providers.Feodo, *providers.BudgetStore, error) {
 	var store *providers.BudgetStore
 	if stateFile != "" {
 		var err error
 		if store, err = providers.OpenBudgetStore(filepath.Clean(stateFile)); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", fStateFile, err)
+			return nil, nil, nil, fmt.Errorf("%s: %w", fStateFile, err)
 		}
 	}
 	var out []providers.Provider
@@ -309,5 +309,5 @@ func buildProviders(confs []providerConf, guard *providers.Guard, stateFile stri
 			out = append(out, f)
 		}
 	}
-	return out, feeds, nil
+	return out, feeds, store, nil
 }
