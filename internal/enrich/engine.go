@@ -172,10 +172,15 @@ type Carrier struct {
 
 // Request is one IP to enrich for one event.
 type Request struct {
-	IP       netip.Addr
-	Priority float64
-	Carrier  Carrier
+	IP      netip.Addr
+	Carrier Carrier
 }
+
+// Priority returns the priority of reqs[k], for the daily budget's
+// reserve. The engine asks for it only when it starts a lookup: computing
+// it (a Bloblang mapping over the event) would otherwise cost every repeat
+// sighting far more than its cache lookup. Nil means priority 0 for all.
+type Priority func(k int) float64
 
 // Answer is what Enrich returns for one request.
 type Answer struct {
@@ -237,7 +242,7 @@ func (a Answer) JSON(variant int, encode func(*aggregate.Row) ([]byte, error)) (
 // Enrich answers a batch of requests, waiting at most MaxWait from now for
 // lookups. IPs repeated in the batch are looked up once, and only the first
 // event of an IP can carry a change.
-func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
+func (e *Engine) Enrich(ctx context.Context, reqs []Request, priority Priority) []Answer {
 	out := make([]Answer, len(reqs))
 	deadline := time.Now().Add(e.conf.MaxWait)
 	type pendingIP struct {
@@ -266,7 +271,11 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request) []Answer {
 		if ok && !ent.complete {
 			prior = ent.row // ask only the providers still pending
 		}
-		j, started := e.start(r.IP, prior, r.Priority)
+		prio := 0.0
+		if priority != nil && !e.inFlight(r.IP) {
+			prio = priority(i)
+		}
+		j, started := e.start(r.IP, prior, prio)
 		p := &pendingIP{job: j, first: i, outcome: OutcomeMiss}
 		if !started {
 			p.outcome = OutcomeCoalesced
@@ -378,6 +387,15 @@ func (e *Engine) carries(ip netip.Addr, ent *entry, carrier Carrier) bool {
 	upd.carrier, upd.carried = carrier, true
 	e.cache.Add(ip, &upd)
 	return true
+}
+
+// inFlight reports whether a lookup of ip is running (a new request would
+// coalesce onto it, so its priority is not needed).
+func (e *Engine) inFlight(ip netip.Addr) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.inflight[ip]
+	return ok
 }
 
 // start returns the job looking ip up, starting one unless one is running

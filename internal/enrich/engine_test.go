@@ -145,7 +145,7 @@ func TestCoalescingOneCallPerIPPerProvider(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for _, a := range e.Enrich(context.Background(), reqs(1000, "")) {
+			for _, a := range e.Enrich(context.Background(), reqs(1000, ""), nil) {
 				if a.Row() == nil || a.Row().AggregateVerdict != "malicious" {
 					t.Errorf("row %+v", a.Row())
 					return
@@ -187,7 +187,7 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	ip := []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 1}}}
 
 	start := time.Now()
-	a := e.Enrich(context.Background(), ip)[0]
+	a := e.Enrich(context.Background(), ip, nil)[0]
 	if waited := time.Since(start); waited > 5*time.Second {
 		t.Fatalf("the batch waited %v for a held provider", waited)
 	}
@@ -202,11 +202,11 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	if err := e.Settle(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 2}}})[0]
+	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 2}}}, nil)[0]
 	if b.Outcome != OutcomeHit || !b.Changed || b.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK || b.Row().GreyNoiseClassification == nil {
 		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row().Status.Of(providers.NameGreyNoise))
 	}
-	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 3}}})[0]; c.Changed {
+	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 3}}}, nil)[0]; c.Changed {
 		t.Fatal("a third sighting carried the same change again")
 	}
 	if ps.total(providers.NameGreyNoise) != 1 {
@@ -221,16 +221,16 @@ func TestFailedProviderRetriedAfterNegativeTTL(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
 	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: 24 * time.Hour, NegativeTTL: 10 * time.Minute, MaxWait: 10 * time.Second})
 	ps.setFailing(providers.NameAbuseIPDB, true)
-	a := e.Enrich(context.Background(), reqs(1, "c"))[0]
+	a := e.Enrich(context.Background(), reqs(1, "c"), nil)[0]
 	if a.Row().Status.Of(providers.NameAbuseIPDB) != string(providers.ErrHTTPStatus) || a.Row().Complete() {
 		t.Fatalf("first: %v", a.Row().Status)
 	}
-	if e.Enrich(context.Background(), reqs(1, "d"))[0].Changed {
+	if e.Enrich(context.Background(), reqs(1, "d"), nil)[0].Changed {
 		t.Fatal("a cache hit within negative_ttl carried a change")
 	}
 	ps.setFailing(providers.NameAbuseIPDB, false)
 	clock.Add(12 * time.Minute)
-	b := e.Enrich(context.Background(), reqs(1, "e"))[0]
+	b := e.Enrich(context.Background(), reqs(1, "e"), nil)[0]
 	if !b.Changed || b.Row().AbuseIPDBScore == nil || *b.Row().AbuseIPDBScore != 37 || b.Row().GreyNoiseClassification == nil || !b.Row().Complete() {
 		t.Fatalf("after negative_ttl: changed=%v status=%v", b.Changed, b.Row().Status)
 	}
@@ -247,7 +247,7 @@ func TestExpiredHotIPIsLookedUpAgain(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
 	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: time.Hour, MaxWait: 10 * time.Second})
 	for i := 0; i < 70; i++ { // a hit every minute for 70 minutes
-		e.Enrich(context.Background(), reqs(1, ""))
+		e.Enrich(context.Background(), reqs(1, ""), nil)
 		clock.Add(time.Minute)
 	}
 	if n := ps.total(providers.NameGreyNoise); n != 2 {
@@ -259,7 +259,7 @@ func TestMaxEntriesBoundsTheCache(t *testing.T) {
 	ps := newProviderServer(t)
 	var evicted atomic.Int32
 	e := New(Config{Providers: allProviders(ps)[:1], MaxEntries: 100, MaxWait: 10 * time.Second, Observer: evictCounter{&evicted}})
-	e.Enrich(context.Background(), reqs(1000, ""))
+	e.Enrich(context.Background(), reqs(1000, ""), nil)
 	if e.Len() != 100 || evicted.Load() != 900 {
 		t.Fatalf("cache holds %d rows after 1,000 IPs with max_entries 100; %d evicted", e.Len(), evicted.Load())
 	}
@@ -277,15 +277,15 @@ func TestChangeCarriersUnderRedelivery(t *testing.T) {
 	ps := newProviderServer(t)
 	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
 	batch := []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 10}}, {IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 11}}, {IP: ipN(2), Carrier: Carrier{Topic: "t", Partition: 1, Offset: 5}}}
-	got := e.Enrich(context.Background(), batch)
+	got := e.Enrich(context.Background(), batch, nil)
 	if !got[0].Changed || got[1].Changed || !got[2].Changed {
 		t.Fatalf("first delivery changed = %v %v %v, want true false true", got[0].Changed, got[1].Changed, got[2].Changed)
 	}
-	again := e.Enrich(context.Background(), batch) // the batch was nacked downstream
+	again := e.Enrich(context.Background(), batch, nil) // the batch was nacked downstream
 	if !again[0].Changed || again[1].Changed || !again[2].Changed {
 		t.Fatalf("redelivery changed = %v %v %v, want true false true", again[0].Changed, again[1].Changed, again[2].Changed)
 	}
-	if later := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 99}}}); later[0].Changed {
+	if later := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 99}}}, nil); later[0].Changed {
 		t.Fatal("a later sighting carried an old change")
 	}
 }
@@ -298,16 +298,16 @@ func TestBudgetReserveKeepsLastCallsForPriority(t *testing.T) {
 		Limits: providers.Limits{DailyBudget: 10, Timeout: 10 * time.Second}}})
 	e := New(Config{Providers: []providers.Provider{gn}, BudgetReserve: 0.5, PriorityThreshold: 5, MaxWait: 10 * time.Second})
 	for i := 0; i < 10; i++ {
-		e.Enrich(context.Background(), []Request{{IP: ipN(i), Priority: 1}})
+		e.Enrich(context.Background(), []Request{{IP: ipN(i)}}, func(int) float64 { return 1 })
 	}
 	if n := ps.total(providers.NameGreyNoise); n != 5 {
 		t.Fatalf("low-priority lookups spent %d of 10, want 5 (half kept in reserve)", n)
 	}
-	low := e.Enrich(context.Background(), []Request{{IP: ipN(50), Priority: 1}})[0]
+	low := e.Enrich(context.Background(), []Request{{IP: ipN(50)}}, func(int) float64 { return 1 })[0]
 	if low.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusReserved {
 		t.Fatalf("low priority got %q", low.Row().Status.Of(providers.NameGreyNoise))
 	}
-	high := e.Enrich(context.Background(), []Request{{IP: ipN(51), Priority: 9}})[0]
+	high := e.Enrich(context.Background(), []Request{{IP: ipN(51)}}, func(int) float64 { return 9 })[0]
 	if high.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK {
 		t.Fatalf("high priority got %q", high.Row().Status.Of(providers.NameGreyNoise))
 	}
@@ -333,7 +333,7 @@ func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
 		SecondLevel: func(_ context.Context, ip netip.Addr) (*aggregate.Row, Carrier) {
 			return shared(ip, ip == ipN(1)), Carrier{Topic: "t", Offset: 1}
 		}})
-	got := e.Enrich(context.Background(), []Request{{IP: ipN(1)}, {IP: ipN(2)}})
+	got := e.Enrich(context.Background(), []Request{{IP: ipN(1)}, {IP: ipN(2)}}, nil)
 	if got[0].Changed || got[0].Verdict() != "benign" {
 		t.Fatalf("complete shared row: changed=%v verdict=%s", got[0].Changed, got[0].Verdict())
 	}
@@ -358,13 +358,31 @@ func TestPreloadedRowRepublishesOnlyForItsCarrier(t *testing.T) {
 	row.ExpiresAt = time.Now().Add(time.Hour)
 	carrier := Carrier{Topic: "attacker.observed", Partition: 2, Offset: 41}
 	e.Preload(ipN(1), row, carrier)
-	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "attacker.observed", Partition: 2, Offset: 99}}})[0]; a.Changed {
+	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "attacker.observed", Partition: 2, Offset: 99}}}, nil)[0]; a.Changed {
 		t.Fatal("a new sighting republished a preloaded row")
 	}
-	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: carrier}})[0]; !a.Changed {
+	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: carrier}}, nil)[0]; !a.Changed {
 		t.Fatal("the redelivered carrier did not republish")
 	}
 	if ps.total(providers.NameGreyNoise) != 0 {
 		t.Fatal("a preloaded row was looked up")
+	}
+}
+
+// A repeat sighting costs a cache lookup: its priority (a Bloblang mapping
+// over the event, in the processor) is computed only for a lookup that starts.
+func TestPriorityIsComputedOnlyForLookups(t *testing.T) {
+	ps := newProviderServer(t)
+	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
+	asked := map[int]int{}
+	count := func(k int) float64 { asked[k]++; return 1 }
+	e.Enrich(context.Background(), []Request{{IP: ipN(1)}}, count)
+	if asked[0] != 1 {
+		t.Fatalf("a miss computed its priority %d times, want 1", asked[0])
+	}
+	clear(asked)
+	e.Enrich(context.Background(), []Request{{IP: ipN(1)}, {IP: ipN(1)}, {IP: ipN(2)}}, count)
+	if asked[0] != 0 || asked[1] != 0 || asked[2] != 1 {
+		t.Fatalf("priorities computed %v, want only the new IP's (index 2)", asked)
 	}
 }

@@ -41,20 +41,47 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 	return mt
 }
 
-// outcome counts one enriched event, in the metrics and the heartbeat's
-// process-wide counters alike.
-func (m *metrics) outcome(a enrich.Answer) {
-	switch a.Outcome {
-	case enrich.OutcomeHit:
-		m.hits.Incr(1)
-	case enrich.OutcomeMiss:
-		m.misses.Incr(1)
-	case enrich.OutcomeCoalesced:
-		m.coalesced.Incr(1)
-	case enrich.OutcomePartial:
-		m.partial.Incr(1)
+// outcomes counts a batch's enriched events, in the metrics and the
+// heartbeat's process-wide counters alike: tallied first, then added once
+// per counter, so a batch of repeat sightings costs a few atomic adds.
+func (m *metrics) outcomes(answers []enrich.Answer) {
+	var hits, misses, coalesced, partial, cached, partialLookups, changes int64
+	for _, a := range answers {
+		switch a.Outcome {
+		case enrich.OutcomeHit:
+			hits++
+		case enrich.OutcomeMiss:
+			misses++
+		case enrich.OutcomeCoalesced:
+			coalesced++
+		case enrich.OutcomePartial:
+			partial++
+			if !a.Cached {
+				partialLookups++
+			}
+		}
+		if a.Cached {
+			cached++
+		}
+		if a.Changed {
+			changes++
+			countVerdict(a.Verdict())
+		}
 	}
-	countOutcome(a)
+	for _, c := range []struct {
+		n int64
+		m *service.MetricCounter
+	}{{hits, m.hits}, {misses, m.misses}, {coalesced, m.coalesced}, {partial, m.partial}} {
+		if c.n > 0 {
+			c.m.Incr(c.n)
+		}
+	}
+	stats.events.Add(int64(len(answers)))
+	stats.hits.Add(cached) // served from the cache, complete or partial
+	stats.misses.Add(misses)
+	stats.coalesced.Add(coalesced)
+	stats.partial.Add(partialLookups)
+	stats.changes.Add(changes)
 }
 
 // skip counts an IP passed through without a lookup.

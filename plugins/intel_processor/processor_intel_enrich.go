@@ -57,6 +57,7 @@ type processor struct {
 	guard        *providers.Guard
 	engine       *enrich.Engine
 	feeds        []*providers.Feodo
+	budgets      *providers.BudgetStore // daily counts, written on a clean stop too
 	metrics      *metrics
 	store        *chstore.Store // the shared second-level cache, when on
 	log          *service.Logger
@@ -117,11 +118,11 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	if err != nil {
 		return nil, err
 	}
-	provs, feeds, err := buildProviders(pconfs, p.guard, stateFile)
+	provs, feeds, budgets, err := buildProviders(pconfs, p.guard, stateFile)
 	if err != nil {
 		return nil, err
 	}
-	p.feeds = feeds
+	p.feeds, p.budgets = feeds, budgets
 	ec := enrich.Config{Providers: provs, KeepRaw: p.includeRaw}
 	if ec.MaxWait, err = conf.FieldDuration(fMaxWait); err != nil {
 		return nil, err
@@ -241,20 +242,24 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			keep[i] = true
 			continue
 		}
-		r := enrich.Request{IP: ip, Carrier: carrierOf(msg)}
-		if p.priority != nil {
-			if v, err := queryValue(msg, p.priority); err == nil {
-				r.Priority = toFloat(v)
-			}
-		}
-		reqs = append(reqs, r)
+		reqs = append(reqs, enrich.Request{IP: ip, Carrier: carrierOf(msg)})
 		index = append(index, i)
 	}
 	if len(reqs) > 0 {
-		answers := p.engine.Enrich(ctx, reqs)
+		var priority enrich.Priority
+		if p.priority != nil {
+			priority = func(k int) float64 {
+				v, err := queryValue(batch[index[k]], p.priority)
+				if err != nil {
+					return 0
+				}
+				return toFloat(v)
+			}
+		}
+		answers := p.engine.Enrich(ctx, reqs, priority)
+		p.metrics.outcomes(answers)
 		for k, a := range answers {
 			i := index[k]
-			p.metrics.outcome(a)
 			if !p.emitAll && !a.Changed {
 				continue // a repeat sighting: acknowledged with the batch, not emitted
 			}
@@ -469,6 +474,9 @@ func (p *processor) Close(ctx context.Context) error {
 	}
 	if p.store != nil {
 		_ = p.store.Close()
+	}
+	if p.budgets != nil {
+		p.budgets.Flush()
 	}
 	return err
 }

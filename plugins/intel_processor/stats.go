@@ -7,7 +7,6 @@ import (
 
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 
-	"github.com/decnet/decnet-stream/internal/enrich"
 	"github.com/decnet/decnet-stream/internal/providers"
 )
 
@@ -65,26 +64,9 @@ func verdictCounts() map[string]any {
 	return out
 }
 
-func countOutcome(a enrich.Answer) {
-	stats.events.Add(1)
-	if a.Cached {
-		stats.hits.Add(1) // served from the cache, complete or partial
-	}
-	switch a.Outcome {
-	case enrich.OutcomeMiss:
-		stats.misses.Add(1)
-	case enrich.OutcomeCoalesced:
-		stats.coalesced.Add(1)
-	case enrich.OutcomePartial:
-		if !a.Cached {
-			stats.partial.Add(1)
-		}
-	}
-	if a.Changed {
-		stats.changes.Add(1)
-		c, _ := stats.verdicts.LoadOrStore(a.Verdict(), new(atomic.Int64))
-		c.(*atomic.Int64).Add(1)
-	}
+func countVerdict(v string) {
+	c, _ := stats.verdicts.LoadOrStore(v, new(atomic.Int64))
+	c.(*atomic.Int64).Add(1)
 }
 
 func countProvider(res providers.Result) {
