@@ -230,3 +230,23 @@ func TestAuthFailureBacksOff(t *testing.T) {
 		t.Fatalf("%d requests with bad credentials, want 1 then back off", srv.count())
 	}
 }
+
+// max_queue_wait bounds the wait for a token below the caller's deadline:
+// past it the lookup is rate_limited at once, without a request.
+func TestMaxQueueWaitAnswersRateLimitedAtOnce(t *testing.T) {
+	srv := newFixtureServer(t, 200, nil, okGreyNoise)
+	c := testCommon(srv.URL)
+	c.Limits.RatePerSecond, c.Limits.Burst, c.Limits.MaxQueueWait = 1, 1, 50*time.Millisecond
+	p := NewGreyNoise(GreyNoiseConfig{Common: c})
+	ip := netip.MustParseAddr("203.0.113.45")
+	ctx := WithAcquireDeadline(context.Background(), time.Now().Add(10*time.Second))
+	if res := p.Lookup(ctx, ip); res.ErrKind == ErrRateLimited {
+		t.Fatal("the first lookup had a token")
+	}
+	if res := p.Lookup(ctx, ip); res.ErrKind != ErrRateLimited {
+		t.Fatalf("second lookup: %s, want rate_limited (the next token is 1s away, past max_queue_wait)", res.ErrKind)
+	}
+	if srv.count() != 1 {
+		t.Fatalf("%d requests, want 1", srv.count())
+	}
+}

@@ -20,6 +20,14 @@ type Limits struct {
 	Timeout       time.Duration // per request, default 10s
 	MaxBodyBytes  int64         // response size cap, default 1 MiB
 	Retries       int           // extra attempts after a network error or 5xx
+	// MaxQueueWait, when set, is the longest a request waits for a
+	// rate-limit token (else up to the caller's max_wait); past it the
+	// lookup answers rate_limited at once and is asked again after
+	// negative_ttl. A trade measured in the cold-start storm benchmark:
+	// 100ms let repeat sightings through a little faster (0.16 of the
+	// no-storm rate instead of 0.02–0.14) but used a third of the allowed
+	// provider rate instead of 96–98%, so it is off by default.
+	MaxQueueWait time.Duration
 }
 
 // gate enforces Limits for one provider. It never makes a caller wait past
@@ -118,9 +126,13 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 	}
 
 	if g.bucket != nil {
+		dl, ok := acquireDeadline(ctx)
+		if q := g.limits.MaxQueueWait; q > 0 && (!ok || now.Add(q).Before(dl)) {
+			dl, ok = now.Add(q), true
+		}
 		r := g.bucket.ReserveN(now, 1)
 		delay := r.DelayFrom(now)
-		if dl, ok := acquireDeadline(ctx); !r.OK() || (ok && now.Add(delay).After(dl)) {
+		if !r.OK() || (ok && now.Add(delay).After(dl)) {
 			r.CancelAt(now)
 			refund()
 			return nil, ErrRateLimited, "rate limit: no token before the deadline"

@@ -40,6 +40,7 @@ const (
 	fTimeout           = "timeout"
 	fMaxBodyBytes      = "max_body_bytes"
 	fRetries           = "retries"
+	fMaxQueueWait      = "max_queue_wait"
 	fNeverQuery        = "never_query"
 	fAllowDocRanges    = "allow_documentation_ranges_for_testing"
 	fStateFile         = "state_file"
@@ -74,6 +75,7 @@ func limitsFields() []*service.ConfigField {
 		service.NewDurationField(fTimeout).Description("Per-request timeout.").Optional(),
 		service.NewIntField(fMaxBodyBytes).Description("Largest response accepted.").Optional(),
 		service.NewIntField(fRetries).Description("Extra attempts after a network error or 5xx (never after 4xx or 429).").Optional(),
+		service.NewDurationField(fMaxQueueWait).Description("The longest a lookup waits for a rate-limit token before it is recorded `rate_limited` (and asked again after `negative_ttl`); by default up to `max_wait`. Shorter lets repeat sightings in the same partitions through sooner during a storm of new attackers, at the cost of leaving some of the allowed rate unused.").Optional().Advanced(),
 	}
 }
 
@@ -268,6 +270,13 @@ func parseLimits(c *service.ParsedConfig, l providers.Limits) (providers.Limits,
 			return l, err
 		}
 		l.Timeout = v
+	}
+	if c.Contains(fMaxQueueWait) {
+		v, err := c.FieldDuration(fMaxQueueWait)
+		if err != nil {
+			return l, err
+		}
+		l.MaxQueueWait = v
 	}
 	if c.Contains(fMaxBodyBytes) {
 		v, err := c.FieldInt(fMaxBodyBytes)
