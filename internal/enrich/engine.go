@@ -282,7 +282,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request, priority Priority) 
 			if !j.started.Add(e.conf.MaxWait).After(time.Now()) {
 				// Its first callers already gave up waiting: do not stall
 				// again, take what it has.
-				out[i] = Answer{row: j.snapshot(), Outcome: OutcomePartial, Changed: j.claimPartial()}
+				out[i] = Answer{row: j.snapshot(e.conf.Now(), e.conf.NegativeTTL), Outcome: OutcomePartial, Changed: j.claimPartial()}
 				continue
 			}
 		}
@@ -322,7 +322,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request, priority Priority) 
 		for _, name := range p.job.pendingNames() {
 			e.obs.Deferred(name)
 		}
-		out[i] = Answer{row: p.job.snapshot(), Outcome: OutcomePartial, Changed: p.job.claimPartial()}
+		out[i] = Answer{row: p.job.snapshot(e.conf.Now(), e.conf.NegativeTTL), Outcome: OutcomePartial, Changed: p.job.claimPartial()}
 	}
 
 	// Later events of an IP in this batch are repeats: same row, no change.
@@ -359,13 +359,19 @@ func (j *job) claimPartial() bool {
 }
 
 // snapshot is the job's row so far, with unanswered providers deferred.
-func (j *job) snapshot() *aggregate.Row {
+func (j *job) snapshot(now time.Time, negativeTTL time.Duration) *aggregate.Row {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	row := j.row.Clone()
 	for p := range j.waiting {
 		row.MarkDeferred(p)
 	}
+	// Stamped like any partial row. The stamp is the stored row's version
+	// (ReplacingMergeTree keeps the highest): left unset, it read as a
+	// version above every later one, and the complete row never replaced
+	// the deferred one in ClickHouse.
+	row.CachedAt = now.UTC()
+	row.ExpiresAt = now.Add(negativeTTL).UTC()
 	return row
 }
 

@@ -197,6 +197,11 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	if a.Row().Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
 		t.Fatalf("abuseipdb answered at once but is %q", a.Row().Status.Of(providers.NameAbuseIPDB))
 	}
+	// The partial row is stamped: its version must order before the
+	// complete row's, or ClickHouse keeps the partial one.
+	if a.Row().CachedAt.IsZero() || a.Row().ExpiresAt.IsZero() {
+		t.Fatalf("the deferred row is unstamped: cached_at %v, expires_at %v", a.Row().CachedAt, a.Row().ExpiresAt)
+	}
 
 	close(ps.hold) // the late answer arrives
 	if err := e.Settle(context.Background()); err != nil {
@@ -205,6 +210,9 @@ func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
 	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 2}}}, nil)[0]
 	if b.Outcome != OutcomeHit || !b.Changed || b.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK || b.Row().GreyNoiseClassification == nil {
 		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row().Status.Of(providers.NameGreyNoise))
+	}
+	if !b.Row().CachedAt.After(a.Row().CachedAt) {
+		t.Fatalf("the complete row (cached %v) does not order after the deferred one (%v)", b.Row().CachedAt, a.Row().CachedAt)
 	}
 	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 3}}}, nil)[0]; c.Changed {
 		t.Fatal("a third sighting carried the same change again")
