@@ -49,8 +49,10 @@ names (missing keys are NULL, or an empty array for array columns).
 
 ### Delivery guarantees
 
-A batch is acknowledged only after ClickHouse accepted its INSERT; if the INSERT fails (the server is
-down, the connection dropped) the whole batch is retried with backoff. A message whose row cannot be
+A batch is acknowledged only after ClickHouse accepted its INSERT. If the server is unreachable (down,
+the connection dropped) the output reconnects with backoff and writes the same batch again, however long
+that takes: an outage never reaches a `+"`fallback`"+` output. An INSERT the server refuses fails the batch
+with the server's reason. A message whose row cannot be
 converted to the table's column types is reported failed alone, with the reason, so the pipeline's
 dead-letter route can take it while the rest of its batch commits. Re-delivered rows are inserted again:
 the `+"`attacker_intel`"+` table is a ReplacingMergeTree, so they collapse (query with `+"`FINAL`"+`).
@@ -320,7 +322,15 @@ func (o *output) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 	}
 	if len(rows) > 0 {
 		if err := o.send(ctx, conn, insert, rows); err != nil {
-			return err // the whole batch is retried
+			if !serverRefused(err) {
+				// The server is down or the connection broke: not the rows'
+				// fault. Benthos reconnects (with backoff) and writes the same
+				// batch again, so a fallback output never sees an outage.
+				o.log.Warnf("ClickHouse unreachable, reconnecting: %v", err)
+				o.disconnect(conn)
+				return service.ErrNotConnected
+			}
+			return err // refused by the server: the batch fails, with the reason
 		}
 	}
 	if batchErr != nil {
@@ -462,6 +472,23 @@ func (o *output) send(ctx context.Context, conn driver.Conn, insert string, rows
 		return fmt.Errorf("inserting %d rows into %s: %w", len(rows), o.table, err)
 	}
 	return nil
+}
+
+// serverRefused reports whether ClickHouse itself answered err (an
+// exception: a schema or data problem), as opposed to being unreachable.
+func serverRefused(err error) bool {
+	var exc *ch.Exception
+	return errors.As(err, &exc)
+}
+
+// disconnect drops conn if it is still the current connection.
+func (o *output) disconnect(conn driver.Conn) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conn == conn {
+		_ = o.conn.Close()
+		o.conn = nil
+	}
 }
 
 func (o *output) Close(context.Context) error {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -126,8 +128,10 @@ func TestMalformedRowFailsAloneWhileItsBatchLands(t *testing.T) {
 	}
 }
 
-// A server stopped mid-stream: the write fails (and is not acknowledged),
-// and the retry after the restart lands every row.
+// A server stopped mid-stream: the write reports the output not connected
+// (so Benthos reconnects and writes it again, and a fallback output never
+// takes an outage for bad rows), and the write after the restart lands every
+// row.
 func TestServerRestartLosesNoRow(t *testing.T) {
 	srv := chtest.Start(t)
 	o := newTestOutput(t, srv.DSN(), "dial_timeout: 1s")
@@ -145,13 +149,17 @@ func TestServerRestartLosesNoRow(t *testing.T) {
 	}
 	written = 5000
 	srv.Stop()
-	if err := write(5000, 10000); err == nil {
-		t.Fatal("a write to a stopped server reported success")
+	if err := write(5000, 10000); !errors.Is(err, service.ErrNotConnected) {
+		t.Fatalf("a write to a stopped server: %v, want not connected", err)
 	}
 	srv.Start()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := write(5000, 10000) // what Benthos does with a nacked batch
+		// What Benthos does after ErrNotConnected: connect, write again.
+		err := o.Connect(ctx)
+		if err == nil {
+			err = write(5000, 10000)
+		}
 		if err == nil {
 			break
 		}
@@ -200,5 +208,31 @@ func TestSelectInputPollsRows(t *testing.T) {
 			t.Fatalf("poll %d: row %v", poll, m)
 		}
 		_ = ack(ctx, nil)
+	}
+}
+
+// TLS to ClickHouse is verified unless a config says otherwise: a server
+// whose certificate no CA vouches for is refused at the handshake.
+func TestTLSIsVerifiedByDefault(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	conf, err := spec().ParseYAML(fmt.Sprintf(`
+dsn: clickhouse://%s/default
+table: attacker_intel
+args_mapping: root = this
+auto_create: true
+tls: { enabled: true }
+`, strings.TrimPrefix(srv.URL, "https://")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := newOutput(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := o.Connect(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("connect over unverifiable TLS: %v, want a certificate error", err)
 	}
 }
