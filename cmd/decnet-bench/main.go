@@ -1,0 +1,223 @@
+// Command decnet-bench measures decnet-stream against the machine's ceiling
+// and against the stock alternative a user would build instead, side by
+// side in one run: it starts an embedded broker, a local ClickHouse and
+// simulated providers that count every request, runs bin/decnet-stream on
+// config/Process.yaml as shipped (and config/bench/stock.yaml), and prints
+// a table. Any scenario that loses or duplicates events fails the run, so a
+// fast wrong answer never passes as a figure.
+//
+//	go tool task bench                       # every scenario, defaults sized for a 2-core machine
+//	go run ./cmd/decnet-bench -scenarios stock -stock-latencies 0s,50ms
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/decnet/decnet-stream/internal/chserver"
+	"github.com/decnet/decnet-stream/internal/fixtures"
+	"github.com/decnet/decnet-stream/internal/lab"
+	"github.com/decnet/decnet-stream/internal/providersim"
+)
+
+type options struct {
+	scenarios                 string
+	binary                    string
+	events, ips               int
+	latency                   time.Duration
+	latencyRate               int
+	latencyFor                time.Duration
+	stockEvents, stockIPs     int
+	stockLatencies            string
+	stormIPs, stormHot        int
+	stormRate                 float64
+	memoryIPs                 int
+	scalingEvents, scalingIPs int
+	plot                      string
+	markdown                  string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.scenarios, "scenarios", "Process,stock,storm,memory,scaling", "scenarios to run (Process includes the ceiling)")
+	flag.StringVar(&o.binary, "binary", "bin/decnet-stream", "the decnet-stream binary under test")
+	flag.IntVar(&o.events, "events", 1_000_000, "Process: events")
+	flag.IntVar(&o.ips, "ips", 10_000, "Process: unique attacker IPs (heavy-tailed)")
+	flag.DurationVar(&o.latency, "latency", 50*time.Millisecond, "Process, storm, scaling: provider latency")
+	flag.IntVar(&o.latencyRate, "latency-rate", 2000, "Process: events/s produced while latency is measured")
+	flag.DurationVar(&o.latencyFor, "latency-for", 10*time.Second, "Process: how long latency is measured")
+	flag.IntVar(&o.stockEvents, "stock-events", 100_000, "stock: events")
+	flag.IntVar(&o.stockIPs, "stock-ips", 1_000, "stock: unique attacker IPs")
+	flag.StringVar(&o.stockLatencies, "stock-latencies", "0s,10ms,50ms", "stock: provider latencies compared")
+	flag.IntVar(&o.stormIPs, "storm-ips", 100_000, "storm: never-seen IPs at once")
+	flag.IntVar(&o.stormHot, "storm-hot-events", 300_000, "storm: repeat sightings of cached IPs, with and without the storm")
+	flag.Float64Var(&o.stormRate, "storm-rate", 100, "storm: each per-IP provider's rate limit, requests/s")
+	flag.IntVar(&o.memoryIPs, "memory-ips", 1_000_000, "memory: cached IPs")
+	flag.IntVar(&o.scalingEvents, "scaling-events", 500_000, "scaling: events")
+	flag.IntVar(&o.scalingIPs, "scaling-ips", 10_000, "scaling: unique attacker IPs")
+	flag.StringVar(&o.plot, "plot", "docs/bench/throughput-vs-latency.png", "where to draw events/s against provider latency (empty: no plot)")
+	flag.StringVar(&o.markdown, "markdown", "", "also write the results table, as Markdown, to this file")
+	flag.Func("set", "a --set override passed to every Process run (repeatable; for experiments)", func(v string) error {
+		lab.ExtraSets = append(lab.ExtraSets, v)
+		return nil
+	})
+	flag.Parse()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "decnet-bench: FAILED:", err)
+		os.Exit(1)
+	}
+}
+
+// bench runs the scenarios in one lab.
+type bench struct{ *lab.Lab }
+
+// result is one row of the table.
+type result struct{ scenario, figure, value, aim, met string }
+
+type report struct {
+	w    io.Writer
+	rows []result
+}
+
+func (r *report) add(scenario, figure, value, aim string, met *bool) {
+	m := ""
+	if met != nil {
+		m = map[bool]string{true: "yes", false: "NO"}[*met]
+	}
+	row := result{scenario, figure, value, aim, m}
+	r.rows = append(r.rows, row)
+	fmt.Fprintf(r.w, "  %-12s %-58s %-26s %s %s\n", scenario, figure, value, aim, m)
+}
+
+func met(b bool) *bool { return &b }
+
+func run(ctx context.Context, o options, w io.Writer) error {
+	root, err := chserver.RepoRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	binary, err := filepath.Abs(o.binary)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(binary); err != nil {
+		return fmt.Errorf("%s: build it first (go tool task build): %w", o.binary, err)
+	}
+	tmp, err := os.MkdirTemp("", "decnet-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	fmt.Fprintf(w, "decnet-bench %s: %d CPUs, %s, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.Version(), cpuModel())
+	ch, err := chserver.New(filepath.Join(tmp, "clickhouse"))
+	if err != nil {
+		return err
+	}
+	if err := ch.Start(); err != nil {
+		return err
+	}
+	defer ch.Stop()
+	dir, err := fixtures.Path("providers")
+	if err != nil {
+		return err
+	}
+	sim, err := providersim.Start(dir, providersim.Config{})
+	if err != nil {
+		return err
+	}
+	defer sim.Close()
+	l := &bench{&lab.Lab{Binary: binary, Root: root, Tmp: tmp, CH: ch, Sim: sim}}
+	defer l.CloseBroker()
+
+	rep := &report{w: w}
+	want := map[string]bool{}
+	for _, s := range strings.Split(o.scenarios, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	steps := []struct {
+		name string
+		fn   func(context.Context, options, *report) error
+	}{
+		{"Process", l.scenarioPipeline},
+		{"stock", l.scenarioStock},
+		{"storm", l.scenarioStorm},
+		{"scaling", l.scenarioScaling},
+		{"memory", l.scenarioMemory},
+	}
+	for _, s := range steps {
+		if !want[s.name] {
+			continue
+		}
+		fmt.Fprintf(w, "\n== %s\n", s.name)
+		start := time.Now()
+		if err := s.fn(ctx, o, rep); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		fmt.Fprintf(w, "  (%s)\n", time.Since(start).Round(time.Second))
+	}
+
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tFIGURE\tVALUE\tAIM\tMET")
+	for _, r := range rep.rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.scenario, r.figure, r.value, r.aim, r.met)
+	}
+	tw.Flush()
+	if o.markdown != "" {
+		return writeMarkdown(o.markdown, rep.rows)
+	}
+	return nil
+}
+
+func writeMarkdown(path string, rows []result) error {
+	var b strings.Builder
+	b.WriteString("| scenario | figure | value | aim | met |\n|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.value, r.aim, r.met)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "model name") {
+			return strings.TrimSpace(line[strings.IndexByte(line, ':')+1:])
+		}
+	}
+	return "unknown CPU"
+}
+
+func rate(v float64) string { return fmt.Sprintf("%s/s", thousands(int64(v))) }
+
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

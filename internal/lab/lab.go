@@ -1,0 +1,479 @@
+// Package lab runs decnet-stream for real, as operators do: the built binary
+// on a shipped config, against an embedded broker (a fresh one on demand), a
+// local ClickHouse and simulated providers that count every request. The
+// benchmark command and the reliability tests both measure through it.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/decnet/decnet-stream/internal/broker"
+	"github.com/decnet/decnet-stream/internal/chserver"
+	"github.com/decnet/decnet-stream/internal/providersim"
+)
+
+// InputTopics are the subjects config/pipeline.yaml reads.
+var InputTopics = []string{"attacker.observed", "attacker.scored"}
+
+const (
+	EnrichedTopic = "attacker.intel.enriched"
+	DLQTopic      = "decnet.dlq"
+	Partitions    = 6
+)
+
+// Lab is what every run goes against: the binary under test, a ClickHouse
+// server, the simulated providers, and an embedded broker, fresh for each
+// scenario so none reads another's records.
+type Lab struct {
+	Binary string // the decnet-stream binary
+	Root   string // the repository, configs are relative to it
+	Tmp    string // logs and state files
+	CH     *chserver.Server
+	Sim    *providersim.Server
+	Broker *broker.Broker
+	Kafka  *kgo.Client // produces to and administers Broker
+	Admin  *kadm.Client
+	// BrokerDataDir, when set, persists the broker's log there, so
+	// RestartBroker keeps every record.
+	BrokerDataDir string
+	tables        int
+}
+
+// FreshBroker replaces the broker with an empty one, on a new port.
+func (l *Lab) FreshBroker() error {
+	l.CloseBroker()
+	if err := l.startBroker("127.0.0.1:0"); err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(l.Broker.Addr()), kgo.MaxBufferedRecords(200_000), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1<<20))
+	if err != nil {
+		l.CloseBroker()
+		return err
+	}
+	l.Kafka, l.Admin = cl, kadm.NewClient(cl)
+	return nil
+}
+
+func (l *Lab) startBroker(addr string) error {
+	b, err := broker.Start(broker.Config{Addr: addr, Partitions: Partitions, DataDir: l.BrokerDataDir,
+		Topics: append([]string{EnrichedTopic, DLQTopic, "attacker.intel.refresh", "bench.copy"}, InputTopics...)})
+	if err != nil {
+		return err
+	}
+	l.Broker = b
+	return nil
+}
+
+// StopBroker stops the broker as a crash would; its address is kept, and
+// its log too when BrokerDataDir is set. Clients see connections refused.
+func (l *Lab) StopBroker() { l.Broker.Close() }
+
+// StartBroker starts the stopped broker again on the same address.
+func (l *Lab) StartBroker() error { return l.startBroker(l.Broker.Addr()) }
+
+// CloseBroker stops the broker and the lab's clients for good.
+func (l *Lab) CloseBroker() {
+	if l.Kafka != nil {
+		l.Kafka.Close()
+	}
+	if l.Broker != nil {
+		l.Broker.Close()
+	}
+	l.Broker, l.Kafka, l.Admin = nil, nil, nil
+}
+
+// Table names a new attacker_intel table, so a run starts with nothing
+// stored (no warm start, no shared lookups) unless it asks for an old one.
+func (l *Lab) Table() string {
+	l.tables++
+	return fmt.Sprintf("bench_intel_%d_%d", time.Now().Unix(), l.tables)
+}
+
+// Population is a set of distinct, globally routable attacker IPs: set k
+// uses first octet 11+k, so populations never overlap.
+type Population struct{ Set, Size int }
+
+func (p Population) IP(i int) string {
+	a := uint32(11+p.Set)<<24 | uint32(i+1)&0xffffff
+	return fmt.Sprintf("%d.%d.%d.%d", a>>24, (a>>16)&255, (a>>8)&255, a&255)
+}
+
+// Event is a DECNET v1 envelope for ip on topic.
+func Event(seq int, topic, ip string) []byte {
+	return fmt.Appendf(nil, `{"v":1,"id":"b%08d","topic":%q,"type":%q,"ts":1763900000.5,"payload":{"attacker_ip":%q,`+
+		`"attacker_uuid":"5f0c%08x","decky":"decky-%02d","service":"ssh","event_type":"login_attempt","event_count":%d,"score":%d}}`,
+		seq, topic, topic, ip, seq, seq%16, seq%7+1, seq%100)
+}
+
+// HeavyTailed picks n IP indexes from p: Zipf-distributed (s=1.1), so a few
+// attackers are most of the traffic, and every IP appears at least once.
+func HeavyTailed(p Population, n int, seed uint64) []int {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	z := rand.NewZipf(rng, 1.1, 1, uint64(p.Size-1))
+	idx := make([]int, n)
+	for i := range idx {
+		if i < p.Size {
+			idx[i] = i
+		} else {
+			idx[i] = int(z.Uint64())
+		}
+	}
+	rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	return idx
+}
+
+// Produce writes one event per index, keyed by IP, alternating between the
+// input subjects; it returns when the broker has every record.
+func (l *Lab) Produce(ctx context.Context, p Population, idx []int, seq0 int) error {
+	return l.ProduceMixed(ctx, []Population{p}, make([]int, len(idx)), idx, seq0)
+}
+
+// ProduceMixed writes one event per (pops[i], idx[i]): Population pops[i]'s
+// IP idx[i].
+func (l *Lab) ProduceMixed(ctx context.Context, ps []Population, pops, idx []int, seq0 int) error {
+	const chunk = 50_000
+	for start := 0; start < len(idx); start += chunk {
+		end := min(start+chunk, len(idx))
+		recs := make([]*kgo.Record, 0, end-start)
+		for i := start; i < end; i++ {
+			ip := ps[pops[i]].IP(idx[i])
+			topic := InputTopics[i%len(InputTopics)]
+			recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(ip), Value: Event(seq0+i, topic, ip)})
+		}
+		if err := l.Kafka.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return fmt.Errorf("producing events: %w", err)
+		}
+	}
+	return nil
+}
+
+// Total is the number of records in topics.
+func (l *Lab) Total(ctx context.Context, topics ...string) (int64, error) {
+	ends, err := l.Admin.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n, ends.Error()
+}
+
+// WaitCommitted waits until group has committed every input record.
+func (l *Lab) WaitCommitted(ctx context.Context, group string, within time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(within)
+	for {
+		lags, err := l.Admin.Lag(ctx, group)
+		if err == nil {
+			if gl, ok := lags[group]; ok && len(gl.Lag) > 0 && gl.Lag.Total() == 0 && gl.FetchErr == nil {
+				return time.Now(), nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("group %s did not commit every record within %s", group, within)
+		}
+		if err := SleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return time.Time{}, err
+		}
+	}
+}
+
+// ReadAll reads every record of topic up to its end offsets now, calling fn.
+func (l *Lab) ReadAll(ctx context.Context, topic string, fn func(*kgo.Record)) (int64, error) {
+	want, err := l.Total(ctx, topic)
+	if err != nil || want == 0 {
+		return 0, err
+	}
+	rd, err := kgo.NewClient(kgo.SeedBrokers(l.Broker.Addr()), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var read int64
+	for read < want {
+		fs := rd.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return read, fmt.Errorf("read %d of %d records of %s", read, want, topic)
+		}
+		fs.EachRecord(func(r *kgo.Record) { read++; fn(r) })
+	}
+	return read, nil
+}
+
+// EnrichedByIP counts the enriched events per attacker IP, and the events
+// that repeat an earlier one of their IP exactly (same payload: the same
+// row version published twice).
+func (l *Lab) EnrichedByIP(ctx context.Context, topic string) (perIP map[string]int, n, repeats int64, err error) {
+	perIP = map[string]int{}
+	payloads := map[string]bool{}
+	n, err = l.ReadAll(ctx, topic, func(r *kgo.Record) {
+		p := gjson.GetBytes(r.Value, "payload")
+		perIP[p.Get("attacker_ip").String()]++
+		if payloads[p.Raw] {
+			repeats++
+		}
+		payloads[p.Raw] = true
+	})
+	return perIP, n, repeats, err
+}
+
+// ExtraSets are --set overrides added to every run (the benchmark's -set
+// flag, for experiments).
+var ExtraSets []string
+
+// Process is one decnet-stream process.
+type Process struct {
+	Cmd     *exec.Cmd
+	Log     *os.File // its stdout and stderr
+	metrics string
+	exited  chan struct{}
+	exitErr error
+}
+
+// RunOpts say how to start the binary.
+type RunOpts struct {
+	Config string   // relative to the repository root
+	Env    []string // on top of the Lab's
+	Sets   []string // --set overrides
+	// LogLevel is the process's log level; default warn.
+	LogLevel string
+}
+
+// Start runs the binary with config against the Lab, with its own metrics
+// port and log file.
+func (l *Lab) Start(o RunOpts) (*Process, error) {
+	port, err := chserver.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.CreateTemp(l.Tmp, "pipeline-*.log")
+	if err != nil {
+		return nil, err
+	}
+	level := o.LogLevel
+	if level == "" {
+		level = "warn"
+	}
+	args := []string{"run", "--log.level", level, "-s", fmt.Sprintf("http.address=127.0.0.1:%d", port), "-s", "metrics.json_api={}",
+		// Commits every 100ms instead of 5s, so "every offset committed" marks
+		// the end of the work, not the next commit tick.
+		"-s", "input.kafka_franz.commit_period=100ms"}
+	for _, s := range append(o.Sets, ExtraSets...) {
+		args = append(args, "-s", s)
+	}
+	args = append(args, filepath.Join(l.Root, o.Config))
+	cmd := exec.Command(l.Binary, args...)
+	cmd.Dir = l.Root
+	cmd.Env = append(append(os.Environ(),
+		"KAFKA_SEED_BROKERS="+l.Broker.Addr(),
+		"CLICKHOUSE_DSN="+l.CH.DSN(),
+		"GREYNOISE_BASE_URL="+l.Sim.URL, "ABUSEIPDB_BASE_URL="+l.Sim.URL, "THREATFOX_BASE_URL="+l.Sim.URL,
+		"FEODO_URL="+l.Sim.URL+"/ipblocklist.json",
+		"GREYNOISE_API_KEY=bench-greynoise-key", "ABUSEIPDB_API_KEY=bench-abuseipdb-key", "THREATFOX_API_KEY=bench-threatfox-key",
+		"INTEL_STATE_FILE="+filepath.Join(l.Tmp, fmt.Sprintf("budget-%d.json", port)),
+	), o.Env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// A process never outlives its benchmark or test, however that ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Process{Cmd: cmd, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), Log: logf, exited: make(chan struct{})}
+	go func() { p.exitErr = cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+// Exited is closed when the process has exited; ExitErr says how.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// ExitErr is the process's exit status once Exited is closed.
+func (p *Process) ExitErr() error { <-p.exited; return p.exitErr }
+
+// Kill ends the process with SIGKILL (no drain, no commit) and waits.
+func (p *Process) Kill() {
+	_ = p.Cmd.Process.Kill()
+	<-p.exited
+	p.Log.Close()
+}
+
+// Metric sums every series of name (any labels) on the process's json_api
+// metrics endpoint; -1 when the endpoint does not answer yet.
+func (p *Process) Metric(name string) float64 {
+	resp, err := http.Get(p.metrics)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var series map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&series); err != nil {
+		return -1
+	}
+	sum := 0.0
+	for k, v := range series {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			if f, ok := v.(float64); ok {
+				sum += f
+			}
+		}
+	}
+	return sum
+}
+
+// Metrics is the process's json_api metrics document, as served.
+func (p *Process) Metrics() (string, error) {
+	resp, err := http.Get(p.metrics)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// WaitMetric polls until name reaches at least v and returns when it did.
+func (p *Process) WaitMetric(ctx context.Context, name string, v float64, within time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(within)
+	for {
+		if p.Metric(name) >= v {
+			return time.Now(), nil
+		}
+		select {
+		case <-p.exited:
+			return time.Time{}, fmt.Errorf("the pipeline exited (%v) before %s reached %.0f (see %s)", p.exitErr, name, v, p.Log.Name())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%s never reached %.0f within %s (see %s)", name, v, within, p.Log.Name())
+		}
+		if err := SleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return time.Time{}, err
+		}
+	}
+}
+
+// PeakRSS is the process's high-water resident set, in bytes.
+func (p *Process) PeakRSS() int64 { return ProcStatus(p.Cmd.Process.Pid, "VmHWM:") }
+
+// RSS is the process's resident set now, in bytes.
+func (p *Process) RSS() int64 { return ProcStatus(p.Cmd.Process.Pid, "VmRSS:") }
+
+// Stop asks the process to drain and exit (SIGTERM), and waits.
+func (p *Process) Stop() error {
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		p.Log.Close()
+		if p.exitErr != nil {
+			return fmt.Errorf("the pipeline exited: %v (see %s)", p.exitErr, p.Log.Name())
+		}
+		return nil
+	case <-time.After(60 * time.Second):
+		p.Kill()
+		return fmt.Errorf("the pipeline did not stop within 60s of SIGTERM (see %s)", p.Log.Name())
+	}
+}
+
+// ProcStatus reads one kB field of /proc/<pid>/status, in bytes.
+func ProcStatus(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, field) {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+func SleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func StopAll(ps []*Process) error {
+	var first error
+	for _, p := range ps {
+		if err := p.Stop(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// VerifyOutputs checks what a Process run must have written for ips
+// distinct attackers: one attacker_intel row each (FINAL), at least one
+// enriched event each on topic and never the same one twice (a later event
+// of an IP must be a newer row: a deferred provider's answer), nothing
+// dead-lettered, and no provider asked about a non-routable address. It
+// returns the enriched events beyond one per IP.
+func (l *Lab) VerifyOutputs(ctx context.Context, table, topic string, ips int) (updates int64, err error) {
+	if table != "" {
+		rows, err := chserver.Query(ctx, l.CH.DSN(), "SELECT count() FROM "+table+" FINAL")
+		if err != nil {
+			return 0, err
+		}
+		if rows[0][0] != fmt.Sprint(ips) {
+			return 0, fmt.Errorf("%s holds %s IPs, want %d: rows were lost", table, rows[0][0], ips)
+		}
+	}
+	perIP, n, repeats, err := l.EnrichedByIP(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	if len(perIP) != ips {
+		return 0, fmt.Errorf("enriched events cover %d IPs, want %d: enrichments were lost", len(perIP), ips)
+	}
+	if repeats > 0 {
+		return 0, fmt.Errorf("%d enriched events repeat an earlier one exactly: duplicated", repeats)
+	}
+	if dead, err := l.Total(ctx, DLQTopic); err != nil || dead != 0 {
+		return 0, fmt.Errorf("%d events dead-lettered (%v)", dead, err)
+	}
+	if bad := l.Sim.Forbidden(); len(bad) > 0 {
+		return 0, fmt.Errorf("providers were asked about non-routable addresses: %v", bad[:min(5, len(bad))])
+	}
+	return n - int64(ips), nil
+}
+
+// CallsPerIP is per-IP provider requests over (IPs × per-IP providers).
+func (l *Lab) CallsPerIP(ips int) float64 {
+	requests, _ := l.Sim.PerIPCalls()
+	return float64(requests) / float64(ips*len(providersim.PerIP))
+}
+
+// ResetSim forgets the provider simulation's counts and faults, lifts its
+// rate limits and sets its latency.
+func (l *Lab) ResetSim(latency time.Duration) {
+	l.Sim.SetRate(0, 0)
+	l.Sim.Reset()
+	l.Sim.SetLatency(latency)
+}

@@ -1,0 +1,339 @@
+// Package providersim serves simulated threat-intel providers for
+// benchmarks and fault tests: the four providers' real response shapes (the
+// recorded fixtures), any IP answered, with a configurable latency, a
+// free-tier-like rate limit answered with 429, and injected faults. It
+// counts every request per provider and per IP, and every request for an
+// address no provider may ever see.
+//
+// It is a real HTTP server on loopback: the pipeline under test reaches it
+// through its configurable base URLs exactly as it reaches the providers.
+package providersim
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Per-IP providers, and the bulk feed.
+const (
+	GreyNoise = "greynoise"
+	AbuseIPDB = "abuseipdb"
+	ThreatFox = "threatfox"
+	Feodo     = "feodo"
+)
+
+// PerIP are the providers asked once per IP.
+var PerIP = []string{GreyNoise, AbuseIPDB, ThreatFox}
+
+// Fault is what a provider does instead of answering well.
+type Fault string
+
+// Faults a test can inject.
+const (
+	FaultNone    Fault = ""
+	Fault500     Fault = "500"     // 500 with an HTML body
+	Fault429     Fault = "429"     // 429 storm: every request, Retry-After: 1
+	FaultGarbage Fault = "garbage" // 200 with bytes that are not the API's JSON
+	FaultHuge    Fault = "huge"    // 200 with a 100 MB body
+	FaultDrip    Fault = "drip"    // 200, one byte every 100ms, forever
+	FaultHang    Fault = "hang"    // headers never come
+)
+
+// HugeBodyBytes is the size of a FaultHuge body.
+const HugeBodyBytes = 100 << 20
+
+// Config is what every provider does; SetFault and SetLatency change it
+// while the server runs.
+type Config struct {
+	Latency       time.Duration // before each answer
+	RatePerSecond float64       // per provider; over it the answer is 429. 0: no limit
+	Burst         int
+	// AllowDocumentationRanges accepts the fixtures' 192.0.2/24,
+	// 198.51.100/24 and 203.0.113/24 addresses.
+	AllowDocumentationRanges bool
+}
+
+// Server is the running simulation.
+type Server struct {
+	*httptest.Server
+	conf    Config
+	bodies  map[string][]byte
+	latency atomic.Int64
+
+	mu        sync.Mutex
+	faults    map[string]Fault
+	limiters  map[string]*rate.Limiter
+	perIP     map[string]map[string]int // provider → ip → requests answered
+	accepted  map[string]int            // answered within the rate limit
+	limited   map[string]int            // answered 429 by the rate limit
+	forbidden []string                  // addresses no provider may see
+	started   chan struct{}             // closed at the first request
+	startOnce sync.Once
+}
+
+// Start serves the fixtures under dir (…/fixtures/providers).
+func Start(dir string, conf Config) (*Server, error) {
+	s := &Server{conf: conf, bodies: map[string][]byte{}, faults: map[string]Fault{}, limiters: map[string]*rate.Limiter{},
+		started: make(chan struct{})}
+	for _, name := range []string{
+		"greynoise/200_malicious.json", "greynoise/200_benign_scanner.json", "greynoise/404_not_found.json",
+		"abuseipdb/200_malicious.json", "abuseipdb/200_suspicious.json", "abuseipdb/200_clean.json",
+		"threatfox/200_ok_hit.json", "threatfox/200_no_result.json", "feodo/ipblocklist.json",
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("provider fixtures: %w", err)
+		}
+		s.bodies[name] = b
+	}
+	s.latency.Store(int64(conf.Latency))
+	s.Reset()
+	s.Server = httptest.NewServer(s.handler())
+	return s, nil
+}
+
+// Reset forgets every count and fault, and refills the rate limits.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	s.perIP = map[string]map[string]int{}
+	s.accepted, s.limited = map[string]int{}, map[string]int{}
+	s.forbidden = nil
+	s.faults = map[string]Fault{}
+	for _, p := range append(PerIP, Feodo) {
+		s.perIP[p] = map[string]int{}
+	}
+	perSecond, burst := s.conf.RatePerSecond, s.conf.Burst
+	s.mu.Unlock()
+	s.SetRate(perSecond, burst)
+}
+
+// SetLatency changes every provider's latency.
+func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)) }
+
+// SetRate changes every provider's rate limit (0: none) and refills it.
+func (s *Server) SetRate(perSecond float64, burst int) {
+	s.mu.Lock()
+	s.conf.RatePerSecond, s.conf.Burst = perSecond, burst
+	s.limiters = map[string]*rate.Limiter{}
+	for _, p := range append(PerIP, Feodo) {
+		if perSecond > 0 {
+			s.limiters[p] = rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))
+		}
+	}
+	s.mu.Unlock()
+}
+
+// SetFault makes provider fail with f from now on (FaultNone heals it).
+func (s *Server) SetFault(provider string, f Fault) {
+	s.mu.Lock()
+	s.faults[provider] = f
+	s.mu.Unlock()
+}
+
+// Counts are one provider's figures.
+type Counts struct {
+	Requests  int // every request answered without the rate limit's 429
+	Limited   int // answered 429 by the rate limit
+	UniqueIPs int
+	MaxPerIP  int
+}
+
+// Counts reports provider's figures so far.
+func (s *Server) Counts(provider string) Counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := Counts{Requests: s.accepted[provider], Limited: s.limited[provider], UniqueIPs: len(s.perIP[provider])}
+	for _, n := range s.perIP[provider] {
+		c.MaxPerIP = max(c.MaxPerIP, n)
+	}
+	return c
+}
+
+// PerIPCalls is the requests to the per-IP providers and the IPs asked about.
+func (s *Server) PerIPCalls() (requests, ips int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, p := range PerIP {
+		for ip, n := range s.perIP[p] {
+			requests += n
+			seen[ip] = true
+		}
+	}
+	return requests, len(seen)
+}
+
+// Forbidden lists addresses a provider was asked about that none may see:
+// anything not globally routable. Tests fail when it is not empty.
+func (s *Server) Forbidden() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.forbidden...)
+}
+
+// Started is closed at the first request.
+func (s *Server) Started() <-chan struct{} { return s.started }
+
+func (s *Server) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v3/community/{ip}", func(w http.ResponseWriter, r *http.Request) {
+		s.answer(w, r, GreyNoise, r.PathValue("ip"), func(h uint32) (int, string) {
+			switch h % 3 {
+			case 0:
+				return 200, "greynoise/200_malicious.json"
+			case 1:
+				return 200, "greynoise/200_benign_scanner.json"
+			}
+			return 404, "greynoise/404_not_found.json"
+		})
+	})
+	mux.HandleFunc("GET /api/v2/check", func(w http.ResponseWriter, r *http.Request) {
+		s.answer(w, r, AbuseIPDB, r.URL.Query().Get("ipAddress"), func(h uint32) (int, string) {
+			switch h % 4 {
+			case 0:
+				return 200, "abuseipdb/200_malicious.json"
+			case 1:
+				return 200, "abuseipdb/200_suspicious.json"
+			}
+			return 200, "abuseipdb/200_clean.json"
+		})
+	})
+	mux.HandleFunc("POST /api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		var q map[string]string
+		_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&q)
+		s.answer(w, r, ThreatFox, q["search_term"], func(h uint32) (int, string) {
+			if h%10 == 0 {
+				return 200, "threatfox/200_ok_hit.json"
+			}
+			return 200, "threatfox/200_no_result.json"
+		})
+	})
+	mux.HandleFunc("GET /ipblocklist.json", func(w http.ResponseWriter, r *http.Request) {
+		s.answer(w, r, Feodo, "", func(uint32) (int, string) { return 200, "feodo/ipblocklist.json" })
+	})
+	return mux
+}
+
+// answer counts the request, applies the latency, the rate limit and any
+// fault, then writes the fixture pick(hash of ip) chooses.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, provider, ip string, pick func(uint32) (int, string)) {
+	s.startOnce.Do(func() { close(s.started) })
+	if ip != "" && !s.routable(ip) {
+		s.mu.Lock()
+		s.forbidden = append(s.forbidden, provider+":"+ip)
+		s.mu.Unlock()
+		http.Error(w, "forbidden address", http.StatusBadRequest)
+		return
+	}
+	if d := time.Duration(s.latency.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	s.mu.Lock()
+	fault := s.faults[provider]
+	lim := s.limiters[provider]
+	if fault != Fault429 && (lim == nil || lim.Allow()) {
+		s.accepted[provider]++
+		if ip != "" {
+			s.perIP[provider][ip]++
+		}
+	} else {
+		s.limited[provider]++
+		fault = Fault429
+	}
+	s.mu.Unlock()
+
+	if s.fail(w, r, fault) {
+		return
+	}
+	h := fnv.New32a()
+	h.Write([]byte(ip))
+	status, name := pick(h.Sum32())
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(s.bodies[name])
+}
+
+// fail writes the fault's answer; false when there is none.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, f Fault) bool {
+	switch f {
+	case FaultNone:
+		return false
+	case Fault429:
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, `{"errors":[{"detail":"Daily rate limit exceeded"}]}`, http.StatusTooManyRequests)
+	case Fault500:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte("<html><body>500 Internal Server Error</body></html>"))
+	case FaultGarbage:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"data": [1, 2, {"ipAddress": }` + strings.Repeat("\x00\xff", 64)))
+	case FaultHuge:
+		w.Header().Set("Content-Type", "application/json")
+		chunk := []byte(`{"padding":"` + strings.Repeat("x", 1<<20-20) + `"},`)
+		for sent := 0; sent < HugeBodyBytes; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return true
+			}
+		}
+	case FaultDrip:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		for {
+			if _, err := w.Write([]byte(" ")); err != nil || rc.Flush() != nil {
+				return true
+			}
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-r.Context().Done():
+				return true
+			}
+		}
+	case FaultHang:
+		<-r.Context().Done()
+	}
+	return true
+}
+
+var documentation = []netip.Prefix{
+	netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24"),
+}
+
+// routable is deliberately independent of the pipeline's own guard: a
+// global unicast address outside the private, shared, benchmarking and
+// documentation ranges.
+func (s *Server) routable(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Zone() != "" || a.Is4In6() || !a.IsGlobalUnicast() || a.IsPrivate() {
+		return false
+	}
+	for _, p := range []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("198.18.0.0/15"),
+		netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("240.0.0.0/4")} {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	for _, p := range documentation {
+		if p.Contains(a) {
+			return s.conf.AllowDocumentationRanges
+		}
+	}
+	return true
+}
