@@ -24,7 +24,7 @@ import (
 // enriched event on Kafka: loss = 0, duplicates only as at-least-once
 // allows (ClickHouse collapses them).
 func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
-	const events, uniqueIPs, kills = 10_000, 1_000, 4
+	events, uniqueIPs, kills := sized(10_000, 200_000), sized(1_000, 10_000), sized(4, 6)
 	addr := startBroker(t, "attacker.observed", "attacker.scored", "attacker.intel.enriched", "decnet.dlq")
 	ch := chtest.Start(t)
 	dir, err := fixtures.Path("providers")
@@ -141,7 +141,7 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 		t.Fatalf("enriched events cover %d IPs, want %d: enrichments were lost", len(seen), uniqueIPs)
 	}
 	t.Logf("%d events over %d IPs, %d SIGKILLs: 0 lost; %d attacker_intel rows before FINAL, %d enriched events (%.2f per IP)",
-		events, uniqueIPs, kills, mustAtoi(raw), total, float64(total)/uniqueIPs)
+		events, uniqueIPs, kills, mustAtoi(raw), total, float64(total)/float64(uniqueIPs))
 }
 
 func mustAtoi(s string) int {

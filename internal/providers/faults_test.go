@@ -250,3 +250,19 @@ func TestMaxQueueWaitAnswersRateLimitedAtOnce(t *testing.T) {
 		t.Fatalf("%d requests, want 1", srv.count())
 	}
 }
+
+// TLS to providers is verified: a server whose certificate no CA vouches for
+// gets no request, and the lookup records a network error.
+func TestProviderTLSIsVerified(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+	defer srv.Close()
+	p := NewGreyNoise(GreyNoiseConfig{Common: testCommon(srv.URL)})
+	res := p.Lookup(context.Background(), netip.MustParseAddr("203.0.113.45"))
+	if res.ErrKind != ErrNetwork || !strings.Contains(res.Err, "certificate") {
+		t.Fatalf("lookup over unverifiable TLS: %s %v, want a network error about the certificate", res.ErrKind, res.Err)
+	}
+	if requests.Load() != 0 {
+		t.Fatalf("the server got %d requests over a TLS connection that should not have been made", requests.Load())
+	}
+}

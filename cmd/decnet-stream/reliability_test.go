@@ -1,0 +1,394 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/decnet/decnet-stream/internal/chserver"
+	"github.com/decnet/decnet-stream/internal/chtest"
+	"github.com/decnet/decnet-stream/internal/fixtures"
+	"github.com/decnet/decnet-stream/internal/lab"
+	"github.com/decnet/decnet-stream/internal/providersim"
+)
+
+// The reliability suite runs short in `go test ./...` and at the issue's
+// sizes with -reliability.full (go tool task test:reliability).
+var reliabilityFull = flag.Bool("reliability.full", false, "run the reliability tests at full size (200k events, a 30s ClickHouse outage)")
+
+// sized picks the short or the full figure.
+func sized[T any](short, full T) T {
+	if *reliabilityFull {
+		return full
+	}
+	return short
+}
+
+// newLab starts what a pipeline run needs for t: a fresh embedded broker
+// (its log under a folder, so it can restart), a local ClickHouse and the
+// simulated providers.
+func newLab(t *testing.T) *lab.Lab {
+	t.Helper()
+	root, err := chserver.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := fixtures.Path("providers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := providersim.Start(dir, providersim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	l := &lab.Lab{Binary: binary, Root: root, Tmp: t.TempDir(), CH: chtest.Start(t).Server, Sim: sim, BrokerDataDir: t.TempDir()}
+	if err := l.FreshBroker(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.CloseBroker)
+	t.Cleanup(func() {
+		if bad := sim.Forbidden(); len(bad) > 0 {
+			t.Errorf("providers were asked about non-routable addresses: %v", bad)
+		}
+	})
+	return l
+}
+
+// pipelineOpts runs config/pipeline.yaml into table with limits a test can
+// meet quickly: no rate limit, short provider timeouts and negative TTL.
+func pipelineOpts(table string, extra ...string) lab.RunOpts {
+	sets := []string{"pipeline.processors.1.intel_enrich.cache.negative_ttl=1s"}
+	for _, i := range []int{0, 1, 3} {
+		path := fmt.Sprintf("pipeline.processors.1.intel_enrich.providers.%d.limits.", i)
+		sets = append(sets, path+"max_concurrent=64", path+"daily_budget=0", path+"rate_per_second=0", path+"timeout=2s")
+	}
+	return lab.RunOpts{Config: "config/pipeline.yaml", Sets: sets,
+		Env: append([]string{"CLICKHOUSE_TABLE=" + table, "INTEL_MAX_WAIT=500ms"}, extra...)}
+}
+
+func start(t *testing.T, l *lab.Lab, o lab.RunOpts) *lab.Process {
+	t.Helper()
+	p, err := l.Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.Exited():
+		default:
+			p.Kill()
+		}
+		if t.Failed() {
+			t.Logf("pipeline log: %s", p.Log.Name())
+		}
+	})
+	return p
+}
+
+func produce(t *testing.T, l *lab.Lab, pop lab.Population, idx []int, seq0 int) {
+	t.Helper()
+	if err := l.Produce(context.Background(), pop, idx, seq0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitCommitted(t *testing.T, l *lab.Lab, within time.Duration) {
+	t.Helper()
+	if _, err := l.WaitCommitted(context.Background(), "decnet-intel", within); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rowsOf counts the attacker_intel rows (FINAL) of a population's IPs.
+func rowsOf(t *testing.T, l *lab.Lab, table string, pop lab.Population, where string) int {
+	t.Helper()
+	q := fmt.Sprintf("SELECT count() FROM %s FINAL WHERE attacker_ip LIKE '%d.%%'", table, 11+pop.Set)
+	if where != "" {
+		q += " AND " + where
+	}
+	rows := chtest.Query(t, l.CH.DSN(), q)
+	return mustAtoi(rows[0][0])
+}
+
+// committedTotal is the sum of decnet-intel's committed offsets.
+func committedTotal(t *testing.T, l *lab.Lab) int64 {
+	t.Helper()
+	offs, err := l.Admin.FetchOffsets(context.Background(), "decnet-intel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	offs.Each(func(o kadm.OffsetResponse) { n += o.At })
+	return n
+}
+
+func every(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// SIGTERM drains: the process exits 0, every event it received is
+// committed, and a restart in the same group receives exactly the rest.
+func TestReliabilityGracefulStopResumesExactly(t *testing.T) {
+	l := newLab(t)
+	l.Sim.SetLatency(100 * time.Millisecond) // slow enough to stop it mid-stream
+	n, ips := sized(50_000, 200_000), sized(5_000, 20_000)
+	pop := lab.Population{Set: 1, Size: ips}
+	produce(t, l, pop, lab.HeavyTailed(pop, n, 7), 0)
+	table := l.Table()
+	p := start(t, l, pipelineOpts(table))
+	if _, err := p.WaitMetric(context.Background(), "input_received", float64(n/4), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The input stops first; its count is final while the rest drains.
+	first := 0.0
+	for {
+		if v := p.Metric("input_received"); v >= 0 {
+			first = v
+		}
+		select {
+		case <-p.Exited():
+		case <-time.After(5 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	if err := p.ExitErr(); err != nil {
+		t.Fatalf("SIGTERM: %v, want a clean exit within shutdown_timeout", err)
+	}
+	if first <= 0 || int(first) >= n {
+		t.Fatalf("the first run received %.0f of %d events: the stop came too late to prove anything", first, n)
+	}
+	committed := committedTotal(t, l)
+	if committed != int64(first) {
+		t.Fatalf("the first run received %.0f events and committed %d: a clean stop commits exactly what it received", first, committed)
+	}
+
+	second := start(t, l, pipelineOpts(table))
+	if _, err := second.WaitMetric(context.Background(), "input_received", 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, l, 2*time.Minute)
+	rest := second.Metric("input_received")
+	if int(first+rest) != n {
+		t.Fatalf("first run %.0f + restart %.0f = %.0f events, want exactly %d: the restart did not resume where the stop committed",
+			first, rest, first+rest, n)
+	}
+	if got := rowsOf(t, l, table, pop, ""); got != ips {
+		t.Fatalf("%d of %d IPs have a row", got, ips)
+	}
+	t.Logf("SIGTERM after %.0f of %d events: exit 0; the restart received the other %.0f; every IP has its row", first, n, rest)
+}
+
+// ClickHouse stops while events keep coming: the pipeline stays up, holds
+// those events unacknowledged, and writes every row once the server is back.
+func TestReliabilityClickHouseOutage(t *testing.T) {
+	l := newLab(t)
+	outage := sized(5*time.Second, 30*time.Second)
+	before, during := lab.Population{Set: 2, Size: 500}, lab.Population{Set: 3, Size: 500}
+	table := l.Table()
+	p := start(t, l, pipelineOpts(table))
+	produce(t, l, before, every(before.Size), 0)
+	waitCommitted(t, l, time.Minute)
+
+	if err := l.CH.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, l, during, every(during.Size), 10_000)
+	time.Sleep(outage) // the fault's duration, not a synchronisation
+	select {
+	case <-p.Exited():
+		t.Fatalf("the pipeline exited during the outage: %v", p.ExitErr())
+	default:
+	}
+	if lags, err := l.Admin.Lag(context.Background(), "decnet-intel"); err != nil || lags["decnet-intel"].Lag.Total() == 0 {
+		t.Fatalf("every event was committed while ClickHouse was down (%v): rows were acknowledged unwritten", err)
+	}
+	if err := l.CH.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, l, 2*time.Minute)
+	for _, pop := range []lab.Population{before, during} {
+		if got := rowsOf(t, l, table, pop, ""); got != pop.Size {
+			t.Fatalf("population %d: %d of %d rows", pop.Set, got, pop.Size)
+		}
+	}
+	if dead, _ := l.Total(context.Background(), lab.DLQTopic); dead != 0 {
+		t.Fatalf("%d events dead-lettered: an outage is not a bad row", dead)
+	}
+	t.Logf("ClickHouse down %s with %d events waiting: pipeline up, none committed early, every row written after", outage, during.Size)
+}
+
+// The broker stops and comes back on the same address with its log: the
+// pipeline reconnects by itself and loses nothing.
+func TestReliabilityBrokerRestart(t *testing.T) {
+	l := newLab(t)
+	before, after := lab.Population{Set: 4, Size: 500}, lab.Population{Set: 5, Size: 500}
+	table := l.Table()
+	p := start(t, l, pipelineOpts(table))
+	produce(t, l, before, every(before.Size), 0)
+	waitCommitted(t, l, time.Minute)
+
+	l.StopBroker()
+	time.Sleep(3 * time.Second) // the outage
+	if err := l.StartBroker(); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, l, after, every(after.Size), 10_000)
+	waitCommitted(t, l, 2*time.Minute)
+	select {
+	case <-p.Exited():
+		t.Fatalf("the pipeline exited: %v", p.ExitErr())
+	default:
+	}
+	for _, pop := range []lab.Population{before, after} {
+		if got := rowsOf(t, l, table, pop, ""); got != pop.Size {
+			t.Fatalf("population %d: %d of %d rows", pop.Set, got, pop.Size)
+		}
+	}
+	perIP, _, _, err := l.EnrichedByIP(context.Background(), lab.EnrichedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(perIP) != before.Size+after.Size {
+		t.Fatalf("enriched events cover %d IPs, want %d", len(perIP), before.Size+after.Size)
+	}
+}
+
+// Providers fail every way free tiers do: each failure is a recorded status
+// on the row, the pipeline stays up with bounded memory, and once they heal
+// the rows complete on the next sightings, by themselves.
+func TestReliabilityProviderFaults(t *testing.T) {
+	l := newLab(t)
+	table := l.Table()
+	p := start(t, l, pipelineOpts(table))
+	rounds := []map[string]providersim.Fault{
+		{providersim.GreyNoise: providersim.Fault500, providersim.AbuseIPDB: providersim.Fault429, providersim.ThreatFox: providersim.FaultGarbage},
+		{providersim.GreyNoise: providersim.FaultHang, providersim.AbuseIPDB: providersim.FaultHuge, providersim.ThreatFox: providersim.FaultDrip},
+	}
+	var peak int64
+	for r, faults := range rounds {
+		pop := lab.Population{Set: 6 + r, Size: 200}
+		for name, f := range faults {
+			l.Sim.SetFault(name, f)
+		}
+		produce(t, l, pop, every(pop.Size), r*10_000)
+		waitCommitted(t, l, 2*time.Minute)
+		for name, f := range faults {
+			if got := rowsOf(t, l, table, pop, name+"_status NOT IN ('ok', '')"); got != pop.Size {
+				t.Fatalf("%s answering %q: %d of %d rows record the failure", name, f, got, pop.Size)
+			}
+		}
+		peak = max(peak, p.RSS())
+
+		// Healed: sightings after negative_ttl (1s) ask the failed
+		// providers again, once their last attempt (up to its 2s timeout)
+		// is over. The attackers keep coming back, once a second.
+		for name := range faults {
+			l.Sim.SetFault(name, providersim.FaultNone)
+		}
+		complete := "greynoise_status = 'ok' AND abuseipdb_status = 'ok' AND threatfox_status = 'ok'"
+		got := 0
+		for again := 1; again <= 15 && got != pop.Size; again++ {
+			time.Sleep(time.Second) // the attackers' next visit
+			produce(t, l, pop, every(pop.Size), r*10_000+again*1_000)
+			waitCommitted(t, l, 2*time.Minute)
+			got = rowsOf(t, l, table, pop, complete)
+		}
+		if got != pop.Size {
+			statuses := chtest.Query(t, l.CH.DSN(), fmt.Sprintf("SELECT greynoise_status, abuseipdb_status, threatfox_status, count() FROM %s FINAL WHERE attacker_ip LIKE '%d.%%' GROUP BY greynoise_status, abuseipdb_status, threatfox_status", table, 11+pop.Set))
+			t.Fatalf("after healing round %d: %d of %d rows complete; statuses %v", r, got, pop.Size, statuses)
+		}
+	}
+	select {
+	case <-p.Exited():
+		t.Fatalf("the pipeline exited: %v", p.ExitErr())
+	default:
+	}
+	// 100 MB bodies were refused at max_body_bytes, not read.
+	if peak > 400<<20 {
+		t.Fatalf("RSS reached %d MiB with faulty providers: memory is not bounded", peak>>20)
+	}
+	t.Logf("6 fault kinds over 2 rounds: every failure recorded, every row completed after healing, RSS %d MiB", peak>>20)
+}
+
+// Secrets stay secret: provider keys and the ClickHouse password appear in
+// no log line (at debug level), metric, dead letter or `echo` output.
+func TestReliabilitySecretsNeverLeak(t *testing.T) {
+	l := newLab(t)
+	secrets := []string{"sekrit-gn-5c1f", "sekrit-ab-77e0", "sekrit-tf-9a3d"}
+	table := l.Table()
+	o := pipelineOpts(table, "GREYNOISE_API_KEY="+secrets[0], "ABUSEIPDB_API_KEY="+secrets[1], "THREATFOX_API_KEY="+secrets[2])
+	o.LogLevel = "debug"
+	p := start(t, l, o)
+	l.Sim.SetFault(providersim.GreyNoise, providersim.Fault500) // errors get logged: they must not carry the key
+	pop := lab.Population{Set: 8, Size: 100}
+	produce(t, l, pop, every(pop.Size), 0)
+	// and a dead letter, with its headers
+	if err := l.Kafka.ProduceSync(context.Background(), &kgo.Record{Topic: lab.InputTopics[0], Value: []byte(`{"v":1,"id":"x","topic":"attacker.observed","type":"t","ts":1,"payload":{"attacker_ip":"not-an-ip"}}`)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, l, time.Minute)
+
+	var leaks []string
+	check := func(where, text string) {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				leaks = append(leaks, where)
+			}
+		}
+	}
+	metrics, err := p.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("metrics", metrics)
+	dead := 0
+	if _, err := l.ReadAll(context.Background(), lab.DLQTopic, func(r *kgo.Record) {
+		dead++
+		check("dead letter", string(r.Value))
+		for _, h := range r.Headers {
+			check("dead letter header "+h.Key, string(h.Value))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p.Log.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := string(b)
+	check("log", logs)
+	echo := exec.Command(binary, "echo", "../../config/pipeline.yaml")
+	echo.Env = append(os.Environ(), o.Env...)
+	out, err := echo.CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("echo", string(out))
+	if len(leaks) > 0 {
+		t.Fatalf("secrets leaked into: %v", leaks)
+	}
+	if dead == 0 || !strings.Contains(logs, "level=debug") || !strings.Contains(metrics, "intel_provider_errors") {
+		t.Fatal("the test saw no dead letter, debug log or provider error metric: it proves nothing")
+	}
+}
