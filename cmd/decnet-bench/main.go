@@ -2,7 +2,7 @@
 // and against the stock alternative a user would build instead, side by
 // side in one run: it starts an embedded broker, a local ClickHouse and
 // simulated providers that count every request, runs bin/decnet-stream on
-// config/Process.yaml as shipped (and config/bench/stock.yaml), and prints
+// config/pipeline.yaml as shipped (and config/bench/stock.yaml), and prints
 // a table. Any scenario that loses or duplicates events fails the run, so a
 // fast wrong answer never passes as a figure.
 //
@@ -43,19 +43,21 @@ type options struct {
 	stormRate                 float64
 	memoryIPs                 int
 	scalingEvents, scalingIPs int
+	soakFor, soakEvery        time.Duration
+	soakRate, soakIPs         int
 	plot                      string
 	markdown                  string
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenarios, "scenarios", "Process,stock,storm,memory,scaling", "scenarios to run (Process includes the ceiling)")
+	flag.StringVar(&o.scenarios, "scenarios", "pipeline,stock,storm,scaling,memory", "scenarios to run, of pipeline (includes the ceiling), stock, storm, scaling, memory, soak")
 	flag.StringVar(&o.binary, "binary", "bin/decnet-stream", "the decnet-stream binary under test")
-	flag.IntVar(&o.events, "events", 1_000_000, "Process: events")
-	flag.IntVar(&o.ips, "ips", 10_000, "Process: unique attacker IPs (heavy-tailed)")
-	flag.DurationVar(&o.latency, "latency", 50*time.Millisecond, "Process, storm, scaling: provider latency")
-	flag.IntVar(&o.latencyRate, "latency-rate", 2000, "Process: events/s produced while latency is measured")
-	flag.DurationVar(&o.latencyFor, "latency-for", 10*time.Second, "Process: how long latency is measured")
+	flag.IntVar(&o.events, "events", 1_000_000, "pipeline: events")
+	flag.IntVar(&o.ips, "ips", 10_000, "pipeline: unique attacker IPs (heavy-tailed)")
+	flag.DurationVar(&o.latency, "latency", 50*time.Millisecond, "pipeline, storm, scaling: provider latency")
+	flag.IntVar(&o.latencyRate, "latency-rate", 2000, "pipeline: events/s produced while latency is measured")
+	flag.DurationVar(&o.latencyFor, "latency-for", 10*time.Second, "pipeline: how long latency is measured")
 	flag.IntVar(&o.stockEvents, "stock-events", 100_000, "stock: events")
 	flag.IntVar(&o.stockIPs, "stock-ips", 1_000, "stock: unique attacker IPs")
 	flag.StringVar(&o.stockLatencies, "stock-latencies", "0s,10ms,50ms", "stock: provider latencies compared")
@@ -65,9 +67,13 @@ func main() {
 	flag.IntVar(&o.memoryIPs, "memory-ips", 1_000_000, "memory: cached IPs")
 	flag.IntVar(&o.scalingEvents, "scaling-events", 500_000, "scaling: events")
 	flag.IntVar(&o.scalingIPs, "scaling-ips", 10_000, "scaling: unique attacker IPs")
+	flag.DurationVar(&o.soakFor, "soak-for", 10*time.Minute, "soak: how long (the soak runs only when named in -scenarios)")
+	flag.DurationVar(&o.soakEvery, "soak-every", 10*time.Second, "soak: sampling period")
+	flag.IntVar(&o.soakRate, "soak-rate", 2000, "soak: events/s")
+	flag.IntVar(&o.soakIPs, "soak-ips", 20_000, "soak: attacker IPs (heavy-tailed)")
 	flag.StringVar(&o.plot, "plot", "docs/bench/throughput-vs-latency.png", "where to draw events/s against provider latency (empty: no plot)")
 	flag.StringVar(&o.markdown, "markdown", "", "also write the results table, as Markdown, to this file")
-	flag.Func("set", "a --set override passed to every Process run (repeatable; for experiments)", func(v string) error {
+	flag.Func("set", "a --set override passed to every pipeline run (repeatable; for experiments)", func(v string) error {
 		lab.ExtraSets = append(lab.ExtraSets, v)
 		return nil
 	})
@@ -104,7 +110,7 @@ func (r *report) add(scenario, figure, value, aim string, met *bool) {
 
 func met(b bool) *bool { return &b }
 
-func run(ctx context.Context, o options, w io.Writer) error {
+func run(ctx context.Context, o options, w io.Writer) (err error) {
 	root, err := chserver.RepoRoot()
 	if err != nil {
 		return err
@@ -123,7 +129,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		if err == nil {
+			os.RemoveAll(tmp)
+		} else {
+			fmt.Fprintf(w, "logs kept in %s\n", tmp)
+		}
+	}()
 
 	fmt.Fprintf(w, "decnet-bench %s: %d CPUs, %s, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.Version(), cpuModel())
 	ch, err := chserver.New(filepath.Join(tmp, "clickhouse"))
@@ -155,11 +167,12 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		name string
 		fn   func(context.Context, options, *report) error
 	}{
-		{"Process", l.scenarioPipeline},
+		{"pipeline", l.scenarioPipeline},
 		{"stock", l.scenarioStock},
 		{"storm", l.scenarioStorm},
 		{"scaling", l.scenarioScaling},
 		{"memory", l.scenarioMemory},
+		{"soak", l.scenarioSoak},
 	}
 	for _, s := range steps {
 		if !want[s.name] {

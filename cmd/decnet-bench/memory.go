@@ -18,7 +18,7 @@ import (
 // reports resident memory per IP above the empty engine: real rows, from
 // the real provider clients asking the simulated providers (every verdict
 // the simulation gives), each cached under its own IP. keepRaw is
-// `include_raw: true`, as config/Process.yaml ships (the ClickHouse row
+// `include_raw: true`, as config/pipeline.yaml ships (the ClickHouse row
 // keeps the providers' raw answers).
 func (l *bench) memoryPerIP(ctx context.Context, n int, keepRaw bool) (rssPerIP, heapPerIP float64, err error) {
 	guard, err := providers.NewGuard(nil)

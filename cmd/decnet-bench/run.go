@@ -14,7 +14,7 @@ import (
 // benchLimits: no rate limit, enough concurrency for the latency, no daily cap.
 var benchLimits = providerLimits(0, 1, 256)
 
-// scenarioPipeline: the ceiling and config/Process.yaml over the same
+// scenarioPipeline: the ceiling and config/pipeline.yaml over the same
 // records on the same broker, then end-to-end latency at a steady rate.
 func (l *bench) scenarioPipeline(ctx context.Context, o options, rep *report) error {
 	if err := l.FreshBroker(); err != nil {
@@ -51,7 +51,7 @@ func (l *bench) scenarioPipeline(ctx context.Context, o options, rep *report) er
 		return err
 	}
 	calls := l.CallsPerIP(o.ips)
-	label := fmt.Sprintf("Process.yaml, %s events / %s IPs, providers %s", thousands(n), thousands(int64(o.ips)), o.latency)
+	label := fmt.Sprintf("pipeline.yaml, %s events / %s IPs, providers %s", thousands(n), thousands(int64(o.ips)), o.latency)
 	rep.add("decnet", label, rate(ours.rate()), "", nil)
 	ratio := ours.rate() / bare.rate()
 	rep.add("decnet", "ratio to the bare consumer", fmt.Sprintf("%.2f", ratio), "≥ 0.50", met(ratio >= 0.5))
@@ -65,7 +65,7 @@ func (l *bench) scenarioPipeline(ctx context.Context, o options, rep *report) er
 	}
 	rep.add("decnet", fmt.Sprintf("latency, new attacker → enriched event (%d at %d ev/s)", count, o.latencyRate),
 		fmt.Sprintf("p50 %s, p99 %s", p50.Round(time.Millisecond), p99.Round(time.Millisecond)), "", nil)
-	rep.add("decnet", "peak RSS of the Process process", fmt.Sprintf("%d MiB", p.PeakRSS()>>20), "", nil)
+	rep.add("decnet", "peak RSS of the pipeline process", fmt.Sprintf("%d MiB", p.PeakRSS()>>20), "", nil)
 	return lab.StopAll(ps)
 }
 

@@ -15,19 +15,19 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-const pipelineConfig = "config/Process.yaml"
+const pipelineConfig = "config/pipeline.yaml"
 
-// perIPProviderIndex is each per-IP provider's index in Process.yaml's
+// perIPProviderIndex is each per-IP provider's index in pipeline.yaml's
 // intel_enrich providers list (Feodo, index 2, is one feed download).
 var perIPProviderIndex = []int{0, 1, 3}
 
 // providerLimits overrides the shipped free-tier limits (one request a
 // second, a hundred a day) with the benchmark's: without it the benchmark
-// would measure GreyNoise's daily cap, not the Process. rate 0 is no limit.
+// would measure GreyNoise's daily cap, not the pipeline. rate 0 is no limit.
 func providerLimits(ratePerSecond float64, burst, concurrent int) []string {
 	var sets []string
 	for _, i := range perIPProviderIndex {
-		path := fmt.Sprintf("Process.processors.1.intel_enrich.providers.%d.limits.", i)
+		path := fmt.Sprintf("pipeline.processors.1.intel_enrich.providers.%d.limits.", i)
 		sets = append(sets, path+fmt.Sprintf("max_concurrent=%d", concurrent), path+"daily_budget=0",
 			path+fmt.Sprintf("rate_per_second=%g", ratePerSecond), path+fmt.Sprintf("burst=%d", burst))
 	}
@@ -90,7 +90,7 @@ func (l *bench) ceiling(ctx context.Context, n int64, copy bool) (throughput, er
 
 // runPipeline runs config with the Lab's workload already on the broker and
 // measures from the first event received to the last offset committed. It
-// fails when the Process received other than want events (lost or replayed)
+// fails when the pipeline received other than want events (lost or replayed)
 // and leaves the process running for the caller to stop.
 func (l *bench) runPipeline(ctx context.Context, o lab.RunOpts, group string, want int64, replicas int) (throughput, []*lab.Process, error) {
 	var ps []*lab.Process
@@ -131,7 +131,7 @@ func (l *bench) runPipeline(ctx context.Context, o lab.RunOpts, group string, wa
 		rss = max(rss, p.PeakRSS())
 	}
 	if int64(got) != want {
-		return throughput{}, ps, fmt.Errorf("the Process received %.0f events, want %d: events were lost or replayed", got, want)
+		return throughput{}, ps, fmt.Errorf("the pipeline received %.0f events, want %d: events were lost or replayed", got, want)
 	}
 	return throughput{events: want, elapsed: t1.Sub(t0), PeakRSS: rss}, ps, nil
 }

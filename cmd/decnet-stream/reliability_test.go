@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -391,4 +392,101 @@ func TestReliabilitySecretsNeverLeak(t *testing.T) {
 	if dead == 0 || !strings.Contains(logs, "level=debug") || !strings.Contains(metrics, "intel_provider_errors") {
 		t.Fatal("the test saw no dead letter, debug log or provider error metric: it proves nothing")
 	}
+}
+
+// hostileEvent is one entry of testdata/hostile.jsonl: an event body and
+// what must become of it.
+type hostileEvent struct {
+	Name   string `json:"name"`
+	Value  string `json:"value"`
+	Expect string `json:"expect"` // dlq:<decnet_error>, skipped, or enriched
+}
+
+func hostileCorpus(t *testing.T) []hostileEvent {
+	t.Helper()
+	b, err := os.ReadFile("testdata/hostile.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var corpus []hostileEvent
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var h hostileEvent
+		if err := json.Unmarshal([]byte(line), &h); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		corpus = append(corpus, h)
+	}
+	deep := strings.Repeat("[", 100_000) + strings.Repeat("]", 100_000)
+	pad := strings.Repeat("A", 900_000)
+	return append(corpus,
+		hostileEvent{"100,000 nested arrays as the body", deep, "dlq:bad_envelope"},
+		hostileEvent{"100,000 nested arrays beside a good IP", `{"v":1,"id":"d","topic":"attacker.observed","type":"t","ts":1,"payload":{"attacker_ip":"45.9.0.3","x":` + deep + `}}`, "enriched"},
+		hostileEvent{"a 900 KB event (within the 1 MiB envelope limit), private IP", `{"v":1,"id":"p","topic":"attacker.observed","type":"t","ts":1,"payload":{"attacker_ip":"10.9.9.9","pad":"` + pad + `"}}`, "skipped"},
+		hostileEvent{"invalid UTF-8 in the IP", "{\"v\":1,\"id\":\"u\",\"topic\":\"attacker.observed\",\"type\":\"t\",\"ts\":1,\"payload\":{\"attacker_ip\":\"45.9.0.\xff\"}}", "dlq:bad_key"},
+		hostileEvent{"a good event after all of them", `{"v":1,"id":"g","topic":"attacker.observed","type":"t","ts":1,"payload":{"attacker_ip":"45.9.0.4"}}`, "enriched"},
+	)
+}
+
+// A corpus of malformed and adversarial events: each reaches the dead-letter
+// topic with its reason, or is skipped, or (where it is a valid event in
+// disguise) enriched; none stops the pipeline or reaches a provider.
+func TestReliabilityHostileCorpus(t *testing.T) {
+	l := newLab(t)
+	corpus := hostileCorpus(t)
+	p := start(t, l, pipelineOpts(l.Table()))
+	for i, h := range corpus {
+		rec := &kgo.Record{Topic: lab.InputTopics[0], Key: []byte(fmt.Sprint(i)), Value: []byte(h.Value)}
+		if err := l.Kafka.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+			t.Fatalf("%s: %v", h.Name, err)
+		}
+	}
+	waitCommitted(t, l, time.Minute)
+	select {
+	case <-p.Exited():
+		t.Fatalf("the pipeline exited: %v", p.ExitErr())
+	default:
+	}
+
+	byValue := map[string]string{} // body → the dead letter's reason
+	if _, err := l.ReadAll(context.Background(), lab.DLQTopic, func(r *kgo.Record) {
+		for _, h := range r.Headers {
+			if h.Key == "decnet_error" {
+				byValue[string(r.Value)] = string(h.Value)
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	perIP, _, _, err := l.EnrichedByIP(context.Background(), lab.EnrichedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped, enriched := 0, 0
+	for _, h := range corpus {
+		switch {
+		case strings.HasPrefix(h.Expect, "dlq:"):
+			if got := byValue[h.Value]; got != strings.TrimPrefix(h.Expect, "dlq:") {
+				t.Errorf("%s: dead letter reason %q, want %s", h.Name, got, h.Expect)
+			}
+		case h.Expect == "skipped":
+			skipped++
+			if _, dead := byValue[h.Value]; dead {
+				t.Errorf("%s: dead-lettered, want skipped", h.Name)
+			}
+		case h.Expect == "enriched":
+			enriched++
+		}
+	}
+	if got := p.Metric("intel_skipped"); int(got) != skipped {
+		t.Errorf("intel_skipped counted %.0f, want %d", got, skipped)
+	}
+	if len(perIP) != enriched || perIP["45.9.0.2"] == 0 || perIP["45.9.0.3"] == 0 || perIP["45.9.0.4"] == 0 {
+		t.Errorf("enriched %v, want 45.9.0.2 (canonicalised), 45.9.0.3 and 45.9.0.4", perIP)
+	}
+	if requests, ips := l.Sim.PerIPCalls(); ips != enriched || requests != enriched*len(providersim.PerIP) {
+		t.Errorf("providers got %d requests about %d IPs, want %d about %d: a hostile event reached a provider",
+			requests, ips, enriched*len(providersim.PerIP), enriched)
+	}
+	t.Logf("%d hostile events: %d dead-lettered with their reasons, %d skipped, %d enriched; the pipeline kept running",
+		len(corpus), len(byValue), skipped, enriched)
 }

@@ -5,6 +5,7 @@
 package lab
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -256,6 +257,8 @@ type RunOpts struct {
 	Sets   []string // --set overrides
 	// LogLevel is the process's log level; default warn.
 	LogLevel string
+	// Debug serves /debug/pprof, for Goroutines.
+	Debug bool
 }
 
 // Start runs the binary with config against the Lab, with its own metrics
@@ -277,6 +280,9 @@ func (l *Lab) Start(o RunOpts) (*Process, error) {
 		// Commits every 100ms instead of 5s, so "every offset committed" marks
 		// the end of the work, not the next commit tick.
 		"-s", "input.kafka_franz.commit_period=100ms"}
+	if o.Debug {
+		args = append(args, "-s", "http.debug_endpoints=true")
+	}
 	for _, s := range append(o.Sets, ExtraSets...) {
 		args = append(args, "-s", s)
 	}
@@ -336,6 +342,25 @@ func (p *Process) Metric(name string) float64 {
 		}
 	}
 	return sum
+}
+
+// Goroutines is the process's goroutine count (RunOpts.Debug must be set),
+// or -1 when it cannot be read.
+func (p *Process) Goroutines() int {
+	resp, err := http.Get(strings.TrimSuffix(p.metrics, "/metrics") + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		return -1
+	}
+	var n int
+	if _, err := fmt.Sscanf(line, "goroutine profile: total %d", &n); err != nil {
+		return -1
+	}
+	return n
 }
 
 // Metrics is the process's json_api metrics document, as served.
@@ -429,7 +454,7 @@ func StopAll(ps []*Process) error {
 	return first
 }
 
-// VerifyOutputs checks what a Process run must have written for ips
+// VerifyOutputs checks what a pipeline run must have written for ips
 // distinct attackers: one attacker_intel row each (FINAL), at least one
 // enriched event each on topic and never the same one twice (a later event
 // of an IP must be a newer row: a deferred provider's answer), nothing
