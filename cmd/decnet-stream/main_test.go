@@ -272,3 +272,45 @@ func TestEchoScrubsProviderKeys(t *testing.T) {
 		t.Fatalf("echo shows no scrubbed key: the test proves nothing\n%s", out)
 	}
 }
+
+// Streams mode takes every stream config as shipped, with the
+// observability file: a stream config holding a service-wide field (as
+// pipeline.yaml once did with metrics) stops streams mode at start.
+func TestStreamsModeTakesEveryStreamConfig(t *testing.T) {
+	files, err := filepath.Glob("../../config/streams/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streams []string
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_benthos_test.yaml") {
+			streams = append(streams, f)
+		}
+	}
+	args := append([]string{"streams", "-o", "../../config/observability.yaml"}, streams...)
+	cmd := exec.Command(binary, args...)
+	// Nothing listens on port 1: the streams start, then fail to connect.
+	cmd.Env = append(os.Environ(), "KAFKA_SEED_BROKERS=127.0.0.1:1", "HTTP_ADDRESS=127.0.0.1:0",
+		"CLICKHOUSE_DSN=clickhouse://127.0.0.1:1/default")
+	out, err := cmd.StdoutPipe() // Benthos logs to stdout
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, "lint") || strings.Contains(line, "shutting down") {
+			t.Fatalf("streams mode refused the configs: %s", line)
+		}
+		if strings.Contains(line, "Failed to connect to kafka_franz") {
+			return // every stream was built and is running
+		}
+	}
+	t.Fatal("streams mode exited without starting its streams")
+}

@@ -32,6 +32,7 @@ import (
 // InputTopics are the subjects config/pipeline.yaml reads.
 var InputTopics = []string{"attacker.observed", "attacker.scored"}
 
+// Topics the pipeline writes, and the partitions of every topic.
 const (
 	EnrichedTopic = "attacker.intel.enriched"
 	DLQTopic      = "decnet.dlq"
@@ -104,13 +105,14 @@ func (l *Lab) CloseBroker() {
 // stored (no warm start, no shared lookups) unless it asks for an old one.
 func (l *Lab) Table() string {
 	l.tables++
-	return fmt.Sprintf("bench_intel_%d_%d", time.Now().Unix(), l.tables)
+	return fmt.Sprintf("lab_intel_%d_%d", time.Now().Unix(), l.tables)
 }
 
 // Population is a set of distinct, globally routable attacker IPs: set k
 // uses first octet 11+k, so populations never overlap.
 type Population struct{ Set, Size int }
 
+// IP is the population's i-th address (i below 2^24 - 1).
 func (p Population) IP(i int) string {
 	a := uint32(11+p.Set)<<24 | uint32(i+1)&0xffffff
 	return fmt.Sprintf("%d.%d.%d.%d", a>>24, (a>>16)&255, (a>>8)&255, a&255)
@@ -433,6 +435,7 @@ func ProcStatus(pid int, field string) int64 {
 	return -1
 }
 
+// SleepCtx waits d, or less if ctx ends first (its error is returned).
 func SleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -444,6 +447,7 @@ func SleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// StopAll stops every process (SIGTERM, drain) and returns the first error.
 func StopAll(ps []*Process) error {
 	var first error
 	for _, p := range ps {
