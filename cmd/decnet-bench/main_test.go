@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every scenario runs end to end at toy sizes, so the benchmark cannot rot
+// between the runs that produce BENCHMARKS.md: its loss and duplication
+// checks run too. The figures at these sizes mean nothing.
+func TestEveryScenarioRunsAtToySizes(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "decnet-stream")
+	build := exec.Command("go", "build", "-o", bin, "../decnet-stream")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatal(err)
+	}
+	o := options{
+		scenarios: "pipeline,stock,storm,scaling,memory,soak", binary: bin,
+		events: 5_000, ips: 300, latency: 5 * time.Millisecond, latencyRate: 500, latencyFor: time.Second,
+		stockEvents: 2_000, stockIPs: 100, stockLatencies: "0s,5ms",
+		stormIPs: 500, stormHot: 2_000, stormRate: 200,
+		memoryIPs: 2_000, scalingEvents: 4_000, scalingIPs: 200,
+		soakFor: 4 * time.Second, soakEvery: 250 * time.Millisecond, soakRate: 500, soakIPs: 200,
+		plot: filepath.Join(t.TempDir(), "plot.png"),
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), o, &out); err != nil {
+		// The soak may see the cache still filling at this size; nothing else may fail.
+		if !strings.Contains(err.Error(), "soak: memory or goroutines grew") {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+	}
+	for _, want := range []string{"ceiling", "decnet", "stock", "storm", "scaling", "memory"} {
+		if !strings.Contains(out.String(), "\n  "+want) {
+			t.Errorf("no %s figures in the output:\n%s", want, out.String())
+		}
+	}
+	if _, err := os.Stat(o.plot); err != nil {
+		t.Errorf("no plot: %v", err)
+	}
+}
