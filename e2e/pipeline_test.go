@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/decnet/decnet-stream/internal/chserver"
 	"github.com/decnet/decnet-stream/internal/chtest"
 	"github.com/decnet/decnet-stream/internal/fixtures"
 	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
@@ -160,11 +161,14 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 	if ps.Calls("greynoise") != len(ips) || ps.Calls("feodo") != 1 {
 		t.Errorf("greynoise asked %d times for %d IPs; feodo fetched %d times", ps.Calls("greynoise"), len(ips), ps.Calls("feodo"))
 	}
-	// The rows are batched for up to a second (ClickHouse wants few, large
-	// inserts): wait for them, bounded.
+	// The rows are batched (ClickHouse wants few, large inserts) and written
+	// beside the enriched events, and the table is created when the output
+	// first connects: wait for them, bounded.
 	var rows [][]string
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if rows = chtest.Query(t, chSrv.DSN(), "SELECT attacker_ip, aggregate_verdict FROM attacker_intel FINAL ORDER BY attacker_ip"); len(rows) >= len(want) {
+		var err error
+		rows, err = chserver.Query(context.Background(), chSrv.DSN(), "SELECT attacker_ip, aggregate_verdict FROM attacker_intel FINAL ORDER BY attacker_ip")
+		if err == nil && len(rows) >= len(want) {
 			break
 		}
 	}

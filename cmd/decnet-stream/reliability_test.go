@@ -150,7 +150,9 @@ func TestReliabilityGracefulStopResumesExactly(t *testing.T) {
 	pop := lab.Population{Set: 1, Size: ips}
 	produce(t, l, pop, lab.HeavyTailed(pop, n, 7), 0)
 	table := l.Table()
-	p := start(t, l, pipelineOpts(table))
+	// A small in-flight window, so the input cannot hand the pipeline every
+	// event before the stop: the stop must come mid-stream to prove anything.
+	p := start(t, l, pipelineOpts(table, "KAFKA_CHECKPOINT_LIMIT=500"))
 	if _, err := p.WaitMetric(context.Background(), "input_received", float64(n/4), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,7 @@ func TestReliabilityGracefulStopResumesExactly(t *testing.T) {
 		t.Fatalf("the first run received %.0f events and committed %d: a clean stop commits exactly what it received", first, committed)
 	}
 
-	second := start(t, l, pipelineOpts(table))
+	second := start(t, l, pipelineOpts(table, "KAFKA_CHECKPOINT_LIMIT=500"))
 	if _, err := second.WaitMetric(context.Background(), "input_received", 0, time.Minute); err != nil {
 		t.Fatal(err)
 	}
