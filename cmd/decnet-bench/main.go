@@ -47,6 +47,7 @@ type options struct {
 	soakRate, soakIPs         int
 	plot                      string
 	markdown                  string
+	sets                      []string // -set, passed to every pipeline run
 }
 
 func main() {
@@ -74,7 +75,7 @@ func main() {
 	flag.StringVar(&o.plot, "plot", "docs/bench/throughput-vs-latency.png", "where to draw events/s against provider latency (empty: no plot)")
 	flag.StringVar(&o.markdown, "markdown", "", "also write the results table, as Markdown, to this file")
 	flag.Func("set", "a --set override passed to every pipeline run (repeatable; for experiments)", func(v string) error {
-		lab.ExtraSets = append(lab.ExtraSets, v)
+		o.sets = append(o.sets, v)
 		return nil
 	})
 	flag.Parse()
@@ -155,7 +156,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 	defer sim.Close()
-	l := &bench{&lab.Lab{Binary: binary, Root: root, Tmp: tmp, CH: ch, Sim: sim}}
+	l := &bench{&lab.Lab{Binary: binary, Root: root, Tmp: tmp, CH: ch, Sim: sim, Sets: o.sets}}
 	defer l.CloseBroker()
 
 	rep := &report{w: w}

@@ -305,8 +305,7 @@ func (l *bench) scenarioScaling(ctx context.Context, o options, rep *report) err
 }
 
 // measureJoined waits until group is stable with members replicas, runs
-// produce, and measures from the first event any replica received to every
-// offset committed.
+// produce, and measures them (see measure).
 func (l *bench) measureJoined(ctx context.Context, ps []*lab.Process, group string, members int, produce func() error, want int64) (throughput, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -324,32 +323,7 @@ func (l *bench) measureJoined(ctx context.Context, ps []*lab.Process, group stri
 	if err := produce(); err != nil {
 		return throughput{}, err
 	}
-	var t0 time.Time
-	for t0.IsZero() {
-		for _, p := range ps {
-			if p.Metric("input_received") > 0 {
-				t0 = time.Now()
-			}
-		}
-		if time.Now().After(deadline) {
-			return throughput{}, fmt.Errorf("no replica received an event")
-		}
-		if err := lab.SleepCtx(ctx, 5*time.Millisecond); err != nil {
-			return throughput{}, err
-		}
-	}
-	t1, err := l.WaitCommitted(ctx, group, 20*time.Minute)
-	if err != nil {
-		return throughput{}, err
-	}
-	var got float64
-	for _, p := range ps {
-		got += p.Metric("input_received")
-	}
-	if int64(got) != want {
-		return throughput{}, fmt.Errorf("the replicas received %.0f events, want %d: events were lost or replayed", got, want)
-	}
-	return throughput{events: want, elapsed: t1.Sub(t0)}, nil
+	return l.measure(ctx, ps, group, want)
 }
 
 // scenarioMemory: resident memory per cached IP.

@@ -6,7 +6,6 @@ import (
 	"github.com/decnet/decnet-stream/internal/lab"
 	"math/rand/v2"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -36,10 +35,8 @@ func providerLimits(ratePerSecond float64, burst, concurrent int) []string {
 
 // throughput is one run's measured figures.
 type throughput struct {
-	events     int64
-	elapsed    time.Duration
-	CallsPerIP float64
-	PeakRSS    int64
+	events  int64
+	elapsed time.Duration
 }
 
 func (t throughput) rate() float64 { return float64(t.events) / t.elapsed.Seconds() }
@@ -88,10 +85,9 @@ func (l *bench) ceiling(ctx context.Context, n int64, copy bool) (throughput, er
 	return throughput{events: read, elapsed: time.Since(start)}, nil
 }
 
-// runPipeline runs config with the Lab's workload already on the broker and
-// measures from the first event received to the last offset committed. It
-// fails when the pipeline received other than want events (lost or replayed)
-// and leaves the process running for the caller to stop.
+// runPipeline starts replicas of the binary on o, with the lab's workload
+// already on the broker, and measures them (see measure). The processes are
+// left running for the caller to stop.
 func (l *bench) runPipeline(ctx context.Context, o lab.RunOpts, group string, want int64, replicas int) (throughput, []*lab.Process, error) {
 	var ps []*lab.Process
 	for range replicas {
@@ -101,39 +97,41 @@ func (l *bench) runPipeline(ctx context.Context, o lab.RunOpts, group string, wa
 		}
 		ps = append(ps, p)
 	}
-	// The first event received by any replica starts the clock.
-	firsts := make(chan time.Time, replicas)
-	var wg sync.WaitGroup
-	for _, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if t, err := p.WaitMetric(ctx, "input_received", 1, 3*time.Minute); err == nil {
-				firsts <- t
-			}
-		}()
-	}
+	t, err := l.measure(ctx, ps, group, want)
+	return t, ps, err
+}
+
+// measure clocks replicas ps from the first event any of them received to
+// every offset of group committed, and fails unless they received exactly
+// want events between them: fewer were lost, more were replayed.
+func (l *bench) measure(ctx context.Context, ps []*lab.Process, group string, want int64) (throughput, error) {
+	deadline := time.Now().Add(3 * time.Minute)
 	var t0 time.Time
-	select {
-	case t0 = <-firsts:
-	case <-time.After(3 * time.Minute):
-		return throughput{}, ps, fmt.Errorf("no replica received an event within 3m (see %s)", ps[0].Log.Name())
+	for t0.IsZero() {
+		for _, p := range ps {
+			if p.Metric("input_received") > 0 {
+				t0 = time.Now()
+			}
+		}
+		if t0.IsZero() && time.Now().After(deadline) {
+			return throughput{}, fmt.Errorf("no replica received an event within 3m (see %s)", ps[0].Log.Name())
+		}
+		if err := lab.SleepCtx(ctx, lab.PollEvery); err != nil {
+			return throughput{}, err
+		}
 	}
 	t1, err := l.WaitCommitted(ctx, group, 20*time.Minute)
-	wg.Wait()
 	if err != nil {
-		return throughput{}, ps, err
+		return throughput{}, err
 	}
 	var got float64
-	var rss int64
 	for _, p := range ps {
 		got += p.Metric("input_received")
-		rss = max(rss, p.PeakRSS())
 	}
 	if int64(got) != want {
-		return throughput{}, ps, fmt.Errorf("the pipeline received %.0f events, want %d: events were lost or replayed", got, want)
+		return throughput{}, fmt.Errorf("the pipeline received %.0f events, want %d: events were lost or replayed", got, want)
 	}
-	return throughput{events: want, elapsed: t1.Sub(t0), PeakRSS: rss}, ps, nil
+	return throughput{events: want, elapsed: t1.Sub(t0)}, nil
 }
 
 // latencies produces events at a steady rate for d, one in every ten from
@@ -242,10 +240,4 @@ func shuffled(a, b []int, seed uint64) (pops []int, idx []int) {
 		pops[i], pops[j] = pops[j], pops[i]
 	})
 	return pops, idx
-}
-
-func quantile(xs []float64, q float64) float64 {
-	s := slices.Clone(xs)
-	sort.Float64s(s)
-	return s[int(q*float64(len(s)-1))]
 }

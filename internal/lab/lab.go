@@ -52,9 +52,12 @@ type Lab struct {
 	Kafka  *kgo.Client // produces to and administers Broker
 	Admin  *kadm.Client
 	// BrokerDataDir, when set, persists the broker's log there, so
-	// RestartBroker keeps every record.
+	// StopBroker and StartBroker keep every record.
 	BrokerDataDir string
-	tables        int
+	// Sets are --set overrides added to every run (the benchmark's -set
+	// flag, for experiments).
+	Sets   []string
+	tables int
 }
 
 // FreshBroker replaces the broker with an empty one, on a new port.
@@ -239,10 +242,6 @@ func (l *Lab) EnrichedByIP(ctx context.Context, topic string) (perIP map[string]
 	return perIP, n, repeats, err
 }
 
-// ExtraSets are --set overrides added to every run (the benchmark's -set
-// flag, for experiments).
-var ExtraSets []string
-
 // Process is one decnet-stream process.
 type Process struct {
 	Cmd     *exec.Cmd
@@ -285,7 +284,7 @@ func (l *Lab) Start(o RunOpts) (*Process, error) {
 	if o.Debug {
 		args = append(args, "-s", "http.debug_endpoints=true")
 	}
-	for _, s := range append(o.Sets, ExtraSets...) {
+	for _, s := range append(o.Sets, l.Sets...) {
 		args = append(args, "-s", s)
 	}
 	args = append(args, filepath.Join(l.Root, o.Config))
@@ -322,6 +321,11 @@ func (p *Process) Kill() {
 	<-p.exited
 	p.Log.Close()
 }
+
+// PollEvery is how often the lab reads a process's metrics. Each read makes
+// the process under measurement encode every metric: reading every 5ms, as
+// it once did, took CPU from the pipeline it was timing.
+const PollEvery = 20 * time.Millisecond
 
 // Metric sums every series of name (any labels) on the process's json_api
 // metrics endpoint; -1 when the endpoint does not answer yet.
@@ -391,7 +395,7 @@ func (p *Process) WaitMetric(ctx context.Context, name string, v float64, within
 		if time.Now().After(deadline) {
 			return time.Time{}, fmt.Errorf("%s never reached %.0f within %s (see %s)", name, v, within, p.Log.Name())
 		}
-		if err := SleepCtx(ctx, 5*time.Millisecond); err != nil {
+		if err := SleepCtx(ctx, PollEvery); err != nil {
 			return time.Time{}, err
 		}
 	}
