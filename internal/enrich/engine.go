@@ -271,11 +271,7 @@ func (e *Engine) Enrich(ctx context.Context, reqs []Request, priority Priority) 
 		if ok && !ent.complete {
 			prior = ent.row // ask only the providers still pending
 		}
-		prio := 0.0
-		if priority != nil && !e.inFlight(r.IP) {
-			prio = priority(i)
-		}
-		j, started := e.start(r.IP, prior, prio)
+		j, started := e.start(r.IP, prior, priority, i)
 		p := &pendingIP{job: j, first: i, outcome: OutcomeMiss}
 		if !started {
 			p.outcome = OutcomeCoalesced
@@ -395,21 +391,15 @@ func (e *Engine) carries(ip netip.Addr, ent *entry, carrier Carrier) bool {
 	return true
 }
 
-// inFlight reports whether a lookup of ip is running (a new request would
-// coalesce onto it, so its priority is not needed).
-func (e *Engine) inFlight(ip netip.Addr) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	_, ok := e.inflight[ip]
-	return ok
-}
-
 // start returns the job looking ip up, starting one unless one is running
 // (then started is false: the caller coalesces onto it).
-func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority float64) (j *job, started bool) {
+//
+// Only a lookup that starts needs its priority: priority(k) is asked then,
+// outside the engine's lock (it runs a Bloblang mapping over the event).
+func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority Priority, k int) (j *job, started bool) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if j, ok := e.inflight[ip]; ok {
+		e.mu.Unlock()
 		return j, false
 	}
 	j = &job{started: time.Now(), done: make(chan struct{}), waiting: map[string]bool{}}
@@ -420,7 +410,12 @@ func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority float64) (j
 	}
 	e.inflight[ip] = j
 	e.jobs.Add(1)
-	go e.fetch(ip, j, prior, priority)
+	e.mu.Unlock()
+	prio := 0.0
+	if priority != nil {
+		prio = priority(k)
+	}
+	go e.fetch(ip, j, prior, prio)
 	return j, true
 }
 
