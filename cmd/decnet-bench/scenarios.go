@@ -16,21 +16,12 @@ import (
 
 const pipelineConfig = "config/pipeline.yaml"
 
-// perIPProviderIndex is each per-IP provider's index in pipeline.yaml's
-// intel_enrich providers list (Feodo, index 2, is one feed download).
-var perIPProviderIndex = []int{0, 1, 3}
-
 // providerLimits overrides the shipped free-tier limits (one request a
 // second, a hundred a day) with the benchmark's: without it the benchmark
 // would measure GreyNoise's daily cap, not the pipeline. rate 0 is no limit.
 func providerLimits(ratePerSecond float64, burst, concurrent int) []string {
-	var sets []string
-	for _, i := range perIPProviderIndex {
-		path := fmt.Sprintf("pipeline.processors.1.intel_enrich.providers.%d.limits.", i)
-		sets = append(sets, path+fmt.Sprintf("max_concurrent=%d", concurrent), path+"daily_budget=0",
-			path+fmt.Sprintf("rate_per_second=%g", ratePerSecond), path+fmt.Sprintf("burst=%d", burst))
-	}
-	return sets
+	return lab.ProviderLimits(fmt.Sprintf("max_concurrent=%d", concurrent), "daily_budget=0",
+		fmt.Sprintf("rate_per_second=%g", ratePerSecond), fmt.Sprintf("burst=%d", burst))
 }
 
 // throughput is one run's measured figures.

@@ -68,11 +68,8 @@ func newLab(t *testing.T) *lab.Lab {
 // pipelineOpts runs config/pipeline.yaml into table with limits a test can
 // meet quickly: no rate limit, short provider timeouts and negative TTL.
 func pipelineOpts(table string, extra ...string) lab.RunOpts {
-	sets := []string{"pipeline.processors.1.intel_enrich.cache.negative_ttl=1s"}
-	for _, i := range []int{0, 1, 3} {
-		path := fmt.Sprintf("pipeline.processors.1.intel_enrich.providers.%d.limits.", i)
-		sets = append(sets, path+"max_concurrent=64", path+"daily_budget=0", path+"rate_per_second=0", path+"timeout=2s")
-	}
+	sets := append(lab.ProviderLimits("max_concurrent=64", "daily_budget=0", "rate_per_second=0", "timeout=2s"),
+		"pipeline.processors.1.intel_enrich.cache.negative_ttl=1s")
 	return lab.RunOpts{Config: "config/pipeline.yaml", Sets: sets,
 		Env: append([]string{"CLICKHOUSE_TABLE=" + table, "INTEL_MAX_WAIT=500ms"}, extra...)}
 }

@@ -242,6 +242,23 @@ func (l *Lab) EnrichedByIP(ctx context.Context, topic string) (perIP map[string]
 	return perIP, n, repeats, err
 }
 
+// perIPProviders are the indexes of GreyNoise, AbuseIPDB and ThreatFox in
+// config/pipeline.yaml's intel_enrich providers (Feodo, 2, is a feed).
+var perIPProviders = []int{0, 1, 3}
+
+// ProviderLimits are --set overrides of config/pipeline.yaml's per-IP
+// provider limits, each "field=value" (e.g. "rate_per_second=0") applied to
+// all three: runs here would otherwise measure the free tiers' daily caps.
+func ProviderLimits(fields ...string) []string {
+	var sets []string
+	for _, i := range perIPProviders {
+		for _, f := range fields {
+			sets = append(sets, fmt.Sprintf("pipeline.processors.1.intel_enrich.providers.%d.limits.%s", i, f))
+		}
+	}
+	return sets
+}
+
 // Process is one decnet-stream process.
 type Process struct {
 	Cmd     *exec.Cmd
