@@ -51,13 +51,9 @@ func NewAbuseIPDB(c AbuseIPDBConfig) *AbuseIPDB {
 	if c.MaxAgeInDays < 1 || c.MaxAgeInDays > 365 {
 		c.MaxAgeInDays = 30
 	}
-	return &AbuseIPDB{httpProvider: newHTTPProvider(NameAbuseIPDB, c.Common), conf: c}
-}
-
-func (a *AbuseIPDB) Name() string { return NameAbuseIPDB }
-
-func (a *AbuseIPDB) Lookup(ctx context.Context, ip netip.Addr) Result {
-	return safely(NameAbuseIPDB, a.common.Now(), func() Result { return a.lookup(ctx, ip) })
+	a := &AbuseIPDB{httpProvider: newHTTPProvider(NameAbuseIPDB, c.Common), conf: c}
+	a.ask = a.lookup
+	return a
 }
 
 func (a *AbuseIPDB) lookup(ctx context.Context, ip netip.Addr) Result {

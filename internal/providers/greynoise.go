@@ -42,13 +42,9 @@ func NewGreyNoise(c GreyNoiseConfig) *GreyNoise {
 	if c.BaseURL == "" {
 		c.BaseURL = "https://api.greynoise.io"
 	}
-	return &GreyNoise{httpProvider: newHTTPProvider(NameGreyNoise, c.Common), key: c.APIKey}
-}
-
-func (g *GreyNoise) Name() string { return NameGreyNoise }
-
-func (g *GreyNoise) Lookup(ctx context.Context, ip netip.Addr) Result {
-	return safely(NameGreyNoise, g.common.Now(), func() Result { return g.lookup(ctx, ip) })
+	g := &GreyNoise{httpProvider: newHTTPProvider(NameGreyNoise, c.Common), key: c.APIKey}
+	g.ask = g.lookup
+	return g
 }
 
 func (g *GreyNoise) lookup(ctx context.Context, ip netip.Addr) Result {

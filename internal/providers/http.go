@@ -35,11 +35,21 @@ func DefaultHTTPClient() *http.Client {
 }
 
 // httpProvider is the shared machinery: guard, limits, timeout, size cap,
-// retries, and quota headers.
+// retries, and quota headers. A provider embeds it and sets ask, its own
+// lookup; Name and Lookup come from here.
 type httpProvider struct {
 	name   string
 	common Common
 	gate   *gate
+	ask    func(ctx context.Context, ip netip.Addr) Result
+}
+
+// Name is the provider's name, as in results and metrics.
+func (p *httpProvider) Name() string { return p.name }
+
+// Lookup asks the provider about ip; a panic in it becomes a recorded error.
+func (p *httpProvider) Lookup(ctx context.Context, ip netip.Addr) Result {
+	return safely(p.name, p.common.Now(), func() Result { return p.ask(ctx, ip) })
 }
 
 func newHTTPProvider(name string, c Common) *httpProvider {

@@ -42,13 +42,9 @@ func NewThreatFox(c ThreatFoxConfig) *ThreatFox {
 	if c.BaseURL == "" {
 		c.BaseURL = "https://threatfox-api.abuse.ch"
 	}
-	return &ThreatFox{httpProvider: newHTTPProvider(NameThreatFox, c.Common), key: c.AuthKey}
-}
-
-func (t *ThreatFox) Name() string { return NameThreatFox }
-
-func (t *ThreatFox) Lookup(ctx context.Context, ip netip.Addr) Result {
-	return safely(NameThreatFox, t.common.Now(), func() Result { return t.lookup(ctx, ip) })
+	t := &ThreatFox{httpProvider: newHTTPProvider(NameThreatFox, c.Common), key: c.AuthKey}
+	t.ask = t.lookup
+	return t
 }
 
 func (t *ThreatFox) lookup(ctx context.Context, ip netip.Addr) Result {
