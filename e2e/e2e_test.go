@@ -1,5 +1,5 @@
 // Package e2e runs the shipped configs (config/) against the embedded broker
-// and the shared fixtures, as an operator would run them.
+// and the recorded fixtures (internal/fixtures), as an operator would run them.
 package e2e
 
 import (

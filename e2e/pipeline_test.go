@@ -41,11 +41,7 @@ func kcat(t *testing.T, stdin string, args ...string) string {
 // pipelineEnv runs config/pipeline.yaml against the embedded broker and a
 // local server answering from the recorded provider fixtures.
 func pipelineEnv(t *testing.T, addr string) (map[string]string, *fixtures.ProviderServer) {
-	dir, err := fixtures.Path("providers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := fixtures.NewProviderServer(dir)
+	ps := fixtures.NewProviderServer(fixtures.FS())
 	srv := httptest.NewServer(ps.Handler())
 	t.Cleanup(srv.Close)
 	return map[string]string{

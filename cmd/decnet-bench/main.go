@@ -147,11 +147,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 	defer ch.Stop()
-	dir, err := fixtures.Path("providers")
-	if err != nil {
-		return err
-	}
-	sim, err := providersim.Start(dir, providersim.Config{})
+	sim, err := providersim.Start(fixtures.FS(), providersim.Config{})
 	if err != nil {
 		return err
 	}

@@ -43,11 +43,7 @@ func newLab(t *testing.T) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := fixtures.Path("providers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim, err := providersim.Start(dir, providersim.Config{})
+	sim, err := providersim.Start(fixtures.FS(), providersim.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,7 +154,7 @@ func envOr(k, def string) string {
 }
 
 // devProviders points the pipeline's providers at a local server answering
-// from the shared recorded fixtures, unless real API keys are set: the demo
+// from the recorded fixtures built into the binary, unless real API keys are set: the demo
 // then shows real verdicts without sending anything off the machine (the
 // generated attackers use documentation addresses, which must never reach a
 // real provider).
@@ -165,16 +165,11 @@ func devProviders(w io.Writer) (func(), error) {
 			return func() {}, nil
 		}
 	}
-	dir, err := fixtures.Path("providers")
-	if err != nil {
-		fmt.Fprintf(w, "decnet-stream dev: no provider fixtures (%v): lookups will fail cleanly\n", err)
-		return func() {}, nil
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: fixtures.NewProviderServer(dir).Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: fixtures.NewProviderServer(fixtures.FS()).Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	base := "http://" + ln.Addr().String()
 	for k, v := range map[string]string{

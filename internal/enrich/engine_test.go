@@ -16,7 +16,7 @@ import (
 )
 
 // providerServer is a local stand-in for all four providers: it answers
-// like the real APIs (shapes from the shared fixtures), counts requests per
+// like the real APIs (shapes from the recorded fixtures), counts requests per
 // provider and IP, and can be made to fail or to hold requests.
 type providerServer struct {
 	*httptest.Server

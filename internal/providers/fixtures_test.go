@@ -16,7 +16,7 @@ import (
 	"github.com/decnet/decnet-stream/internal/fixtures"
 )
 
-// manifestEntry is one recorded provider response (shared/fixtures/providers).
+// manifestEntry is one recorded provider response (internal/fixtures/data/providers).
 type manifestEntry struct {
 	Provider string `json:"provider"`
 	File     string `json:"file"`

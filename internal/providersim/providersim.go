@@ -13,11 +13,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,8 +82,9 @@ type Server struct {
 	startOnce sync.Once
 }
 
-// Start serves the fixtures under dir (…/fixtures/providers).
-func Start(dir string, conf Config) (*Server, error) {
+// Start serves the provider fixtures of fsys (its providers/ folder, e.g.
+// fixtures.FS()).
+func Start(fsys fs.FS, conf Config) (*Server, error) {
 	s := &Server{conf: conf, bodies: map[string][]byte{}, faults: map[string]Fault{}, limiters: map[string]*rate.Limiter{},
 		started: make(chan struct{})}
 	for _, name := range []string{
@@ -92,7 +92,7 @@ func Start(dir string, conf Config) (*Server, error) {
 		"abuseipdb/200_malicious.json", "abuseipdb/200_suspicious.json", "abuseipdb/200_clean.json",
 		"threatfox/200_ok_hit.json", "threatfox/200_no_result.json", "feodo/ipblocklist.json",
 	} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		b, err := fs.ReadFile(fsys, "providers/"+name)
 		if err != nil {
 			return nil, fmt.Errorf("provider fixtures: %w", err)
 		}

@@ -21,11 +21,7 @@ type fixtureProviders struct {
 }
 
 func newFixtureProviders(t testing.TB) *fixtureProviders {
-	dir, err := fixtures.Path("providers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := fixtures.NewProviderServer(dir)
+	ps := fixtures.NewProviderServer(fixtures.FS())
 	srv := httptest.NewServer(ps.Handler())
 	t.Cleanup(srv.Close)
 	return &fixtureProviders{Server: srv, ProviderServer: ps}
