@@ -22,6 +22,7 @@ import (
 type Server struct {
 	script  string
 	env     []string
+	dir     string
 	TCPPort int
 }
 
@@ -42,6 +43,7 @@ func New(dir string) (*Server, error) {
 	}
 	return &Server{
 		script:  filepath.Join(root, "scripts", "clickhouse.sh"),
+		dir:     dir,
 		TCPPort: tcp,
 		env: append(os.Environ(),
 			"CLICKHOUSE_DIR="+dir,
@@ -66,6 +68,23 @@ func (s *Server) run(action string) error {
 		return fmt.Errorf("clickhouse.sh %s: %w\n%s", action, err, out)
 	}
 	return nil
+}
+
+// SetProfileSetting overrides a setting of the default user's profile
+// (max_memory_usage, readonly, …) through users.d, which the running server
+// reloads by itself within a few seconds: fault tests make the server refuse
+// queries for its own state this way, as a busy production server would.
+// An empty value removes every override.
+func (s *Server) SetProfileSetting(name, value string) error {
+	d := filepath.Join(s.dir, "users.d")
+	if value == "" {
+		return os.RemoveAll(d)
+	}
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	xml := fmt.Sprintf("<?xml version=\"1.0\"?>\n<yandex><profiles><default><%s>%s</%s></default></profiles></yandex>\n", name, value, name)
+	return os.WriteFile(filepath.Join(d, "fault.xml"), []byte(xml), 0o644)
 }
 
 // FreePort is a loopback TCP port nothing listens on now.
@@ -93,6 +112,24 @@ func RepoRoot() (string, error) {
 		}
 		d = filepath.Dir(d)
 	}
+}
+
+// Exec runs a statement that returns no rows (DDL,
+// INSERT … SELECT, SYSTEM …) on the server at dsn.
+func Exec(ctx context.Context, dsn, q string) error {
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, q); err != nil {
+		return fmt.Errorf("%s: %w", q, err)
+	}
+	return nil
 }
 
 // Query runs q on the server at dsn and returns every row, each value

@@ -5,6 +5,7 @@ package chstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -46,6 +47,10 @@ func Open(dsn, table string) (*Store, error) {
 // Close releases the connections.
 func (s *Store) Close() error { return s.conn.Close() }
 
+// ErrNoTable is Load's answer when the table does not exist yet: a first
+// run, with nothing to warm-start from.
+var ErrNoTable = errors.New("no such table yet")
+
 // Load returns the newest unexpired rows of table, at most limit, newest
 // first, for the configured providers.
 func Load(ctx context.Context, dsn, table string, limit int, configured []string) ([]Stored, error) {
@@ -54,23 +59,40 @@ func Load(ctx context.Context, dsn, table string, limit int, configured []string
 		return nil, err
 	}
 	defer s.Close()
-	return s.query(ctx, fmt.Sprintf("expires_at > now() ORDER BY cached_at DESC LIMIT %d", limit), configured)
+	var exists uint8
+	if err := s.conn.QueryRow(ctx, "EXISTS TABLE "+table).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("checking for %s: %w", table, err)
+	}
+	if exists == 0 {
+		return nil, ErrNoTable
+	}
+	return s.query(ctx, WarmStartQuery(table, limit), configured)
 }
 
 // Get returns ip's unexpired row, or nil when there is none: the cache
 // that every replica shares.
 func (s *Store) Get(ctx context.Context, ip netip.Addr, configured []string) (*Stored, error) {
-	rows, err := s.query(ctx, "attacker_ip = '"+ip.String()+"' AND expires_at > now() LIMIT 1", configured)
+	rows, err := s.query(ctx, LookupQuery(s.table, ip), configured)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
 	return &rows[0], nil
 }
 
-// query reads rows matching where (built only from validated values).
-func (s *Store) query(ctx context.Context, where string, configured []string) ([]Stored, error) {
-	conn, table := s.conn, s.table
-	q := fmt.Sprintf(`SELECT attacker_ip,
+// WarmStartQuery reads the newest unexpired rows of table, at most limit.
+func WarmStartQuery(table string, limit int) string {
+	return selectRows(table, fmt.Sprintf("expires_at > now() ORDER BY cached_at DESC LIMIT %d", limit))
+}
+
+// LookupQuery reads ip's unexpired row.
+func LookupQuery(table string, ip netip.Addr) string {
+	return selectRows(table, "attacker_ip = '"+ip.String()+"' AND expires_at > now() LIMIT 1")
+}
+
+// selectRows reads the columns a Stored row needs (where is built only
+// from validated values).
+func selectRows(table, where string) string {
+	return fmt.Sprintf(`SELECT attacker_ip,
   greynoise_classification, greynoise_name, greynoise_tags, greynoise_queried_at,
   abuseipdb_score, abuseipdb_categories, abuseipdb_queried_at,
   feodo_listed, feodo_malware_family, feodo_queried_at,
@@ -78,6 +100,11 @@ func (s *Store) query(ctx context.Context, where string, configured []string) ([
   aggregate_verdict, greynoise_status, abuseipdb_status, feodo_status, threatfox_status, cached_at, expires_at,
   carrier_topic, carrier_partition, carrier_offset
 FROM %s FINAL WHERE %s`, table, where)
+}
+
+// query reads rows with q.
+func (s *Store) query(ctx context.Context, q string, configured []string) ([]Stored, error) {
+	conn, table := s.conn, s.table
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", table, err)

@@ -161,41 +161,80 @@ func number(v any) (float64, error) {
 	return 0, fmt.Errorf("expected a number, got %T", v)
 }
 
+// maxExactFloat is the largest integer a float64 holds exactly (2^53).
+const maxExactFloat = 1 << 53
+
+// exactInt reads v as a whole number without passing it through a float64:
+// a row's version is int64 nanoseconds, and two versions 1 ns apart must
+// stay apart. Negative values come back in i, others in u.
+func exactInt(v any) (i int64, u uint64, neg bool, err error) {
+	switch x := v.(type) {
+	case int64:
+		return x, uint64(x), x < 0, nil
+	case int:
+		return int64(x), uint64(x), x < 0, nil
+	case int32:
+		return int64(x), uint64(x), x < 0, nil
+	case uint64:
+		return int64(x), x, false, nil
+	case uint32:
+		return int64(x), uint64(x), false, nil
+	case bool:
+		if x {
+			return 1, 1, false, nil
+		}
+		return 0, 0, false, nil
+	case float64:
+		if x != math.Trunc(x) || math.IsInf(x, 0) {
+			return 0, 0, false, fmt.Errorf("%v is not a whole number", v)
+		}
+		if math.Abs(x) > maxExactFloat {
+			return 0, 0, false, fmt.Errorf("%v is too large to be exact as a floating-point number: send it as an integer", v)
+		}
+		return int64(x), uint64(int64(x)), x < 0, nil
+	case json.Number:
+		return exactInt(string(x))
+	case string:
+		if n, err := strconv.ParseInt(x, 10, 64); err == nil {
+			return n, uint64(n), n < 0, nil
+		}
+		if n, err := strconv.ParseUint(x, 10, 64); err == nil {
+			return int64(n), n, false, nil
+		}
+		return 0, 0, false, fmt.Errorf("%q is not a whole number", x)
+	}
+	return 0, 0, false, fmt.Errorf("expected a number, got %T", v)
+}
+
 func integer(typ string) converter {
 	return func(v any) (any, error) {
-		if u, ok := v.(uint64); ok && typ == "UInt64" {
-			return u, nil
-		}
-		f, err := number(v)
+		i, u, neg, err := exactInt(v)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", typ, err)
 		}
-		if f != math.Trunc(f) {
-			return nil, fmt.Errorf("%v is not a whole number for %s", v, typ)
-		}
-		in := func(lo, hi float64) error {
-			if f < lo || f > hi {
-				return fmt.Errorf("%v is out of range for %s", v, typ)
+		out := func(ok bool, val any) (any, error) {
+			if !ok {
+				return nil, fmt.Errorf("%v is out of range for %s", v, typ)
 			}
-			return nil
+			return val, nil
 		}
 		switch typ {
 		case "UInt8":
-			return uint8(f), in(0, math.MaxUint8)
+			return out(!neg && u <= math.MaxUint8, uint8(u))
 		case "UInt16":
-			return uint16(f), in(0, math.MaxUint16)
+			return out(!neg && u <= math.MaxUint16, uint16(u))
 		case "UInt32":
-			return uint32(f), in(0, math.MaxUint32)
+			return out(!neg && u <= math.MaxUint32, uint32(u))
 		case "UInt64":
-			return uint64(f), in(0, math.MaxUint64)
+			return out(!neg, u)
 		case "Int8":
-			return int8(f), in(math.MinInt8, math.MaxInt8)
+			return out((neg || u <= math.MaxInt64) && i >= math.MinInt8 && i <= math.MaxInt8, int8(i))
 		case "Int16":
-			return int16(f), in(math.MinInt16, math.MaxInt16)
+			return out((neg || u <= math.MaxInt64) && i >= math.MinInt16 && i <= math.MaxInt16, int16(i))
 		case "Int32":
-			return int32(f), in(math.MinInt32, math.MaxInt32)
+			return out((neg || u <= math.MaxInt64) && i >= math.MinInt32 && i <= math.MaxInt32, int32(i))
 		}
-		return int64(f), in(math.MinInt64, math.MaxInt64)
+		return out(neg || u <= math.MaxInt64, i)
 	}
 }
 

@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/cenkalti/backoff/v4"
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/tidwall/gjson"
@@ -35,6 +37,9 @@ const (
 	fCompression   = "compression"
 	fTLS           = "tls"
 	fBatching      = "batching"
+	fRetention     = "retention_days"
+	fCluster       = "cluster"
+	fRetry         = "retry"
 )
 
 func spec() *service.ConfigSpec {
@@ -57,12 +62,33 @@ converted to the table's column types is reported failed alone, with the reason,
 dead-letter route can take it while the rest of its batch commits. Re-delivered rows are inserted again:
 the `+"`attacker_intel`"+` table is a ReplacingMergeTree, so they collapse (query with `+"`FINAL`"+`).
 
+A server that answers with an exception about its own state (TOO_MANY_PARTS, MEMORY_LIMIT_EXCEEDED,
+TIMEOUT_EXCEEDED, TABLE_IS_READ_ONLY, a quota, …) gets the same batch again after `+"`retry`"+`'s backoff,
+for as long as it takes: those are counted by `+"`clickhouse_insert_retries`"+` (label `+"`code`"+`), never sent to
+a fallback. Only an exception that blames the data (a value that does not parse or fit) is the rows'
+fault: the batch is split until the rows at fault are found, and they fail alone.
+
 ### The attacker_intel table
 
 With `+"`auto_create: true`"+` the output creates `+"`table`"+` as DECNET's `+"`attacker_intel`"+` table when it does
-not exist, from the DDL built into this binary, using LowCardinality and TTL only where the server's
-version supports them (Debian's ClickHouse 18.16 has neither). `+"`columns`"+` then defaults to all of its
-columns.
+not exist, with the types the server accepts: LowCardinality where it has it (around Nullable, never
+inside it), no LowCardinality and no TTL on Debian's ClickHouse 18.16. `+"`columns`"+` then defaults to all of its
+columns. Rows are kept, as DECNET keeps them; `+"`retention_days`"+` deletes a row that many days after it
+expired (a TTL, on servers that have TTL).
+
+An existing table of an older shape (made by 18.16 before the server was upgraded, or by an older
+release) is brought up to date on connect: missing columns are added, types that widen without
+rewriting data are modified, the TTL is set when retention is enabled. A difference that cannot be
+changed safely stops the output with a message that names each column and the ALTER that would fix
+it (checked again every 30 seconds), rather than writing into a table it does not understand.
+
+### A ClickHouse cluster
+
+`+"`cluster: <name>`"+` makes `+"`<table>_local`"+` on every node of that cluster (ON CLUSTER,
+ReplicatedReplacingMergeTree with the `+"`{shard}`"+` and `+"`{replica}`"+` macros) and `+"`<table>`"+` as a Distributed
+table over it, sharded by `+"`cityHash64(attacker_ip)`"+` so that every version of an IP lands on one
+shard and FINAL collapses them there. Inserts and reads (warm start, shared lookups, the refresh
+stream) all go through `+"`<table>`"+`.
 
 ClickHouse wants 1k–100k rows per insert and about one insert a second: the default batching policy
 flushes at 10,000 rows or every second.
@@ -79,12 +105,18 @@ flushes at 10,000 rows or every second.
 				Example(`root = [ this.attacker_ip, this.aggregate_verdict ]`).
 				Example(`root = this.intel`),
 			service.NewStringField(fInitStatement).Description("A statement run once on connect (e.g. a CREATE TABLE of your own).").Optional().Advanced(),
-			service.NewBoolField(fAutoCreate).Description("Create `table` as the attacker_intel table when it does not exist.").Default(false),
+			service.NewBoolField(fAutoCreate).Description("Create `table` as the attacker_intel table when it does not exist, and bring an older one up to date.").Default(false),
+			service.NewIntField(fRetention).Description("With `auto_create`: delete a row this many days after it expired (a TTL). 0 keeps rows.").Default(0).
+				LintRule(`root = if this < 0 { [ "retention_days must not be negative" ] }`),
+			service.NewStringField(fCluster).Description("With `auto_create`: make the table on this ClickHouse cluster (replicated shards behind a Distributed table).").Default("").Advanced().
+				LintRule(`root = if this != "" && !this.re_match("^[A-Za-z_][A-Za-z0-9_-]*$") { [ "cluster: %q is not a plain identifier".format(this) ] }`),
 			service.NewStringField(fUsername).Description("A username, overriding the DSN's.").Default(""),
 			service.NewStringField(fPassword).Description("A password, overriding the DSN's. Set it from the environment.").Default("").Secret(),
 			service.NewDurationField(fDialTimeout).Description("How long a connection attempt may take.").Default("10s").Advanced(),
 			service.NewStringEnumField(fCompression, "lz4", "zstd", "none").Description("Block compression on the wire.").Default("lz4").Advanced(),
 			service.NewTLSToggledField(fTLS),
+			service.NewBackOffField(fRetry, true, nil).Description("How long to wait before writing a batch again after the server refused it for its own state. `max_elapsed_time: 0s` retries for as long as it takes.").
+				Default(map[string]any{"initial_interval": "500ms", "max_interval": "10s", "max_elapsed_time": "0s"}).Advanced(),
 			service.NewOutputMaxInFlightField().Default(4),
 			// Nested defaults of a default object are not filled in: spell out all.
 			service.NewBatchPolicyField(fBatching).Default(map[string]any{"count": 10000, "byte_size": 0, "period": "1s", "check": "", "processors": []any{}}),
@@ -128,17 +160,29 @@ type output struct {
 	colIndex   map[string]int
 	initStmt   string
 	autoCreate bool
-	log        *service.Logger
+	schema     chschema.Options
+	retry      *backoff.ExponentialBackOff
+	retries    *service.MetricCounter
+	// retried, when set, is told of each retry (tests wait on it).
+	retried func(code int32)
+	log     *service.Logger
 
 	mu      sync.RWMutex
 	conn    driver.Conn
 	convs   []converter
 	insert  string
 	version chschema.Version
+	// schemaErrAt is when a table we cannot write into was last reported:
+	// Connect says it again only every schemaRecheck.
+	schemaErrAt time.Time
 }
 
+// schemaRecheck is how often a table of a shape we cannot fix is checked
+// again (the operator may ALTER it by hand while we wait).
+const schemaRecheck = 30 * time.Second
+
 func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (*output, error) {
-	o := &output{log: mgr.Logger()}
+	o := &output{log: mgr.Logger(), retries: mgr.Metrics().NewCounter("clickhouse_insert_retries", "code")}
 	dsn, err := conf.FieldString(fDSN)
 	if err != nil {
 		return nil, err
@@ -167,6 +211,16 @@ func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (*output, err
 		}
 	}
 	if o.autoCreate, err = conf.FieldBool(fAutoCreate); err != nil {
+		return nil, err
+	}
+	o.schema.Table = o.table
+	if o.schema.RetentionDays, err = conf.FieldInt(fRetention); err != nil {
+		return nil, err
+	}
+	if o.schema.Cluster, err = conf.FieldString(fCluster); err != nil {
+		return nil, err
+	}
+	if o.retry, err = conf.FieldBackOff(fRetry); err != nil {
 		return nil, err
 	}
 	if len(o.columns) == 0 {
@@ -210,13 +264,20 @@ func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (*output, err
 	return o, nil
 }
 
-// Connect opens the connection, creates the table when asked, and reads the
-// table's column types so rows can be converted before they are appended.
+// Connect opens the connection, creates (or brings up to date) the table
+// when asked, and reads the table's column types so rows can be converted
+// before they are appended.
 func (o *output) Connect(ctx context.Context) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.conn != nil {
 		return nil
+	}
+	if !o.schemaErrAt.IsZero() {
+		// A table we cannot write into: say so again at a walking pace.
+		if err := sleepCtx(ctx, time.Until(o.schemaErrAt.Add(schemaRecheck))); err != nil {
+			return err
+		}
 	}
 	conn, err := ch.Open(o.opts)
 	if err != nil {
@@ -224,11 +285,22 @@ func (o *output) Connect(ctx context.Context) error {
 	}
 	if err := o.prepare(ctx, conn); err != nil {
 		_ = conn.Close()
+		var se *schemaError
+		if errors.As(err, &se) {
+			o.schemaErrAt = time.Now()
+		}
 		return err
 	}
+	o.schemaErrAt = time.Time{}
 	o.conn = conn
 	return nil
 }
+
+// schemaError is a table this output cannot write into as it is.
+type schemaError struct{ err error }
+
+func (e *schemaError) Error() string { return e.err.Error() }
+func (e *schemaError) Unwrap() error { return e.err }
 
 func (o *output) prepare(ctx context.Context, conn driver.Conn) error {
 	if err := conn.Ping(ctx); err != nil {
@@ -240,12 +312,8 @@ func (o *output) prepare(ctx context.Context, conn driver.Conn) error {
 	}
 	o.version = chschema.Version{Major: int(sv.Version.Major), Minor: int(sv.Version.Minor)}
 	if o.autoCreate {
-		ddl, err := chschema.AttackerIntelDDL(o.table, o.version)
-		if err != nil {
+		if err := o.ensureTable(ctx, conn); err != nil {
 			return err
-		}
-		if err := conn.Exec(ctx, ddl); err != nil {
-			return fmt.Errorf("creating %s: %w", o.table, err)
 		}
 	}
 	if o.initStmt != "" {
@@ -253,18 +321,22 @@ func (o *output) prepare(ctx context.Context, conn driver.Conn) error {
 			return fmt.Errorf("%s: %w", fInitStatement, err)
 		}
 	}
-	types, err := columnTypes(ctx, conn, o.table)
+	cols, err := describe(ctx, conn, o.table)
 	if err != nil {
 		return err
+	}
+	types := make(map[string]string, len(cols))
+	for _, c := range cols {
+		types[c.Name] = c.Type
 	}
 	o.convs = make([]converter, len(o.columns))
 	for i, c := range o.columns {
 		typ, ok := types[c]
 		if !ok {
-			return fmt.Errorf("%s: table %s has no column %q", fColumns, o.table, c)
+			return &schemaError{fmt.Errorf("%s: table %s has no column %q", fColumns, o.table, c)}
 		}
 		if o.convs[i], err = converterFor(typ); err != nil {
-			return fmt.Errorf("column %s: %w", c, err)
+			return &schemaError{fmt.Errorf("column %s: %w", c, err)}
 		}
 	}
 	// Naming the columns is what lets 18.16 take native batch inserts.
@@ -272,13 +344,63 @@ func (o *output) prepare(ctx context.Context, conn driver.Conn) error {
 	return nil
 }
 
-func columnTypes(ctx context.Context, conn driver.Conn, table string) (map[string]string, error) {
+// ensureTable creates the attacker_intel table when it does not exist and
+// brings an existing one to the shape this version writes.
+func (o *output) ensureTable(ctx context.Context, conn driver.Conn) error {
+	stmts, err := chschema.CreateStatements(o.schema, o.version)
+	if err != nil {
+		return &schemaError{err}
+	}
+	for _, q := range stmts {
+		if err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("creating %s on ClickHouse %s: %w", o.table, o.version, err)
+		}
+	}
+	have, err := describe(ctx, conn, o.schema.LocalTable())
+	if err != nil {
+		return err
+	}
+	var engine string
+	if err := conn.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = "+databaseOf(o.schema.LocalTable())+
+		" AND name = '"+nameOf(o.schema.LocalTable())+"'").Scan(&engine); err != nil {
+		return fmt.Errorf("reading the engine of %s: %w", o.schema.LocalTable(), err)
+	}
+	plan, err := chschema.Upgrade(o.schema, o.version, have, engine)
+	if err != nil {
+		o.log.Errorf("clickhouse: %v", err)
+		return &schemaError{err}
+	}
+	for _, w := range plan.Warnings {
+		o.log.Warnf("clickhouse: %s", w)
+	}
+	for _, q := range plan.Statements {
+		o.log.Infof("clickhouse: bringing %s up to date: %s", o.table, q)
+		if err := conn.Exec(ctx, q); err != nil {
+			return &schemaError{fmt.Errorf("bringing %s up to date (%s): %w", o.table, q, err)}
+		}
+	}
+	return nil
+}
+
+// databaseOf and nameOf split a validated [database.]name for a query on
+// system.tables.
+func databaseOf(table string) string {
+	if i := strings.IndexByte(table, '.'); i >= 0 {
+		return "'" + table[:i] + "'"
+	}
+	return "currentDatabase()"
+}
+
+func nameOf(table string) string { return table[strings.IndexByte(table, '.')+1:] }
+
+// describe lists a table's columns and types, in order.
+func describe(ctx context.Context, conn driver.Conn, table string) ([]chschema.Column, error) {
 	rows, err := conn.Query(ctx, "DESCRIBE TABLE "+table)
 	if err != nil {
 		return nil, fmt.Errorf("describing %s: %w", table, err)
 	}
 	defer rows.Close()
-	types := map[string]string{}
+	var out []chschema.Column
 	cols := rows.Columns()
 	for rows.Next() {
 		vals := make([]any, len(cols))
@@ -289,9 +411,9 @@ func columnTypes(ctx context.Context, conn driver.Conn, table string) (map[strin
 		if err := rows.Scan(vals...); err != nil {
 			return nil, err
 		}
-		types[strs[0]] = strs[1]
+		out = append(out, chschema.Column{Name: strs[0], Type: strs[1]})
 	}
-	return types, rows.Err()
+	return out, rows.Err()
 }
 
 // WriteBatch converts every row first; rows that do not fit are failed
@@ -312,6 +434,7 @@ func (o *output) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 	}
 	exec := batch.BloblangExecutor(o.mapping)
 	rows := make([][]any, 0, len(batch))
+	index := make([]int, 0, len(batch)) // rows[k] is batch[index[k]]
 	for i := range batch {
 		row, err := o.row(exec, batch, i, convs)
 		if err != nil {
@@ -319,18 +442,37 @@ func (o *output) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 			continue
 		}
 		rows = append(rows, row)
+		index = append(index, i)
 	}
-	if len(rows) > 0 {
-		if err := o.send(ctx, conn, insert, rows); err != nil {
-			if !serverRefused(err) {
-				// The server is down or the connection broke: not the rows'
-				// fault. Benthos reconnects (with backoff) and writes the same
-				// batch again, so a fallback output never sees an outage.
-				o.log.Warnf("ClickHouse unreachable, reconnecting: %v", err)
-				o.disconnect(conn)
-				return service.ErrNotConnected
-			}
-			return err // refused by the server: the batch fails, with the reason
+	retry := *o.retry // this batch's own backoff
+	retry.Reset()
+	for len(rows) > 0 {
+		err := o.sendIsolating(ctx, conn, insert, rows, index, fail)
+		if err == nil {
+			break
+		}
+		kind, code := classify(err)
+		if kind == failConnection {
+			// The server is down, the connection broke, or the table is
+			// gone: not the rows' fault. Benthos reconnects (with backoff;
+			// Connect re-creates the table) and writes the same batch again,
+			// so a fallback output never sees an outage.
+			o.log.Warnf("ClickHouse unreachable, reconnecting: %v", err)
+			o.disconnect(conn)
+			return service.ErrNotConnected
+		}
+		wait := retry.NextBackOff()
+		o.retries.Incr(1, strconv.Itoa(int(code)))
+		if o.retried != nil {
+			o.retried(code)
+		}
+		o.log.Warnf("ClickHouse refused %d rows for its own state, writing them again in %s: %v", len(rows), wait, err)
+		if wait == backoff.Stop {
+			return fmt.Errorf("inserting into %s: giving up after %s: %w", o.table, retry.MaxElapsedTime, err)
+		}
+		if sleepCtx(ctx, wait) != nil {
+			// Stopping: leave the batch unacknowledged, never to a fallback.
+			return service.ErrNotConnected
 		}
 	}
 	if batchErr != nil {
@@ -474,11 +616,46 @@ func (o *output) send(ctx context.Context, conn driver.Conn, insert string, rows
 	return nil
 }
 
-// serverRefused reports whether ClickHouse itself answered err (an
-// exception: a schema or data problem), as opposed to being unreachable.
-func serverRefused(err error) bool {
-	var exc *ch.Exception
-	return errors.As(err, &exc)
+// sendIsolating inserts rows, isolating the rows the server refuses for
+// their data.
+func (o *output) sendIsolating(ctx context.Context, conn driver.Conn, insert string, rows [][]any, index []int, fail func(int, error)) error {
+	return o.isolate(rows, index, func(rows [][]any) error { return o.send(ctx, conn, insert, rows) }, fail)
+}
+
+// isolate sends rows; when the server blames the data it splits them in
+// halves until each row at fault is found, and fails only those
+// (fail(index[k], …)). Any other error is returned for the whole batch.
+func (o *output) isolate(rows [][]any, index []int, send func([][]any) error, fail func(int, error)) error {
+	err := send(rows)
+	if err == nil {
+		return nil
+	}
+	if kind, _ := classify(err); kind != failRows {
+		return err
+	}
+	if len(rows) == 1 {
+		fail(index[0], fmt.Errorf("ClickHouse refused the row: %w", err))
+		return nil
+	}
+	half := len(rows) / 2
+	if err := o.isolate(rows[:half], index[:half], send, fail); err != nil {
+		return err
+	}
+	return o.isolate(rows[half:], index[half:], send, fail)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // disconnect drops conn if it is still the current connection.

@@ -192,6 +192,10 @@ func (p *processor) warmStart(conf *service.ParsedConfig, limit int) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	rows, err := chstore.Load(ctx, dsn, table, limit, p.engine.Names())
+	if errors.Is(err, chstore.ErrNoTable) {
+		p.log.Infof("intel_enrich: first run: no %s table yet, nothing to warm-start from", table)
+		return
+	}
 	if err != nil {
 		p.log.Warnf("intel_enrich: warm start from %s failed, starting cold: %v", table, err)
 		return
