@@ -118,4 +118,3 @@ func TestExceptionsAreClassified(t *testing.T) {
 		t.Errorf("a network error: %v", got)
 	}
 }
-
