@@ -28,29 +28,81 @@ func ParseIP(s string) (netip.Addr, error) {
 	return addr.Unmap(), nil
 }
 
-// special are ranges that are never globally routable or are reserved,
-// beyond what net/netip's predicates cover (IANA special-purpose registries).
-var special = []struct {
+// The guard is an allow-list: an address may leave only if it is global
+// unicast IPv4 outside the IANA special-purpose registry's non-global
+// entries, or inside 2000::/3 (IPv6 global unicast) outside that registry's
+// non-global entries. Everything else, including IPv6 forms that embed an
+// IPv4 address (::a.b.c.d, ::ffff:0:a.b.c.d), is refused.
+
+type specialRange struct {
 	prefix netip.Prefix
 	reason string
-}{
-	{netip.MustParsePrefix("0.0.0.0/8"), "this-network"},
-	{netip.MustParsePrefix("100.64.0.0/10"), "cgnat"},
-	{netip.MustParsePrefix("192.0.0.0/24"), "ietf-protocol-assignment"},
-	{netip.MustParsePrefix("192.0.2.0/24"), "documentation"},
-	{netip.MustParsePrefix("198.51.100.0/24"), "documentation"},
-	{netip.MustParsePrefix("203.0.113.0/24"), "documentation"},
-	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking"},
-	{netip.MustParsePrefix("192.88.99.0/24"), "6to4-relay"},
-	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
-	{netip.MustParsePrefix("2001:db8::/32"), "documentation"},
-	{netip.MustParsePrefix("3fff::/20"), "documentation"},
-	{netip.MustParsePrefix("100::/64"), "discard"},
-	{netip.MustParsePrefix("2001::/23"), "ietf-protocol-assignment"},
-	{netip.MustParsePrefix("2002::/16"), "6to4"},
-	{netip.MustParsePrefix("64:ff9b::/96"), "nat64"},
-	{netip.MustParsePrefix("64:ff9b:1::/48"), "nat64"},
-	{netip.MustParsePrefix("5f00::/16"), "srv6"},
+}
+
+func ranges(rs ...string) []specialRange {
+	out := make([]specialRange, 0, len(rs)/2)
+	for i := 0; i < len(rs); i += 2 {
+		out = append(out, specialRange{netip.MustParsePrefix(rs[i]), rs[i+1]})
+	}
+	return out
+}
+
+// special4 are the IPv4 ranges that are not globally reachable (RFC 6890
+// and the IANA IPv4 special-purpose registry), named for the skip reason.
+var special4 = ranges(
+	"0.0.0.0/8", "this-network",
+	"10.0.0.0/8", "private",
+	"100.64.0.0/10", "cgnat",
+	"127.0.0.0/8", "loopback",
+	"169.254.0.0/16", "link-local",
+	"172.16.0.0/12", "private",
+	"192.0.0.0/24", "ietf-protocol-assignment",
+	"192.0.2.0/24", "documentation",
+	"192.88.99.0/24", "6to4-relay",
+	"192.168.0.0/16", "private",
+	"198.18.0.0/15", "benchmarking",
+	"198.51.100.0/24", "documentation",
+	"203.0.113.0/24", "documentation",
+	"224.0.0.0/4", "multicast",
+	"240.0.0.0/4", "reserved", // includes 255.255.255.255
+)
+
+// globalUnicast6 is the only IPv6 space that may leave.
+var globalUnicast6 = netip.MustParsePrefix("2000::/3")
+
+// special6 are the non-global entries of the IANA IPv6 special-purpose
+// registry inside 2000::/3.
+var special6 = ranges(
+	"2001:db8::/32", "documentation",
+	"2001::/23", "ietf-protocol-assignment", // Teredo, benchmarking, ORCHID, …
+	"2002::/16", "6to4",
+	"3fff::/20", "documentation",
+)
+
+// outside6 names what an IPv6 address outside 2000::/3 is, for the skip
+// reason; anything not listed is "not-global-unicast".
+var outside6 = ranges(
+	"::/128", "unspecified",
+	"::1/128", "loopback",
+	"::ffff:0:0/96", "ipv4-mapped",
+	"::ffff:0:0:0/96", "ipv4-translated",
+	"::/96", "ipv4-compatible",
+	"64:ff9b::/96", "nat64",
+	"64:ff9b:1::/48", "nat64",
+	"100::/64", "discard",
+	"fc00::/7", "unique-local",
+	"fe80::/10", "link-local",
+	"fec0::/10", "site-local",
+	"ff00::/8", "multicast",
+)
+
+func reasonIn(rs []specialRange, addr netip.Addr) string {
+	for _, r := range rs {
+		if r.prefix.Contains(addr) {
+			return r.reason
+		}
+	}
+	return ""
 }
 
 // v4Plain marks first octets under which no special IPv4 range lies, so
@@ -59,11 +111,12 @@ var v4Plain = func() (t [256]bool) {
 	for i := range t {
 		t[i] = true
 	}
-	for _, o := range []int{0, 10, 100, 127, 169, 172, 192, 198, 203} {
-		t[o] = false
-	}
-	for o := 224; o < 256; o++ {
-		t[o] = false
+	for _, r := range special4 {
+		first := r.prefix.Addr().As4()[0]
+		last := first | byte(0xff>>min(r.prefix.Bits(), 8))
+		for o := int(first); o <= int(last); o++ {
+			t[o] = false
+		}
 	}
 	return t
 }()
@@ -77,18 +130,26 @@ type Guard struct {
 	allowDocumentation bool
 }
 
-// NewGuard refuses the non-routable ranges and the operator's own networks
-// (never_query CIDRs).
+// NewGuard refuses everything but global unicast addresses, and the
+// operator's own networks (never_query CIDRs or addresses; an IPv4 network
+// may be written in IPv4-mapped form, ::ffff:a.b.c.d/n).
 func NewGuard(neverQuery []string) (*Guard, error) {
 	g := &Guard{}
 	for _, c := range neverQuery {
 		p, err := netip.ParsePrefix(strings.TrimSpace(c))
 		if err != nil {
-			if a, aerr := netip.ParseAddr(strings.TrimSpace(c)); aerr == nil {
-				p = netip.PrefixFrom(a, a.BitLen())
-			} else {
+			a, aerr := netip.ParseAddr(strings.TrimSpace(c))
+			if aerr != nil {
 				return nil, fmt.Errorf("never_query: %q is not a CIDR or address", c)
 			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Addr().Is4In6() {
+			// Addresses are checked unmapped: so must the network be.
+			if p.Bits() < 96 {
+				return nil, fmt.Errorf("never_query: %q is IPv4-mapped but shorter than /96", c)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		g.neverQuery = append(g.neverQuery, p.Masked())
 	}
@@ -113,33 +174,23 @@ func (g *Guard) Check(addr netip.Addr) string {
 		return "zoned"
 	}
 	addr = addr.Unmap()
-	if addr.Is4() && v4Plain[addr.As4()[0]] {
-		return g.neverQueryReason(addr)
-	}
+	var why string
 	switch {
-	case addr.IsUnspecified():
-		return "unspecified"
-	case addr.IsLoopback():
-		return "loopback"
-	case addr.IsLinkLocalUnicast(), addr.IsLinkLocalMulticast():
-		return "link-local"
-	case addr.IsMulticast():
-		return "multicast"
-	case addr.IsPrivate():
-		return "private"
-	case addr == netip.MustParseAddr("255.255.255.255"):
-		return "broadcast"
-	}
-	for _, s := range special {
-		if s.prefix.Contains(addr) {
-			if s.reason == "documentation" && g != nil && g.allowDocumentation {
-				continue
-			}
-			return s.reason
+	case addr.Is4() && v4Plain[addr.As4()[0]]:
+	case addr.Is4():
+		why = reasonIn(special4, addr)
+	case !globalUnicast6.Contains(addr):
+		if why = reasonIn(outside6, addr); why == "" {
+			why = "not-global-unicast"
 		}
+	default:
+		why = reasonIn(special6, addr)
 	}
-	if !addr.IsGlobalUnicast() {
-		return "not-global-unicast"
+	if why == "documentation" && g != nil && g.allowDocumentation {
+		why = ""
+	}
+	if why != "" {
+		return why
 	}
 	return g.neverQueryReason(addr)
 }
