@@ -74,6 +74,9 @@ func newHTTPProvider(name string, c Common) *httpProvider {
 // Remaining is today's budget left, or -1 when unlimited.
 func (p *httpProvider) Remaining() int { return p.gate.Remaining() }
 
+// Quota is the provider's standing against its limits now.
+func (p *httpProvider) Quota() Quota { return p.gate.quota() }
+
 // DailyBudget is the configured daily budget, 0 when unlimited.
 func (p *httpProvider) DailyBudget() int { return p.common.Limits.DailyBudget }
 
@@ -85,24 +88,26 @@ type response struct {
 
 // do sends one request built by build after the address passed the guard
 // and the limits, retrying network errors and 5xx up to Limits.Retries.
-// On failure it returns a Result describing it.
+// On failure it returns a Result describing it, with the last response when
+// there was one (a 429's body and headers say what kind of limit it was).
 func (p *httpProvider) do(ctx context.Context, ip netip.Addr, build func(ctx context.Context) (*http.Request, error)) (*response, *Result) {
 	if why := p.common.Guard.Check(ip); why != "" {
 		r := failed(p.name, ErrSkipped, "not sent: %s address", why)
 		return nil, &r
 	}
 	var last Result
+	var lastResp *response
 	for attempt := 0; attempt <= p.common.Limits.Retries; attempt++ {
 		resp, res := p.once(ctx, build)
 		if res == nil {
 			return resp, nil
 		}
-		last = *res
+		last, lastResp = *res, resp
 		if (res.ErrKind != ErrNetwork && !(res.ErrKind == ErrHTTPStatus && resp != nil && resp.status >= 500)) || ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, &last
+	return lastResp, &last
 }
 
 func (p *httpProvider) once(ctx context.Context, build func(ctx context.Context) (*http.Request, error)) (*response, *Result) {
@@ -167,8 +172,11 @@ func (p *httpProvider) observeQuota(r *response) {
 	}
 	if r.status == http.StatusTooManyRequests {
 		until := now.Add(time.Minute)
-		if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err == nil && secs >= 0 {
+		ra := r.header.Get("Retry-After")
+		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
 			until = now.Add(time.Duration(secs) * time.Second)
+		} else if at, err := http.ParseTime(ra); err == nil {
+			until = at // an HTTP-date (RFC 9110 §10.2.3)
 		} else if reset, err := strconv.ParseInt(r.header.Get("X-RateLimit-Reset"), 10, 64); err == nil && reset > now.Unix() {
 			until = time.Unix(reset, 0)
 		}

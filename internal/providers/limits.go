@@ -3,6 +3,8 @@ package providers
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -65,10 +67,23 @@ func newGate(name string, l Limits, store *BudgetStore, now func() time.Time) *g
 		g.bucket = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
 	}
 	if store != nil {
-		st := store.load(name)
+		st, known := store.load(name)
 		g.day, g.used, g.blockedUntil, g.blockKind = st.Day, st.Used, st.BlockedUntil, st.BlockKind
+		if !known {
+			// The file could not be read: what was spent today is unknown,
+			// so today counts as spent (fail safe), not as a fresh budget.
+			g.day, g.used = providerDay(now()), l.DailyBudget
+		}
 	}
 	return g
+}
+
+// rollLocked starts a new provider day's count when the UTC date changed.
+// Call with mu held.
+func (g *gate) rollLocked(now time.Time) {
+	if day := providerDay(now); day != g.day {
+		g.day, g.used, g.remaining = day, 0, -1
+	}
 }
 
 // providerDay is the UTC date: free tiers reset at UTC midnight.
@@ -102,9 +117,7 @@ func acquireDeadline(ctx context.Context) (time.Time, bool) {
 func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why string) {
 	now := g.now()
 	g.mu.Lock()
-	if day := providerDay(now); day != g.day {
-		g.day, g.used, g.remaining = day, 0, -1
-	}
+	g.rollLocked(now)
 	if now.Before(g.blockedUntil) {
 		k, until := g.blockKind, g.blockedUntil
 		g.mu.Unlock()
@@ -198,6 +211,11 @@ func (g *gate) observeRemaining(n int) {
 func (g *gate) Remaining() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.rollLocked(g.now())
+	return g.remainingLocked()
+}
+
+func (g *gate) remainingLocked() int {
 	left := -1
 	if g.limits.DailyBudget > 0 {
 		left = max(g.limits.DailyBudget-g.used, 0)
@@ -206,6 +224,31 @@ func (g *gate) Remaining() int {
 		left = g.remaining
 	}
 	return left
+}
+
+// Quota is a provider's standing against its limits, for metrics and for
+// people (dev's summary: "daily budget 100/100 spent, next at 00:00 UTC").
+type Quota struct {
+	Day          string // the provider day counted (UTC date)
+	Used         int    // requests sent today
+	Budget       int    // the daily budget, 0 when unlimited
+	Remaining    int    // what is left today, -1 when unlimited
+	BlockedUntil time.Time
+	BlockKind    ErrorKind // why blocked: rate_limited, quota_exhausted, auth
+}
+
+// Blocked reports whether requests are held back at now.
+func (q Quota) Blocked(now time.Time) bool { return now.Before(q.BlockedUntil) }
+
+// NextDay is when the daily budget is whole again.
+func (q Quota) NextDay(now time.Time) time.Time { return nextUTCMidnight(now) }
+
+func (g *gate) quota() Quota {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.rollLocked(g.now())
+	return Quota{Day: g.day, Used: g.used, Budget: g.limits.DailyBudget, Remaining: g.remainingLocked(),
+		BlockedUntil: g.blockedUntil, BlockKind: g.blockKind}
 }
 
 // persist hands the gate's state to the store; now writes it at once (a
@@ -227,6 +270,8 @@ type BudgetStore struct {
 
 	mu      sync.Mutex
 	all     map[string]budgetState
+	spent   bool   // the file was unreadable: today counts as spent
+	warning string // said once by whoever opened the store
 	dirty   bool
 	written time.Time   // last write
 	timer   *time.Timer // a write scheduled within saveEvery
@@ -245,23 +290,48 @@ type budgetState struct {
 	BlockKind    ErrorKind `json:"block_kind,omitempty"`
 }
 
-// OpenBudgetStore reads (or starts) the state file at path. An unreadable
-// file starts afresh rather than stopping enrichment.
+// OpenBudgetStore reads (or starts) the state file at path. A file that
+// exists but cannot be read or decoded does not stop enrichment, but it
+// does not hand out a fresh budget either: it is moved aside
+// (path.corrupt-<unix time>), every provider's budget counts as spent until
+// the next UTC day, and Warning says so.
 func OpenBudgetStore(path string) (*BudgetStore, error) {
 	s := &BudgetStore{path: path, all: map[string]budgetState{}}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	if b, err := os.ReadFile(path); err == nil {
-		_ = json.Unmarshal(b, &s.all)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err == nil && json.Unmarshal(b, &s.all) == nil:
+	default:
+		if err == nil {
+			err = errors.New("not the JSON this store writes")
+		}
+		s.all, s.spent = map[string]budgetState{}, true
+		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+		if rerr := os.Rename(path, aside); rerr != nil {
+			aside = path + " (could not be moved aside: " + rerr.Error() + ")"
+		}
+		s.warning = fmt.Sprintf("budget state file %s is unreadable (%v): every daily budget counts as spent until the next UTC day; the file was kept as %s", path, err, aside)
 	}
 	return s, nil
 }
 
-func (s *BudgetStore) load(name string) budgetState {
+// Warning is what the operator must hear about the state file, or "".
+func (s *BudgetStore) Warning() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.all[name]
+	return s.warning
+}
+
+// load is a provider's saved state; known is false when the file was
+// unreadable and nothing is known of today's spending.
+func (s *BudgetStore) load(name string) (st budgetState, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.all[name]
+	return st, ok || !s.spent
 }
 
 // save records a provider's state, writing the file now when asked to or
@@ -300,8 +370,39 @@ func (s *BudgetStore) writeLocked() {
 	if err != nil {
 		return
 	}
-	tmp := s.path + ".tmp"
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		_ = os.Rename(tmp, s.path)
+	_ = writeFileAtomic(s.path, b)
+}
+
+// writeFileAtomic replaces path with b: a temporary file of its own in the
+// same folder, synced, renamed over path, and the folder synced, so a crash
+// leaves the old file or the new one, never a torn one.
+func writeFileAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
 	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
 }

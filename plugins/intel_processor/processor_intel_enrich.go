@@ -123,6 +123,9 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 		return nil, err
 	}
 	p.feeds, p.budgets = feeds, budgets
+	if budgets != nil && budgets.Warning() != "" {
+		p.log.Errorf("intel_enrich: %s", budgets.Warning())
+	}
 	ec := enrich.Config{Providers: provs, KeepRaw: p.includeRaw}
 	if ec.MaxWait, err = conf.FieldDuration(fMaxWait); err != nil {
 		return nil, err

@@ -1,0 +1,135 @@
+package providers
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testClock is a clock a test moves by hand.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// After UTC midnight a spent budget is whole again for readers too:
+// Remaining decides the reserve for low-priority lookups, and must not keep
+// a provider reserved until some request happens to roll the day over.
+func TestRemainingRollsOverAtMidnight(t *testing.T) {
+	clock := &testClock{now: time.Date(2025, 6, 15, 23, 0, 0, 0, time.UTC)}
+	srv := newFixtureServer(t, 200, nil, okGreyNoise)
+	c := testCommon(srv.URL)
+	c.Now, c.Limits.DailyBudget = clock.Now, 3
+	p := NewGreyNoise(GreyNoiseConfig{Common: c})
+	for range 3 {
+		p.Lookup(context.Background(), netip.MustParseAddr("203.0.113.45"))
+	}
+	if p.Remaining() != 0 {
+		t.Fatalf("remaining %d after spending the budget", p.Remaining())
+	}
+	clock.Add(2 * time.Hour)
+	if got := p.Remaining(); got != 3 {
+		t.Fatalf("remaining %d after UTC midnight, want the whole budget (3)", got)
+	}
+}
+
+// GreyNoise's Community quota is daily: its 429 blocks until the next UTC
+// midnight, not for a minute (which would send ~1,440 wasted requests a day).
+func TestGreyNoise429BlocksUntilMidnight(t *testing.T) {
+	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
+	srv := newFixtureServer(t, 429, nil, []byte(`{"plan":"unauthenticated","rate-limit":"100-lookups/day","message":"You have hit your daily rate limit"}`))
+	c := testCommon(srv.URL)
+	c.Now = clock.Now
+	p := NewGreyNoise(GreyNoiseConfig{Common: c})
+	ip := netip.MustParseAddr("203.0.113.45")
+	if res := p.Lookup(context.Background(), ip); res.ErrKind != ErrRateLimited {
+		t.Fatalf("first: %s", res.ErrKind)
+	}
+	clock.Add(2 * time.Hour)
+	res := p.Lookup(context.Background(), ip)
+	if srv.count() != 1 || res.ErrKind != ErrQuotaExhausted || !strings.Contains(res.Err, "2025-06-16T00:00:00Z") {
+		t.Fatalf("two hours later: %s (%s) with %d requests sent; want quota_exhausted until 2025-06-16T00:00:00Z and no request", res.ErrKind, res.Err, srv.count())
+	}
+	if q := p.Quota(); q.BlockKind != ErrQuotaExhausted || !q.BlockedUntil.Equal(time.Date(2025, 6, 16, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("Quota() = %+v", q)
+	}
+}
+
+// Retry-After may be an HTTP-date (RFC 9110), not only seconds.
+func TestRetryAfterAsAnHTTPDate(t *testing.T) {
+	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
+	srv := newFixtureServer(t, 429, map[string]string{"Retry-After": "Sun, 15 Jun 2025 09:00:00 GMT"}, []byte(`{"errors":[{"detail":"slow down","status":429}]}`))
+	c := testCommon(srv.URL)
+	c.Now = clock.Now
+	p := NewAbuseIPDB(AbuseIPDBConfig{Common: c, APIKey: "k"})
+	ip := netip.MustParseAddr("203.0.113.45")
+	p.Lookup(context.Background(), ip)
+	clock.Add(30 * time.Minute) // 08:36: still before the date
+	p.Lookup(context.Background(), ip)
+	if srv.count() != 1 {
+		t.Fatalf("%d requests before the Retry-After date, want 1", srv.count())
+	}
+	clock.Add(30 * time.Minute) // 09:06
+	p.Lookup(context.Background(), ip)
+	if srv.count() != 2 {
+		t.Fatalf("%d requests after the Retry-After date, want 2", srv.count())
+	}
+}
+
+// A corrupt budget file must not hand out a whole budget again: it is
+// treated as spent for the day, kept aside for the operator, and said so.
+func TestCorruptBudgetFileCountsAsSpent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budget.json")
+	if err := os.WriteFile(path, []byte(`{"greynoise":{"day":"2025-06-15","us`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenBudgetStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := store.Warning(); !strings.Contains(w, "unreadable") || !strings.Contains(w, "spent") {
+		t.Fatalf("warning %q", w)
+	}
+	if kept, _ := filepath.Glob(path + ".corrupt-*"); len(kept) != 1 {
+		t.Fatalf("the corrupt file was not kept aside: %v", kept)
+	}
+	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
+	srv := newFixtureServer(t, 200, nil, okGreyNoise)
+	c := testCommon(srv.URL)
+	c.Now, c.Budget, c.Limits.DailyBudget = clock.Now, store, 100
+	p := NewGreyNoise(GreyNoiseConfig{Common: c})
+	if res := p.Lookup(context.Background(), netip.MustParseAddr("203.0.113.45")); res.ErrKind != ErrQuotaExhausted || srv.count() != 0 {
+		t.Fatalf("with a corrupt budget file: %s, %d requests", res.ErrKind, srv.count())
+	}
+	clock.Add(24 * time.Hour) // the next day is a new budget
+	if res := p.Lookup(context.Background(), netip.MustParseAddr("203.0.113.45")); !res.OK() {
+		t.Fatalf("the next day: %s (%s)", res.ErrKind, res.Err)
+	}
+}
+
+// The state file is replaced atomically through a temporary file of its
+// own (two stores on one folder never share a temp name) and synced.
+func TestBudgetFileIsWrittenAtomically(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := OpenBudgetStore(filepath.Join(dir, "a.json"))
+	a.save("greynoise", budgetState{Day: "2025-06-15", Used: 7}, true)
+	b, err := os.ReadFile(filepath.Join(dir, "a.json"))
+	if err != nil || !strings.Contains(string(b), `"used":7`) {
+		t.Fatalf("%s %v", b, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp*")); len(left) != 0 {
+		t.Fatalf("temporary files left behind: %v", left)
+	}
+}
