@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/tidwall/gjson"
 )
@@ -21,6 +22,7 @@ const (
 	ReasonSpoofedTopic Reason = "spoofed_topic"
 	ReasonNoRoute      Reason = "no_route"
 	ReasonBadKey       Reason = "bad_key"
+	ReasonDuplicateKey Reason = "duplicate_key"
 )
 
 // EventError is a refused event: a reason from the fixed list above and a
@@ -68,7 +70,11 @@ func ParseEnvelope(data []byte, subject string) (Envelope, error) {
 		return env, refuse(ReasonBadEnvelope, "body is not a JSON object")
 	}
 	var v, id, topic, typ, ts, payload gjson.Result
+	var dup keySet
 	root.ForEach(func(k, val gjson.Result) bool {
+		if dup.seen(k.Str) {
+			return false
+		}
 		switch k.Str {
 		case "v":
 			v = val
@@ -85,14 +91,32 @@ func ParseEnvelope(data []byte, subject string) (Envelope, error) {
 		}
 		return true
 	})
+	if dup.repeated != "" {
+		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the envelope", dup.repeated)
+	}
 	if v.Type != gjson.Number || v.Raw != "1" && v.Num != 1 {
 		return env, refuse(ReasonBadEnvelope, "v must be the number 1, got %s", orMissing(v))
 	}
 	if payload.Type != gjson.JSON || !payload.IsObject() {
 		return env, refuse(ReasonBadEnvelope, "payload must be an object, got %s", orMissing(payload))
 	}
-	if ts.Type != gjson.Number {
-		return env, refuse(ReasonBadEnvelope, "ts must be a number of epoch seconds, got %s", orMissing(ts))
+	var payloadKeys keySet
+	payload.ForEach(func(k, _ gjson.Result) bool { return !payloadKeys.seen(k.Str) })
+	if payloadKeys.repeated != "" {
+		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the payload", payloadKeys.repeated)
+	}
+	switch ts.Type {
+	case gjson.Number:
+		env.TS = ts.Num
+	case gjson.String:
+		// DECNET's webhook worker writes ts as ISO-8601 (RFC 3339) text.
+		at, err := time.Parse(time.RFC3339Nano, ts.Str)
+		if err != nil {
+			return env, refuse(ReasonBadEnvelope, "ts must be epoch seconds or an ISO-8601 time, got %s", orMissing(ts))
+		}
+		env.TS = float64(at.UnixNano()) / 1e9
+	default:
+		return env, refuse(ReasonBadEnvelope, "ts must be epoch seconds or an ISO-8601 time, got %s", orMissing(ts))
 	}
 	if topic.Type != gjson.String || topic.Str == "" {
 		return env, refuse(ReasonBadEnvelope, "topic must be a non-empty string, got %s", orMissing(topic))
@@ -111,9 +135,48 @@ func ParseEnvelope(data []byte, subject string) (Envelope, error) {
 	if topic.Str != subject {
 		return env, refuse(ReasonSpoofedTopic, "body says topic %q but it was delivered on %q", topic.Str, subject)
 	}
-	env.Topic, env.Type, env.TS = topic.Str, typ.Str, ts.Num
+	env.Topic, env.Type = topic.Str, typ.Str
 	env.Payload = data[payload.Index : payload.Index+len(payload.Raw)]
 	return env, nil
+}
+
+// keySet finds the first key an object repeats. Keys are compared
+// unescaped ("attacker\u005fip" is "attacker_ip"). Objects are small: a
+// slice until one is not, then a map, so a hostile payload of many distinct
+// keys costs one pass.
+type keySet struct {
+	few      [16]string
+	n        int
+	many     map[string]struct{}
+	repeated string
+}
+
+func (s *keySet) seen(k string) bool {
+	if s.many != nil {
+		if _, ok := s.many[k]; ok {
+			s.repeated = k
+			return true
+		}
+		s.many[k] = struct{}{}
+		return false
+	}
+	for _, f := range s.few[:s.n] {
+		if f == k {
+			s.repeated = k
+			return true
+		}
+	}
+	if s.n < len(s.few) {
+		s.few[s.n] = k
+		s.n++
+		return false
+	}
+	s.many = make(map[string]struct{}, 64)
+	for _, f := range s.few {
+		s.many[f] = struct{}{}
+	}
+	s.many[k] = struct{}{}
+	return false
 }
 
 func orMissing(r gjson.Result) string {

@@ -97,7 +97,8 @@ so the pipeline's dead-letter output can take it:
 | Reason | When |
 |---|---|
 | `+"`invalid_json`"+` | the body is not JSON |
-| `+"`bad_envelope`"+` | not a v1 envelope: wrong `+"`v`"+`, payload not an object, `+"`ts`"+` not a number, bad `+"`id`"+`, … |
+| `+"`bad_envelope`"+` | not a v1 envelope: wrong `+"`v`"+`, payload not an object, `+"`ts`"+` neither epoch seconds nor an ISO-8601 time, bad `+"`id`"+`, … |
+| `+"`duplicate_key`"+` | a key appears twice in the envelope or its payload (parsers disagree on which one counts) |
 | `+"`bad_subject`"+` | the subject is empty, has empty tokens, wildcards or white space |
 | `+"`spoofed_topic`"+` | the body's `+"`topic`"+` differs from the subject it arrived on |
 | `+"`no_route`"+` | no route matches, or the route produced an illegal Kafka topic |

@@ -120,6 +120,21 @@ func TestInvalidFixturesAreRefusedWithTheirReason(t *testing.T) {
 	}
 }
 
+// A public attacker hidden behind a private duplicate key is refused with
+// its reason and its bytes: the router keys by the first value, while
+// Bloblang and encoding/json read the last.
+func TestDuplicateKeysAreRefused(t *testing.T) {
+	r := newTestRouter(t, `{}`)
+	raw := `{"v":1,"id":"d1","topic":"attacker.observed","ts":1,"payload":{"attacker_ip":"10.0.0.1","attacker_ip":"8.8.4.4"}}`
+	m := processOne(t, r, message("attacker.observed", raw))
+	if m.GetError() == nil || meta(m, MetaError) != "duplicate_key" || !strings.Contains(meta(m, MetaErrorDetail), "attacker_ip") {
+		t.Fatalf("error %v, decnet_error %q, detail %q", m.GetError(), meta(m, MetaError), meta(m, MetaErrorDetail))
+	}
+	if b, _ := m.AsBytes(); string(b) != raw {
+		t.Errorf("refused message changed: %q", b)
+	}
+}
+
 func TestAttackerKeys(t *testing.T) {
 	r := newTestRouter(t, `{}`)
 	body := func(ip string) string {
