@@ -27,8 +27,12 @@ const maxPollRecords = 10000
 
 // readBatch is one batch of one partition on its way to the pipeline.
 type readBatch struct {
-	msgs    service.MessageBatch
+	msgs service.MessageBatch
+	// recs are the records msgs were made from, in order: a replay rebuilds
+	// its messages from them, untouched by the processors of the last try.
+	recs    []*kgo.Record
 	release func()
+	attempt int // deliveries so far
 }
 
 // franzReader is the kafka_franz input. A poll goroutine turns fetches into
@@ -49,10 +53,16 @@ type franzReader struct {
 	// closing tells the revoke callback run by Close not to wait for
 	// batches that the stopping pipeline will never acknowledge.
 	closing atomic.Bool
+
+	// replays are nacked messages due for another delivery; replayed is
+	// signalled when one is added.
+	replayMu sync.Mutex
+	replays  []readBatch
+	replayed chan struct{}
 }
 
 func newFranzReader(conf readerConfig, res *service.Resources) *franzReader {
-	return &franzReader{conf: conf, log: res.Logger(), res: res}
+	return &franzReader{conf: conf, log: res.Logger(), res: res, replayed: make(chan struct{}, 1)}
 }
 
 func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
@@ -131,7 +141,7 @@ func (r *franzReader) Connect(ctx context.Context) error {
 type partitionBuffer struct {
 	pc      *partitionCheckpoint
 	batcher *service.Batcher
-	last    *kgo.Record
+	recs    []*kgo.Record
 	n       int
 }
 
@@ -173,7 +183,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 				return // revoked while in flight from the broker
 			}
 			if !batching {
-				ok = r.send(ctx, cp, out, pc, recordsToBatch(p.Records), p.Records[len(p.Records)-1])
+				ok = r.send(ctx, cp, out, pc, recordsToBatch(p.Records), p.Records)
 				return
 			}
 			buf := buffers[tp]
@@ -194,7 +204,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 				buffers[tp] = buf
 			}
 			for _, rec := range p.Records {
-				buf.last = rec
+				buf.recs = append(buf.recs, rec)
 				buf.n++
 				if buf.batcher.Add(recordToMessage(rec)) && ok {
 					ok = r.flush(ctx, cp, out, buf)
@@ -243,8 +253,8 @@ func nextFlush(buffers map[topicPartition]*partitionBuffer) (time.Duration, bool
 
 func (r *franzReader) flush(ctx context.Context, cp *checkpointer, out chan<- readBatch, buf *partitionBuffer) bool {
 	msgs, err := buf.batcher.Flush(ctx)
-	last := buf.last
-	buf.n, buf.last = 0, nil
+	recs := buf.recs
+	buf.n, buf.recs = 0, nil
 	if err != nil {
 		r.log.Errorf("Flushing batch: %v", err)
 		return ctx.Err() == nil
@@ -252,18 +262,18 @@ func (r *franzReader) flush(ctx context.Context, cp *checkpointer, out chan<- re
 	if len(msgs) == 0 {
 		return true
 	}
-	return r.send(ctx, cp, out, buf.pc, msgs, last)
+	return r.send(ctx, cp, out, buf.pc, msgs, recs)
 }
 
 // send registers a batch with the checkpointer and waits for the pipeline to
 // take it. It reports false only when the reader is shutting down.
-func (r *franzReader) send(ctx context.Context, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint, msgs service.MessageBatch, last *kgo.Record) bool {
-	release, ok := cp.track(ctx, pc, last, len(msgs))
+func (r *franzReader) send(ctx context.Context, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint, msgs service.MessageBatch, recs []*kgo.Record) bool {
+	release, ok := cp.track(ctx, pc, recs[len(recs)-1], len(msgs))
 	if !ok {
 		return ctx.Err() == nil // revoked since fetched: the new owner reads it
 	}
 	select {
-	case out <- readBatch{msgs: msgs, release: release}:
+	case out <- readBatch{msgs: msgs, recs: recs, release: release}:
 		return true
 	case <-ctx.Done():
 		return false
@@ -292,8 +302,9 @@ func recordToMessage(rec *kgo.Record) *service.Message {
 	return msg
 }
 
-// ReadBatch hands the pipeline the next batch. Its ack releases the batch's
-// offsets for commit.
+// ReadBatch hands the pipeline the next batch: a replay of nacked messages
+// when one is due, else the next batch read. Its ack releases the batch's
+// offsets for commit once every message of it has been delivered.
 func (r *franzReader) ReadBatch(ctx context.Context) (service.MessageBatch, service.AckFunc, error) {
 	r.mu.Lock()
 	batches, done := r.batches, r.done
@@ -301,21 +312,99 @@ func (r *franzReader) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 	if batches == nil {
 		return nil, nil, service.ErrNotConnected
 	}
-	select {
-	case b := <-batches:
-		// With auto_replay_nacks (the default) the retry wrapper calls this
-		// only once the batch finally succeeded. Without it a nack means the
-		// batch is dropped, as Redpanda Connect documents, so both release.
-		return b.msgs, func(context.Context, error) error {
+	for {
+		if b, ok := r.nextReplay(); ok {
+			return r.deliver(b)
+		}
+		select {
+		case b := <-batches:
+			return r.deliver(b)
+		case <-r.replayed:
+		case <-done:
+			r.reset()
+			return nil, nil, service.ErrNotConnected
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// deliver hands b out. Its ack releases the batch for commit when every
+// message was delivered; with auto_replay_nacks, messages that failed are
+// delivered again (rebuilt from their records, after a backoff) until they
+// are, and the batch is released only then. Without it a nack drops the
+// batch, as Redpanda Connect documents.
+//
+// Replays are kept here rather than by Benthos' nack-replay wrapper, which
+// maps a replayed batch's failures by the indexes of the batch first read:
+// a message failing twice beyond the replayed batch's length was taken for
+// delivered, and its offset committed.
+func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFunc, error) {
+	b.attempt++
+	idx := b.msgs.Index() // this delivery's own positions, for its errors
+	return b.msgs, func(_ context.Context, err error) error {
+		if err == nil || !r.conf.replayNacks {
 			b.release()
 			return nil
-		}, nil
-	case <-done:
-		r.reset()
-		return nil, nil, service.ErrNotConnected
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		}
+		failed := failedRecords(b, idx, err)
+		if len(failed) == 0 {
+			b.release()
+			return nil
+		}
+		again := readBatch{msgs: recordsToBatch(failed), recs: failed, release: b.release, attempt: b.attempt}
+		time.AfterFunc(replayBackoff(b.attempt), func() { r.addReplay(again) })
+		return nil
+	}, nil
+}
+
+// failedRecords are the records of b whose messages err says failed: those
+// a batch error names, or all of them.
+func failedRecords(b readBatch, idx *service.Indexer, err error) []*kgo.Record {
+	var bErr *service.BatchError
+	if !errors.As(err, &bErr) || bErr.IndexedErrors() == 0 || len(b.msgs) != len(b.recs) {
+		return b.recs
 	}
+	seen := make([]bool, len(b.recs))
+	bErr.WalkMessagesIndexedBy(idx, func(i int, _ *service.Message, e error) bool {
+		if e != nil && i >= 0 && i < len(seen) {
+			seen[i] = true
+		}
+		return true
+	})
+	var out []*kgo.Record
+	for i, rec := range b.recs {
+		if seen[i] {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// replayBackoff grows from 1ms to 1s over a message's failed deliveries.
+func replayBackoff(attempt int) time.Duration {
+	return min(time.Millisecond<<min(attempt, 10), time.Second)
+}
+
+func (r *franzReader) addReplay(b readBatch) {
+	r.replayMu.Lock()
+	r.replays = append(r.replays, b)
+	r.replayMu.Unlock()
+	select {
+	case r.replayed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *franzReader) nextReplay() (readBatch, bool) {
+	r.replayMu.Lock()
+	defer r.replayMu.Unlock()
+	if len(r.replays) == 0 {
+		return readBatch{}, false
+	}
+	b := r.replays[0]
+	r.replays = r.replays[1:]
+	return b, true
 }
 
 // reset closes the client after the poll loop ended on its own, so that
@@ -328,6 +417,11 @@ func (r *franzReader) reset() {
 		r.cl.Close()
 		r.cl, r.batches = nil, nil
 	}
+	// The new client reads from the last commit: replays of the old one's
+	// batches would only duplicate what it reads again.
+	r.replayMu.Lock()
+	r.replays = nil
+	r.replayMu.Unlock()
 }
 
 // Close stops polling, commits every acknowledged offset and leaves the group.

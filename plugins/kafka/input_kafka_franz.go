@@ -47,8 +47,10 @@ Fields and metadata follow Redpanda Connect's `+"`kafka_franz`"+` input, so exis
 
 With a `+"`consumer_group`"+`, an offset is committed only when every message of its partition up to it has
 been acknowledged by the outputs: a crash or restart may deliver a message twice, never skip one. Order is
-kept within a partition. A nacked batch is delivered again (unless `+"`auto_replay_nacks`"+` is false) and
-holds back the commit of everything after it until it succeeds.
+kept within a partition. The messages an output nacked are delivered again, rebuilt from their records,
+after a backoff that grows to a second (unless `+"`auto_replay_nacks`"+` is false), for as long as it
+takes: their batch holds back the commit of everything after it until each of its messages was
+delivered. Only the failed messages of a batch are delivered again, however often they fail.
 
 On a rebalance, revoked partitions wait up to 10s for their batches to be acknowledged and commit what is
 done; lost partitions drop their state, and the new owner resumes from the last commit.
@@ -163,8 +165,7 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			r := newFranzReader(rc, mgr)
-			return service.AutoRetryNacksBatchedToggled(conf, r)
+			return newFranzReader(rc, mgr), nil
 		})
 	if err != nil {
 		panic(err)
@@ -188,6 +189,7 @@ type readerConfig struct {
 	sessionTimeout  time.Duration
 	rebalance       time.Duration
 	heartbeat       time.Duration
+	replayNacks     bool
 }
 
 func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) {
@@ -198,6 +200,9 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		return rc, err
 	}
 	if rc.regexpTopics, err = conf.FieldBool(fieldRegexpTopics); err != nil {
+		return rc, err
+	}
+	if rc.replayNacks, err = conf.FieldBool(service.AutoRetryNacksToggleFieldName); err != nil {
 		return rc, err
 	}
 	subjects, err := splitList(conf, fieldSubjects)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
@@ -188,4 +189,39 @@ func (rs *runningStream) stop(t testing.TB) {
 		t.Logf("stopping stream: %v", err)
 	}
 	rs.stream = nil
+}
+
+// waitLag waits until group has committed the end offset of every
+// partition of its topics that holds records.
+func waitLag(t testing.TB, addr, group string, within time.Duration) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(within)
+	for {
+		lags, err := adm.Lag(context.Background(), group)
+		if err == nil {
+			if gl, ok := lags[group]; ok && len(gl.Lag) > 0 && gl.FetchErr == nil && gl.Lag.Total() == 0 {
+				ok := true
+				for _, ps := range gl.Lag {
+					for _, l := range ps {
+						if l.End.Offset > 0 && l.Commit.At < l.End.Offset {
+							ok = false
+						}
+					}
+				}
+				if ok {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s did not commit everything within %s", group, within)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the broker's committed offsets
+	}
 }
