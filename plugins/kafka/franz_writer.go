@@ -74,7 +74,9 @@ func (w *franzWriter) WriteBatch(ctx context.Context, batch service.MessageBatch
 		}
 		batchErr.Failed(i, err)
 	}
-	index := make([]int, 0, len(batch)) // record i came from batch[index[i]]
+	// ProduceSync returns results in the order they complete, not the
+	// order given: each result finds its message by its record.
+	index := make(map[*kgo.Record]int, len(batch))
 	ex := w.executors(batch)
 	for i, msg := range batch {
 		rec, err := w.record(ex, i, msg)
@@ -83,15 +85,15 @@ func (w *franzWriter) WriteBatch(ctx context.Context, batch service.MessageBatch
 			continue
 		}
 		records = append(records, rec)
-		index = append(index, i)
+		index[rec] = i
 	}
 	if len(records) > 0 {
 		ctx, cancel := context.WithTimeout(ctx, w.conf.timeout)
 		results := cl.ProduceSync(ctx, records...)
 		cancel()
-		for i, res := range results {
+		for _, res := range results {
 			if res.Err != nil {
-				fail(index[i], fmt.Errorf("producing to %s: %w", res.Record.Topic, res.Err))
+				fail(index[res.Record], fmt.Errorf("producing to %s: %w", res.Record.Topic, res.Err))
 			}
 		}
 	}

@@ -2,6 +2,9 @@ package kafka
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -30,8 +33,11 @@ func (o *flakyOutput) WriteBatch(_ context.Context, batch service.MessageBatch) 
 	var bErr *service.BatchError
 	for i, m := range batch {
 		b, _ := m.AsBytes()
-		var seq int
-		fmt.Sscanf(string(b), `{"seq":%d`, &seq)
+		var e event
+		if err := json.Unmarshal(b, &e); err != nil {
+			return err
+		}
+		seq := e.Seq
 		o.attempts[seq]++
 		if o.failing(seq) && o.attempts[seq] <= o.times {
 			if bErr == nil {
@@ -85,5 +91,95 @@ func TestRepeatedPartialNacksLoseNothing(t *testing.T) {
 	}
 	if len(lost) > 0 {
 		t.Fatalf("%d of %d messages were committed but never delivered, e.g. %v", len(lost), n, lost[:min(10, len(lost))])
+	}
+}
+
+// The same through a switch output whose cases split each batch, after
+// processors that drop some messages (as intel_enrich drops repeats).
+func TestRepeatedPartialNacksThroughASwitchLoseNothing(t *testing.T) {
+	const n = 600
+	addr := startBroker(t, "in")
+	produce(t, addr, "in", 0, n)
+
+	out := &flakyOutput{attempts: map[int]int{}, delivered: map[int]int{}, times: 3,
+		failing: func(seq int) bool { return seq%7 >= 3 }}
+	env := service.NewEnvironment()
+	must(t, env.RegisterBatchOutput("flaky", service.NewConfigSpec(),
+		func(*service.ParsedConfig, *service.Resources) (service.BatchOutput, service.BatchPolicy, int, error) {
+			return out, service.BatchPolicy{}, 1, nil
+		}))
+	sb := env.NewStreamBuilder()
+	must(t, sb.SetLoggerYAML("level: warn"))
+	must(t, sb.AddInputYAML(inputYAML(addr, "in", "replayer", "")))
+	must(t, sb.AddProcessorYAML(`mutation: 'meta odd = if this.seq % 2 == 1 { "yes" } else { "no" }'`))
+	must(t, sb.AddProcessorYAML(`mapping: 'root = if this.seq % 11 == 0 { deleted() } else { this }'`))
+	must(t, sb.AddOutputYAML(`
+switch:
+  cases:
+    - check: '@odd == "yes"'
+      output: { flaky: {} }
+    - output: { flaky: {} }
+`))
+	s, err := sb.Build()
+	must(t, err)
+	go func() { _ = s.Run(context.Background()) }()
+	defer func() { _ = s.StopWithin(10 * time.Second) }()
+
+	waitLag(t, addr, "replayer", 60*time.Second)
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	var lost []int
+	for seq := 0; seq < n; seq++ {
+		if out.delivered[seq] == 0 && seq%11 != 0 {
+			lost = append(lost, seq)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d messages were committed but never delivered, e.g. %v; attempts %d", len(lost), n, lost[:min(10, len(lost))], len(out.attempts))
+	}
+}
+
+// Per-record failures are reported against their own messages. franz-go's
+// ProduceSync returns results in the order they complete, not the order
+// given: attributing them by position blamed a delivered message and let a
+// refused one be acknowledged. Here the too-large records (refused by the
+// client, over max_message_bytes, before any is sent) and the small ones
+// (written) are interleaved.
+func TestWriterReportsEachFailureAgainstItsOwnMessage(t *testing.T) {
+	addr := startBroker(t, "big")
+	conf, err := outputSpec().ParseYAML(fmt.Sprintf("seed_brokers: [ %q ]\ntopic: big\n", addr), nil)
+	must(t, err)
+	wc, err := parseWriterConfig(conf)
+	must(t, err)
+	w := newFranzWriter(wc, service.MockResources())
+	must(t, w.Connect(context.Background()))
+	defer w.Close(context.Background())
+	var batch service.MessageBatch
+	tooLarge := map[int]bool{}
+	for i := 0; i < 12; i++ {
+		size := 100
+		if i%3 == 1 {
+			size, tooLarge[i] = 2<<20, true // over the default 1 MiB max_message_bytes
+		}
+		body := make([]byte, size)
+		_, _ = rand.Read(body) // incompressible: compression must not make it fit
+		batch = append(batch, service.NewMessage(body))
+	}
+	idx := batch.Index()
+	err = w.WriteBatch(context.Background(), batch)
+	var bErr *service.BatchError
+	if !errors.As(err, &bErr) {
+		t.Fatalf("got %v, want per-message failures", err)
+	}
+	walked := 0
+	bErr.WalkMessagesIndexedBy(idx, func(i int, _ *service.Message, e error) bool {
+		walked++
+		if (e != nil) != tooLarge[i] {
+			t.Errorf("message %d (too large: %v) reported %v", i, tooLarge[i], e)
+		}
+		return true
+	})
+	if walked != len(batch) {
+		t.Fatalf("the error covers %d of %d messages", walked, len(batch))
 	}
 }
