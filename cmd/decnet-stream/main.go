@@ -14,6 +14,7 @@ import (
 	"github.com/decnet/decnet-stream/internal/cli"
 	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
 	_ "github.com/decnet/decnet-stream/plugins/control"
+	_ "github.com/decnet/decnet-stream/plugins/dead_letter"
 	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
 	_ "github.com/decnet/decnet-stream/plugins/kafka"
 	_ "github.com/decnet/decnet-stream/plugins/topic_router"

@@ -83,7 +83,11 @@ func start(t *testing.T, l *lab.Lab, o lab.RunOpts) *lab.Process {
 			p.Kill()
 		}
 		if t.Failed() {
-			t.Logf("pipeline log: %s", p.Log.Name())
+			b, _ := os.ReadFile(p.Log.Name())
+			if len(b) > 20000 {
+				b = b[len(b)-20000:]
+			}
+			t.Logf("pipeline log %s ends:\n%s", p.Log.Name(), b)
 		}
 	})
 	return p
@@ -484,4 +488,73 @@ func TestReliabilityHostileCorpus(t *testing.T) {
 	}
 	t.Logf("%d hostile events: %d dead-lettered with their reasons, %d skipped, %d enriched; the pipeline kept running",
 		len(corpus), len(byValue), skipped, enriched)
+}
+
+// An event near or over 1 MiB, refused, must reach the dead letters: a dead
+// letter that cannot be written is retried for ever, its partition never
+// commits again, and every event behind it stalls. Sensors forward
+// attacker-controlled bytes, so one event must never halt enrichment.
+func TestReliabilityOversizedEventsNeverStallAPartition(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	// The sensors' cluster takes large records (as some are configured to).
+	if _, err := l.Admin.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("8388608")}}, lab.InputTopics[0]); err != nil {
+		t.Fatal(err)
+	}
+	big, err := kgo.NewClient(kgo.SeedBrokers(l.Broker.Addr()), kgo.ProducerBatchMaxBytes(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	event := func(size int, ip string) []byte {
+		head := `{"v":1,"id":"o","topic":"attacker.observed","type":"t","ts":1,"payload":{"attacker_ip":"` + ip + `","pad":"`
+		return []byte(head + strings.Repeat("x", size-len(head)-3) + `"}}`)
+	}
+	sizes := []int{1<<20 - 1024, 1<<20 - 100, 1<<20 + 1024, 5_000_000}
+	key := []byte("one-partition")
+	for _, n := range sizes {
+		if err := big.ProduceSync(ctx, &kgo.Record{Topic: lab.InputTopics[0], Key: key, Value: event(n, "not-an-ip")}).FirstErr(); err != nil {
+			t.Fatalf("producing %d bytes: %v", n, err)
+		}
+	}
+	// Behind them, on the same partition: an ordinary attacker.
+	if err := big.ProduceSync(ctx, &kgo.Record{Topic: lab.InputTopics[0], Key: key, Value: lab.Event(1, lab.InputTopics[0], "45.77.0.1")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, l, pipelineOpts(l.Table()))
+	waitCommitted(t, l, time.Minute)
+
+	seen := map[string]string{} // original size → reason
+	if _, err := l.ReadAll(ctx, lab.DLQTopic, func(r *kgo.Record) {
+		size, reason := fmt.Sprint(len(r.Value)), ""
+		for _, h := range r.Headers {
+			switch h.Key {
+			case "decnet_dlq_original_bytes":
+				size = string(h.Value)
+			case "decnet_error":
+				reason = string(h.Value)
+			}
+		}
+		seen[size] = reason
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range sizes {
+		if seen[fmt.Sprint(n)] == "" {
+			t.Errorf("the %d-byte event is not in the dead letters (saw %v)", n, seen)
+		}
+	}
+	perIP, _, _, err := l.EnrichedByIP(ctx, lab.EnrichedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perIP["45.77.0.1"] == 0 {
+		t.Fatal("the attacker behind the oversized events was never enriched")
+	}
+	select {
+	case <-p.Exited():
+		t.Fatalf("the pipeline exited: %v", p.ExitErr())
+	default:
+	}
+	t.Logf("refused events of %v bytes all dead-lettered (cut where they did not fit); the partition went on", sizes)
 }

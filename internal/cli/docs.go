@@ -18,7 +18,7 @@ import (
 var OwnComponents = map[string][]string{
 	"inputs":     {"clickhouse_select", "kafka_franz"},
 	"outputs":    {"clickhouse", "kafka_franz", "worker_control"},
-	"processors": {"intel_enrich", "topic_router"},
+	"processors": {"dead_letter", "intel_enrich", "topic_router"},
 }
 
 // DocsCommand is `decnet-stream docs`: writes the configuration reference of
