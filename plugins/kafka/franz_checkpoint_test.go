@@ -2,8 +2,12 @@ package kafka
 
 import (
 	"context"
+	"fmt"
+	"time"
 	"testing"
 
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -154,4 +158,58 @@ func equal(a, b []int64) bool {
 		}
 	}
 	return true
+}
+
+// Records polled under one assignment are never tracked under the next.
+// A rebalance is put between a poll and the tracking of its records: the
+// partition revoked (its drain gave up) and assigned again, as a blocked
+// pipeline and a member joining and leaving would do it. Those records
+// must be dropped (the new assignment reads from the last commit), not
+// tracked under the new checkpoint, where a later offset could be
+// committed before the earlier ones were read again.
+func TestRecordsPolledBeforeARebalanceAreNotTrackedAfterIt(t *testing.T) {
+	addr := startBroker(t)
+	adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	must(t, err)
+	_, err = kadm.NewClient(adm).CreateTopic(context.Background(), 1, 1, nil, "stale")
+	adm.Close()
+	must(t, err)
+	produce(t, addr, "stale", 0, 10)
+	conf, err := inputSpec().ParseYAML(fmt.Sprintf("seed_brokers: [ %q ]\ntopics: [ stale ]\nconsumer_group: stale-group\n", addr), nil)
+	must(t, err)
+	rc, err := parseReaderConfig(conf)
+	must(t, err)
+	r := newFranzReader(rc, service.MockResources())
+	polls := 0
+	queued := make(chan int, 1)
+	r.afterPoll = func() {
+		polls++
+		switch polls {
+		case 1: // the first records are out of the broker: rebalance now
+			parts := map[string][]int32{}
+			for tp := range r.cp.parts {
+				parts[tp.topic] = append(parts[tp.topic], tp.partition)
+			}
+			r.cp.drop(parts)
+			r.cp.assign(parts)
+			go func() { // one more record wakes the second poll
+				cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+				if err == nil {
+					cl.ProduceSync(context.Background(), &kgo.Record{Topic: "stale", Value: []byte(`{"seq":10}`)})
+					cl.Close()
+				}
+			}()
+		case 2: // the first poll's records have been handled
+			queued <- len(r.batches)
+		}
+	}
+	must(t, r.Connect(context.Background()))
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.Close(ctx)
+	}()
+	if n := <-queued; n != 0 {
+		t.Fatalf("%d batches polled under the old assignment were handed out under the new one", n)
+	}
 }

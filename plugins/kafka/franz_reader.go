@@ -54,6 +54,10 @@ type franzReader struct {
 	// batches that the stopping pipeline will never acknowledge.
 	closing atomic.Bool
 
+	// afterPoll, when set, runs between a poll and the tracking of its
+	// records (tests put a rebalance there).
+	afterPoll func()
+
 	// replays are nacked messages due for another delivery; replayed is
 	// signalled when one is added.
 	replayMu sync.Mutex
@@ -87,6 +91,7 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 			kgo.HeartbeatInterval(r.conf.heartbeat),
 			kgo.RebalanceTimeout(r.conf.rebalance),
 			kgo.AutoCommitMarks(),
+			kgo.BlockRebalanceOnPoll(),
 			kgo.AutoCommitInterval(r.conf.commitPeriod),
 			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 				cp.assign(assigned)
@@ -163,6 +168,24 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 		}
 		fetches := cl.PollRecords(pollCtx, maxPollRecords)
 		cancel()
+		// Rebalances wait while a poll's records are matched with the
+		// assignment they were fetched under; after that, a revoke (and
+		// perhaps a new assignment of the same partition) may come, and
+		// track refuses records of a checkpoint that is no longer live.
+		// Looked up after a rebalance instead, records fetched under the old
+		// assignment were tracked under the new one, and a later offset
+		// could be committed before earlier ones were read again.
+		owners := map[topicPartition]*partitionCheckpoint{}
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) > 0 {
+				tp := topicPartition{p.Topic, p.Partition}
+				owners[tp] = cp.current(tp, direct)
+			}
+		})
+		cl.AllowRebalance()
+		if r.afterPoll != nil {
+			r.afterPoll()
+		}
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return
 		}
@@ -178,7 +201,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 				return
 			}
 			tp := topicPartition{p.Topic, p.Partition}
-			pc := cp.current(tp, direct)
+			pc := owners[tp]
 			if pc == nil {
 				return // revoked while in flight from the broker
 			}
