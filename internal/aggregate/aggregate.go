@@ -22,8 +22,12 @@ const VerdictNone = "none"
 // Provider statuses besides "ok" and the providers' error kinds.
 const (
 	StatusOK       = "ok"
-	StatusDeferred = "deferred" // not answered within max_wait; still running
+	StatusDeferred = "deferred" // not answered within max_wait; still running (emit: all)
 	StatusReserved = "quota_reserved"
+	// StatusStale is an earlier answer kept because asking again failed (or
+	// was held back): a failure never overwrites an answer. The provider's
+	// columns and its queried_at say what it said and when.
+	StatusStale = "stale"
 )
 
 // Strongest returns the strongest verdict (malicious > suspicious > benign >
@@ -146,13 +150,12 @@ func NewRow(ip string, configured []string) *Row {
 }
 
 // Merge applies one provider's result. An answer fills the provider's
-// columns (replacing an older answer); a failure only records its status,
-// and never clobbers an earlier good answer.
+// columns (replacing an older answer); a failure never clobbers an answer:
+// a provider that had one keeps it, marked stale, and one that had none
+// records why.
 func (r *Row) Merge(res providers.Result) {
 	if !res.OK() {
-		if r.Status.Of(res.Provider) != StatusOK {
-			r.Status.set(res.Provider, string(res.ErrKind))
-		}
+		r.markUnanswered(res.Provider, string(res.ErrKind))
 		return
 	}
 	r.Status.set(res.Provider, StatusOK)
@@ -202,17 +205,58 @@ func (r *Row) MarkDeferred(provider string) { r.markUnanswered(provider, StatusD
 func (r *Row) MarkReserved(provider string) { r.markUnanswered(provider, StatusReserved) }
 
 func (r *Row) markUnanswered(provider, status string) {
-	if r.Status.Of(provider) != StatusOK {
+	switch r.Status.Of(provider) {
+	case StatusOK, StatusStale:
+		r.Status.set(provider, StatusStale)
+	default:
 		r.Status.set(provider, status)
 	}
+}
+
+// HasAnswer reports whether provider's columns hold an answer (fresh or
+// stale).
+func (r *Row) HasAnswer(provider string) bool {
+	s := r.Status.Of(provider)
+	return s == StatusOK || s == StatusStale
+}
+
+// SameStatuses reports whether r and o record the same status for every
+// provider: a lookup that got no new answer and changed no status changed
+// nothing worth a new version.
+func (r *Row) SameStatuses(o *Row) bool { return r.Status.of == o.Status.of }
+
+// AnsweredBefore reports whether provider's answer is known to have been
+// fetched before t.
+func (r *Row) AnsweredBefore(provider string, t time.Time) bool {
+	var at *time.Time
+	switch provider {
+	case providers.NameGreyNoise:
+		at = r.GreyNoiseQueriedAt
+	case providers.NameAbuseIPDB:
+		at = r.AbuseIPDBQueriedAt
+	case providers.NameFeodo:
+		at = r.FeodoQueriedAt
+	case providers.NameThreatFox:
+		at = r.ThreatFoxQueriedAt
+	}
+	return at != nil && at.Before(t)
+}
+
+// Verdict is provider's own opinion, VerdictNone when it has none.
+func (r *Row) Verdict(provider string) providers.Verdict {
+	if i := providers.Index(provider); i >= 0 {
+		return r.verdicts[i]
+	}
+	return providers.VerdictNone
 }
 
 func (r *Row) recompute() {
 	r.AggregateVerdict = Strongest(r.verdicts[:]...)
 }
 
-// Pending lists the configured providers worth asking again: no answer yet
-// and a failure that time may fix (not disabled, not skipped).
+// Pending lists the configured providers worth asking again: no answer yet,
+// a stale answer, or a failure that time may fix (not disabled, not
+// skipped).
 func (r *Row) Pending() []string {
 	var out []string
 	for _, p := range r.Providers {
@@ -304,11 +348,15 @@ func (r *Row) Enrichment() Enrichment {
 // ReplacingMergeTree keep the newest enrichment of an IP.
 type TableRow struct {
 	*Row
-	GreyNoiseStatus string `json:"greynoise_status"`
-	AbuseIPDBStatus string `json:"abuseipdb_status"`
-	FeodoStatus     string `json:"feodo_status"`
-	ThreatFoxStatus string `json:"threatfox_status"`
-	Version         uint64 `json:"version"`
+	GreyNoiseStatus  string  `json:"greynoise_status"`
+	AbuseIPDBStatus  string  `json:"abuseipdb_status"`
+	FeodoStatus      string  `json:"feodo_status"`
+	ThreatFoxStatus  string  `json:"threatfox_status"`
+	GreyNoiseVerdict *string `json:"greynoise_verdict"`
+	AbuseIPDBVerdict *string `json:"abuseipdb_verdict"`
+	FeodoVerdict     *string `json:"feodo_verdict"`
+	ThreatFoxVerdict *string `json:"threatfox_verdict"`
+	Version          uint64  `json:"version"`
 }
 
 // Table is the row in the attacker_intel table's shape.
@@ -319,15 +367,31 @@ func (r *Row) Table() TableRow {
 		AbuseIPDBStatus: r.Status.Of(providers.NameAbuseIPDB),
 		FeodoStatus:     r.Status.Of(providers.NameFeodo),
 		ThreatFoxStatus: r.Status.Of(providers.NameThreatFox),
-		Version:         uint64(r.CachedAt.UnixNano()),
+		// Each provider's own verdict is stored, so that a row read back
+		// (warm start, shared lookups) reads exactly as it was decoded.
+		GreyNoiseVerdict: r.storedVerdict(providers.NameGreyNoise),
+		AbuseIPDBVerdict: r.storedVerdict(providers.NameAbuseIPDB),
+		FeodoVerdict:     r.storedVerdict(providers.NameFeodo),
+		ThreatFoxVerdict: r.storedVerdict(providers.NameThreatFox),
+		Version:          uint64(r.CachedAt.UnixNano()),
 	}
 }
 
+func (r *Row) storedVerdict(provider string) *string {
+	if !r.HasAnswer(provider) {
+		return nil
+	}
+	v := string(r.Verdict(provider))
+	return &v
+}
+
 // Restore sets a provider's status and verdict on a row read back from
-// storage (warm start), where the columns are filled in directly.
+// storage (warm start), where the columns are filled in directly, and
+// recomputes the aggregate from the providers' verdicts.
 func (r *Row) Restore(provider, status string, v providers.Verdict) {
 	r.Status.set(provider, status)
-	if i := providers.Index(provider); i >= 0 && status == StatusOK {
+	if i := providers.Index(provider); i >= 0 && (status == StatusOK || status == StatusStale) {
 		r.verdicts[i] = v
 	}
+	r.recompute()
 }

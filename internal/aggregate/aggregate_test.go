@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -50,16 +51,26 @@ func fail(p string, k providers.ErrorKind) providers.Result {
 	return providers.Result{Provider: p, ErrKind: k, Err: "boom"}
 }
 
+// A failure never overwrites an answer: the answer stays, with its verdict,
+// marked stale so that it is asked again.
 func TestMergeNeverClobbersAGoodAnswer(t *testing.T) {
 	r := NewRow("203.0.113.45", all)
 	r.Merge(ok(providers.NameAbuseIPDB, providers.VerdictMalicious))
 	r.Merge(fail(providers.NameAbuseIPDB, providers.ErrRateLimited))
-	if r.Status.Of(providers.NameAbuseIPDB) != StatusOK || r.AbuseIPDBScore == nil || *r.AbuseIPDBScore != 100 || r.AggregateVerdict != "malicious" {
+	if r.Status.Of(providers.NameAbuseIPDB) != StatusStale || r.AbuseIPDBScore == nil || *r.AbuseIPDBScore != 100 || r.AggregateVerdict != "malicious" {
 		t.Fatalf("a later error clobbered the answer: %+v", r)
 	}
 	r.MarkDeferred(providers.NameAbuseIPDB)
-	if r.Status.Of(providers.NameAbuseIPDB) != StatusOK {
-		t.Fatal("deferred clobbered an answer")
+	r.MarkReserved(providers.NameAbuseIPDB)
+	if r.Status.Of(providers.NameAbuseIPDB) != StatusStale || r.AggregateVerdict != "malicious" {
+		t.Fatal("deferred or reserved clobbered an answer")
+	}
+	if r.Complete() || !slices.Contains(r.Pending(), providers.NameAbuseIPDB) {
+		t.Fatal("a stale answer is not asked again")
+	}
+	r.Merge(ok(providers.NameAbuseIPDB, providers.VerdictSuspicious))
+	if r.Status.Of(providers.NameAbuseIPDB) != StatusOK || r.AggregateVerdict != "suspicious" {
+		t.Fatal("a new answer did not replace the stale one")
 	}
 }
 

@@ -127,7 +127,7 @@ func unints(id uint32) []int {
 	return out
 }
 
-var statusCodes = []string{"", StatusOK, StatusDeferred, StatusReserved,
+var statusCodes = []string{"", StatusOK, StatusDeferred, StatusReserved, StatusStale,
 	string(providers.ErrNetwork), string(providers.ErrTimeout), string(providers.ErrHTTPStatus), string(providers.ErrParse),
 	string(providers.ErrAuth), string(providers.ErrRateLimited), string(providers.ErrQuotaExhausted),
 	string(providers.ErrDisabled), string(providers.ErrSkipped)}

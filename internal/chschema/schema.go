@@ -132,6 +132,12 @@ func Columns(v Version) []Column {
 		{"abuseipdb_status", enum},
 		{"feodo_status", enum},
 		{"threatfox_status", enum},
+		// Each provider's own verdict (NULL: no answer), so a row read back
+		// reads exactly as it was decoded.
+		{"greynoise_verdict", nullEnum},
+		{"abuseipdb_verdict", nullEnum},
+		{"feodo_verdict", nullEnum},
+		{"threatfox_verdict", nullEnum},
 		{"cached_at", "DateTime"},
 		{"expires_at", "DateTime"},
 		{"carrier_topic", "String"},

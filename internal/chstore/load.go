@@ -98,7 +98,8 @@ func selectRows(table, where string) string {
   feodo_listed, feodo_malware_family, feodo_queried_at,
   threatfox_listed, threatfox_threat_types, threatfox_ioc_types, threatfox_malware_families, threatfox_queried_at,
   aggregate_verdict, greynoise_status, abuseipdb_status, feodo_status, threatfox_status, cached_at, expires_at,
-  carrier_topic, carrier_partition, carrier_offset
+  carrier_topic, carrier_partition, carrier_offset,
+  greynoise_verdict, abuseipdb_verdict, feodo_verdict, threatfox_verdict
 FROM %s FINAL WHERE %s`, table, where)
 }
 
@@ -124,15 +125,17 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 			carrierTopic                       string
 			carrierPartition                   int32
 			carrierOffset                      int64
+			gnV, abV, feodoV, tfV              *string
 		)
 		if err := rows.Scan(&ip, &gnClass, &gnName, &gnTags, &gnAt, &abScore, &abCats, &abAt,
 			&feodoListed, &feodoFam, &feodoAt, &tfListed, &tfThreat, &tfIOC, &tfFam, &tfAt,
 			&verdict, &gnSt, &abSt, &feodoSt, &tfSt, &cachedAt, &expiresAt,
-			&carrierTopic, &carrierPartition, &carrierOffset); err != nil {
+			&carrierTopic, &carrierPartition, &carrierOffset,
+			&gnV, &abV, &feodoV, &tfV); err != nil {
 			return nil, fmt.Errorf("reading %s: %w", table, err)
 		}
 		r := aggregate.NewRow(ip, configured)
-		answered := func(st string) bool { return st == aggregate.StatusOK }
+		answered := func(st string) bool { return st == aggregate.StatusOK || st == aggregate.StatusStale }
 		if answered(gnSt) {
 			r.GreyNoiseClassification, r.GreyNoiseName, r.GreyNoiseTags, r.GreyNoiseQueriedAt = gnClass, gnName, gnTags, utc(gnAt)
 		}
@@ -151,13 +154,15 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 			r.ThreatFoxListed, r.ThreatFoxQueriedAt = boolOf(tfListed), utc(tfAt)
 			r.ThreatFoxThreatTypes, r.ThreatFoxIOCTypes, r.ThreatFoxMalwareFamilies = tfThreat, tfIOC, tfFam
 		}
-		r.Restore(providers.NameGreyNoise, gnSt, greyNoiseVerdict(gnClass))
-		r.Restore(providers.NameAbuseIPDB, abSt, scoreVerdict(r.AbuseIPDBScore))
-		r.Restore(providers.NameFeodo, feodoSt, listedVerdict(r.FeodoListed))
-		r.Restore(providers.NameThreatFox, tfSt, listedVerdict(r.ThreatFoxListed))
-		// The stored aggregate is the truth; the per-provider verdicts above
-		// are what later merges into a partial row combine.
-		r.AggregateVerdict = verdict
+		// Each provider's verdict is stored with the row; rows written before
+		// it was (the column NULL) derive it from the columns as then.
+		r.Restore(providers.NameGreyNoise, gnSt, storedOr(gnV, greyNoiseVerdict(gnClass)))
+		r.Restore(providers.NameAbuseIPDB, abSt, storedOr(abV, scoreVerdict(r.AbuseIPDBScore)))
+		r.Restore(providers.NameFeodo, feodoSt, storedOr(feodoV, listedVerdict(r.FeodoListed)))
+		r.Restore(providers.NameThreatFox, tfSt, storedOr(tfV, listedVerdict(r.ThreatFoxListed)))
+		if gnV == nil && abV == nil && feodoV == nil && tfV == nil {
+			r.AggregateVerdict = verdict // an older row: its stored aggregate is the truth
+		}
 		r.CachedAt, r.ExpiresAt = cachedAt.UTC(), expiresAt.UTC()
 		out = append(out, Stored{Row: r, Topic: carrierTopic, Partition: carrierPartition, Offset: carrierOffset})
 	}
@@ -186,6 +191,13 @@ func boolOf(v *uint8) *bool {
 	}
 	b := *v == 1
 	return &b
+}
+
+func storedOr(v *string, derived providers.Verdict) providers.Verdict {
+	if v != nil {
+		return providers.Verdict(*v)
+	}
+	return derived
 }
 
 func greyNoiseVerdict(class *string) providers.Verdict {
