@@ -40,10 +40,12 @@ type inflightBatch struct {
 // that partition's fetches, so a slow pipeline applies backpressure to the
 // broker instead of growing memory.
 type checkpointer struct {
-	limit  int
-	commit func(*kgo.Record)           // marks an offset as committable
-	pause  func(tp topicPartition)     // stops fetching a partition
-	resume func(tps ...topicPartition) // resumes fetching
+	limit int
+	// ordered topics have one batch of a partition out at a time.
+	ordered map[string]bool
+	commit  func(*kgo.Record)           // marks an offset as committable
+	pause   func(tp topicPartition)     // stops fetching a partition
+	resume  func(tps ...topicPartition) // resumes fetching
 
 	mu      sync.Mutex
 	parts   map[topicPartition]*partitionCheckpoint
@@ -93,8 +95,12 @@ func (c *checkpointer) current(tp topicPartition, create bool) *partitionCheckpo
 // the batch must then be dropped, and is read again from the last commit.
 // The returned release function acknowledges the batch.
 func (c *checkpointer) track(ctx context.Context, pc *partitionCheckpoint, last *kgo.Record, n int) (release func(), ok bool) {
+	limit := c.limit
+	if c.ordered[pc.tp.topic] {
+		limit = 1 // a batch goes out alone
+	}
 	c.mu.Lock()
-	for pc.msgs > 0 && pc.msgs+n > c.limit && c.parts[pc.tp] == pc {
+	for pc.msgs > 0 && pc.msgs+n > limit && c.parts[pc.tp] == pc {
 		changed := c.changed
 		c.mu.Unlock()
 		select {

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -211,5 +212,79 @@ func TestRecordsPolledBeforeARebalanceAreNotTrackedAfterIt(t *testing.T) {
 	}()
 	if n := <-queued; n != 0 {
 		t.Fatalf("%d batches polled under the old assignment were handed out under the new one", n)
+	}
+}
+
+// An ordered topic has one batch of a partition out at a time, however
+// high checkpoint_limit is; other topics are not held by it.
+func TestOrderedTopicHasOneBatchOutAtATime(t *testing.T) {
+	cp := newCheckpointer(1000, func(*kgo.Record) {})
+	cp.ordered = map[string]bool{"t": true}
+	cp.assign(map[string][]int32{"t": {0}, "other": {0}})
+	pc := cp.current(topicPartition{"t", 0}, false)
+	ctx := context.Background()
+	first, _ := cp.track(ctx, pc, rec(2), 3)
+	other := cp.current(topicPartition{"other", 0}, false)
+	if _, ok := cp.track(ctx, other, &kgo.Record{Topic: "other", Offset: 5}, 6); !ok {
+		t.Fatal("another topic was held by the ordered one")
+	}
+	second := make(chan bool)
+	go func() {
+		_, ok := cp.track(ctx, pc, rec(3), 1)
+		second <- ok
+	}()
+	select {
+	case <-second:
+		t.Fatal("a second batch of an ordered partition went out before the first was acknowledged")
+	default:
+	}
+	first()
+	if !<-second {
+		t.Fatal("the second batch never went out")
+	}
+}
+
+// With the range balancer, co-partitioned topics (equal partition counts)
+// put partition N of each on the same member: an attacker's sightings and
+// its lookup requests, keyed alike, reach one replica.
+func TestRangeBalancerCoPartitionsTopics(t *testing.T) {
+	addr := startBroker(t, "sightings", "lookups")
+	members := make([]*franzReader, 2)
+	for i := range members {
+		conf, err := inputSpec().ParseYAML(fmt.Sprintf("seed_brokers: [ %q ]\ntopics: [ sightings, lookups ]\nconsumer_group: copart\ngroup_balancer: range\n", addr), nil)
+		must(t, err)
+		rc, err := parseReaderConfig(conf)
+		must(t, err)
+		members[i] = newFranzReader(rc, service.MockResources())
+		must(t, members[i].Connect(context.Background()))
+		defer members[i].Close(context.Background())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var owned [2]map[string][]int32
+		total := 0
+		for i, m := range members {
+			owned[i] = map[string][]int32{}
+			m.cp.mu.Lock()
+			for tp := range m.cp.parts {
+				owned[i][tp.topic] = append(owned[i][tp.topic], tp.partition)
+				total++
+			}
+			m.cp.mu.Unlock()
+			slices.Sort(owned[i]["sightings"])
+			slices.Sort(owned[i]["lookups"])
+		}
+		if total == 12 && len(owned[0]["sightings"]) > 0 && len(owned[1]["sightings"]) > 0 {
+			for i := range owned {
+				if !slices.Equal(owned[i]["sightings"], owned[i]["lookups"]) {
+					t.Fatalf("member %d owns sightings %v but lookups %v", i, owned[i]["sightings"], owned[i]["lookups"])
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the group never settled: %v", owned)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the members' assignments
 	}
 }

@@ -33,6 +33,7 @@ type readBatch struct {
 	recs    []*kgo.Record
 	release func()
 	attempt int // deliveries so far
+	n       int // records of the batch first read (replays carry fewer)
 }
 
 // franzReader is the kafka_franz input. A poll goroutine turns fetches into
@@ -54,6 +55,13 @@ type franzReader struct {
 	// batches that the stopping pipeline will never acknowledge.
 	closing atomic.Bool
 
+	// received counts records handed to the pipeline, per topic (replays
+	// aside): input_received cannot tell a pipeline's topics apart.
+	received *service.MetricCounter
+	// acked counts records whose batch was acknowledged, per topic: what a
+	// commit may cover.
+	acked *service.MetricCounter
+
 	// afterPoll, when set, runs between a poll and the tracking of its
 	// records (tests put a rebalance there).
 	afterPoll func()
@@ -66,7 +74,9 @@ type franzReader struct {
 }
 
 func newFranzReader(conf readerConfig, res *service.Resources) *franzReader {
-	return &franzReader{conf: conf, log: res.Logger(), res: res, replayed: make(chan struct{}, 1)}
+	return &franzReader{conf: conf, log: res.Logger(), res: res, replayed: make(chan struct{}, 1),
+		received: res.Metrics().NewCounter("kafka_records_received", "topic"),
+		acked:    res.Metrics().NewCounter("kafka_records_acked", "topic")}
 }
 
 func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
@@ -87,6 +97,7 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 	if r.conf.group != "" {
 		opts = append(opts,
 			kgo.ConsumerGroup(r.conf.group),
+			kgo.Balancers(r.conf.balancer),
 			kgo.SessionTimeout(r.conf.sessionTimeout),
 			kgo.HeartbeatInterval(r.conf.heartbeat),
 			kgo.RebalanceTimeout(r.conf.rebalance),
@@ -125,6 +136,10 @@ func (r *franzReader) Connect(ctx context.Context) error {
 	}
 	var cl *kgo.Client
 	cp := newCheckpointer(r.conf.checkpointLimit, func(rec *kgo.Record) { cl.MarkCommitRecords(rec) })
+	cp.ordered = map[string]bool{}
+	for _, t := range r.conf.orderedTopics {
+		cp.ordered[t] = true
+	}
 	cl, err := kgo.NewClient(r.clientOpts(cp)...)
 	if err != nil {
 		return err
@@ -364,18 +379,26 @@ func (r *franzReader) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 // delivered, and its offset committed.
 func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFunc, error) {
 	b.attempt++
+	if b.attempt == 1 {
+		b.n = len(b.recs)
+		r.received.Incr(int64(b.n), b.recs[0].Topic) // a batch is one partition's
+	}
 	idx := b.msgs.Index() // this delivery's own positions, for its errors
+	release := func() {
+		b.release()
+		r.acked.Incr(int64(b.n), b.recs[0].Topic)
+	}
 	return b.msgs, func(_ context.Context, err error) error {
 		if err == nil || !r.conf.replayNacks {
-			b.release()
+			release()
 			return nil
 		}
 		failed := failedRecords(b, idx, err)
 		if len(failed) == 0 {
-			b.release()
+			release()
 			return nil
 		}
-		again := readBatch{msgs: recordsToBatch(failed), recs: failed, release: b.release, attempt: b.attempt}
+		again := readBatch{msgs: recordsToBatch(failed), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
 		time.AfterFunc(replayBackoff(b.attempt), func() { r.addReplay(again) })
 		return nil
 	}, nil

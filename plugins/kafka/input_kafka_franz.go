@@ -24,6 +24,8 @@ const (
 	fieldFetchMaxBytes   = "fetch_max_bytes"
 	fieldFetchMaxPart    = "fetch_max_partition_bytes"
 	fieldRackID          = "rack_id"
+	fieldOrderedTopics   = "ordered_topics"
+	fieldGroupBalancer   = "group_balancer"
 	fieldBatching        = "batching"
 	fieldAutoReplayNacks = "auto_replay_nacks"
 	fieldMetadataMaxAge  = "metadata_max_age"
@@ -99,6 +101,21 @@ Each message carries:
 					Description("The most messages of one partition that may be out with the pipeline at once before the consumer waits for acknowledgements. Lower values reduce duplicates after a crash.").
 					Default(1024).
 					LintRule(`root = if this < 1 { [ "checkpoint_limit must be at least 1" ] }`).
+					Advanced(),
+				service.NewStringListField(fieldOrderedTopics).
+					Description("Topics whose partitions are handed to the pipeline one batch at a time: the next batch of a partition is read only once every message of the previous one was acknowledged by the outputs. What the pipeline writes for a partition then leaves in the order it was read, whatever `pipeline.threads` and `max_in_flight` allow, at the cost of one batch in flight per partition.").
+					Default([]string{}).
+					Example([]string{"attacker.intel.lookup"}).
+					Advanced(),
+				service.NewStringAnnotatedEnumField(fieldGroupBalancer, map[string]string{
+					balancerCooperativeSticky: "Incremental rebalances that move as few partitions as possible (franz-go's default).",
+					balancerSticky:            "Eager rebalances that move as few partitions as possible.",
+					balancerRange:             "Partition N of every topic goes to the same member while the topics have equal partition counts: co-partitioned topics keep a key on one member in all of them.",
+					balancerRoundRobin:        "Partitions dealt one by one.",
+				}).
+					Description("How a consumer group shares partitions among its members.").
+					Default(balancerCooperativeSticky).
+					LintRule(enumLint(fieldGroupBalancer, balancerCooperativeSticky, balancerSticky, balancerRange, balancerRoundRobin)).
 					Advanced(),
 				service.NewDurationField(fieldCommitPeriod).
 					Description("The period of time between each commit of acknowledged offsets.").
@@ -190,7 +207,16 @@ type readerConfig struct {
 	rebalance       time.Duration
 	heartbeat       time.Duration
 	replayNacks     bool
+	orderedTopics   []string
+	balancer        kgo.GroupBalancer
 }
+
+const (
+	balancerCooperativeSticky = "cooperative_sticky"
+	balancerSticky            = "sticky"
+	balancerRange             = "range"
+	balancerRoundRobin        = "round_robin"
+)
 
 func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) {
 	if rc.client, err = parseClientConfig(conf); err != nil {
@@ -259,6 +285,25 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 	}
 	if rc.checkpointLimit, err = conf.FieldInt(fieldCheckpointLimit); err != nil {
 		return rc, err
+	}
+	if rc.orderedTopics, err = conf.FieldStringList(fieldOrderedTopics); err != nil {
+		return rc, err
+	}
+	balancer, err := conf.FieldString(fieldGroupBalancer)
+	if err != nil {
+		return rc, err
+	}
+	switch balancer {
+	case balancerCooperativeSticky:
+		rc.balancer = kgo.CooperativeStickyBalancer()
+	case balancerSticky:
+		rc.balancer = kgo.StickyBalancer()
+	case balancerRange:
+		rc.balancer = kgo.RangeBalancer()
+	case balancerRoundRobin:
+		rc.balancer = kgo.RoundRobinBalancer()
+	default:
+		return rc, fmt.Errorf("%s: unknown balancer %q", fieldGroupBalancer, balancer)
 	}
 	if rc.checkpointLimit < 1 {
 		return rc, fmt.Errorf("%s: must be at least 1, got %d", fieldCheckpointLimit, rc.checkpointLimit)
