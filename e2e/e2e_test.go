@@ -15,10 +15,10 @@ import (
 
 	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
 
+	_ "github.com/decnet/decnet-stream/plugins/all"
+
 	"github.com/decnet/decnet-stream/internal/broker"
 	"github.com/decnet/decnet-stream/internal/fixtures"
-	_ "github.com/decnet/decnet-stream/plugins/kafka"
-	_ "github.com/decnet/decnet-stream/plugins/topic_router"
 )
 
 var logLevel = "warn"

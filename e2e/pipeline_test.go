@@ -16,7 +16,6 @@ import (
 	"github.com/decnet/decnet-stream/internal/chserver"
 	"github.com/decnet/decnet-stream/internal/chtest"
 	"github.com/decnet/decnet-stream/internal/fixtures"
-	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
 	"github.com/decnet/decnet-stream/plugins/intel_processor"
 )
 

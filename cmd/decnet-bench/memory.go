@@ -40,7 +40,7 @@ func (l *bench) memoryPerIP(ctx context.Context, n int, keepRaw bool) (rssPerIP,
 	for i := range 60 {
 		reqs = append(reqs, enrich.Request{IP: netip.MustParseAddr(pop.IP(i))})
 	}
-	answers := eng.Enrich(ctx, reqs, nil)
+	answers := eng.Lookup(reqs, nil)
 	templates := make([]enrich.Answer, 0, len(answers))
 	for _, a := range answers {
 		if !a.Row().Complete() {

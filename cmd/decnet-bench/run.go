@@ -115,7 +115,7 @@ func (l *bench) scenarioStock(ctx context.Context, o options, rep *report) error
 		pt.ours, pt.oursCalls = ours.rate(), l.CallsPerIP(o.stockIPs)
 
 		l.ResetSim(lat)
-		stock, ps, err := l.runPipeline(ctx, lab.RunOpts{Config: "config/bench/stock.yaml",
+		stock, ps, err := l.runPipeline(ctx, lab.RunOpts{Config: "config/bench/stock.yaml", KafkaInput: "input.kafka_franz",
 			Env: []string{"OUTPUT_TOPIC=bench.stock", "STOCK_RATE_COUNT=1000000"}}, "decnet-intel-stock", n, 1)
 		if err == nil {
 			_, err = l.VerifyOutputs(ctx, "", "bench.stock", o.stockIPs)
@@ -198,7 +198,7 @@ func (l *bench) scenarioStorm(ctx context.Context, o options, rep *report) error
 	if err := l.Produce(ctx, hot, lab.HeavyTailed(hot, o.stormHot, 3), 1_000_000); err != nil {
 		return err
 	}
-	t0, err := p.WaitMetric(ctx, "input_received", 1, time.Minute)
+	t0, err := p.WaitSightings(ctx, 1, time.Minute)
 	if err != nil {
 		return err
 	}
@@ -218,11 +218,11 @@ func (l *bench) scenarioStorm(ctx context.Context, o options, rep *report) error
 		stormIdx[i] = i
 	}
 	pops, idx := shuffled(lab.HeavyTailed(hot, o.stormHot, 4), stormIdx, 5)
-	hits0, recv0 := p.Metric("intel_cache_hits"), p.Metric("input_received")
+	hits0, recv0 := p.Metric("intel_cache_hits"), p.Sightings()
 	if err := l.ProduceMixed(ctx, []lab.Population{hot, storm}, pops, idx, 2_000_000); err != nil {
 		return err
 	}
-	s0, err := p.WaitMetric(ctx, "input_received", recv0+1, time.Minute)
+	s0, err := p.WaitSightings(ctx, recv0+1, time.Minute)
 	if err != nil {
 		return err
 	}

@@ -100,7 +100,7 @@ func (l *bench) measure(ctx context.Context, ps []*lab.Process, group string, wa
 	var t0 time.Time
 	for t0.IsZero() {
 		for _, p := range ps {
-			if p.Metric("input_received") > 0 {
+			if p.Sightings() > 0 {
 				t0 = time.Now()
 			}
 		}
@@ -117,7 +117,7 @@ func (l *bench) measure(ctx context.Context, ps []*lab.Process, group string, wa
 	}
 	var got float64
 	for _, p := range ps {
-		got += p.Metric("input_received")
+		got += p.Sightings()
 	}
 	if int64(got) != want {
 		return throughput{}, fmt.Errorf("the pipeline received %.0f events, want %d: events were lost or replayed", got, want)

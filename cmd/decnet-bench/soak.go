@@ -68,7 +68,7 @@ func (l *bench) scenarioSoak(ctx context.Context, o options, rep *report) error 
 	if _, err := l.WaitCommitted(ctx, "decnet-intel", 5*time.Minute); err != nil {
 		return err
 	}
-	if got := p.Metric("input_received"); int(got) != seq {
+	if got := p.Sightings(); int(got) != seq {
 		return fmt.Errorf("the pipeline received %.0f of %d events: lost or replayed", got, seq)
 	}
 	if len(samples) < 8 {

@@ -9,20 +9,26 @@ import (
 
 	"github.com/decnet/decnet-stream/internal/chtest"
 	"github.com/decnet/decnet-stream/internal/lab"
+	"github.com/decnet/decnet-stream/internal/providersim"
 )
 
 // The pipeline is killed with SIGKILL at random points and restarted, over
-// and over; then every attacker IP must be in ClickHouse and have an
-// enriched event on Kafka: loss = 0, duplicates only as at-least-once
-// allows (ClickHouse collapses them).
+// and over, with one provider in ten slower than max_wait for some IPs;
+// then every attacker IP must be in ClickHouse, and its newest row must be
+// its last enriched event on Kafka, with no event older than one before
+// it: loss = 0, duplicates only as at-least-once allows (ClickHouse
+// collapses them).
 func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 	events, uniqueIPs, kills := sized(10_000, 200_000), sized(1_000, 10_000), sized(4, 6)
 	l := newLab(t)
+	l.Sim.SetLatencyFunc(providersim.MixedLatency(time.Second)) // max_wait is 500ms here
 	pop := lab.Population{Set: 9, Size: uniqueIPs}
 	produce(t, l, pop, lab.HeavyTailed(pop, events, 11), 0)
 	table := l.Table()
-	// Killed members leave no goodbye: let the group notice them fast.
-	opts := pipelineOpts(table, "KAFKA_SESSION_TIMEOUT=6s", "KAFKA_REBALANCE_TIMEOUT=6s")
+	// Killed members leave no goodbye: let the group notice them fast. The
+	// refresh input polls every 2s, so rows left partial (providers busy)
+	// are completed without another sighting.
+	opts := pipelineOpts(table, "KAFKA_SESSION_TIMEOUT=6s", "KAFKA_REBALANCE_TIMEOUT=6s", "REFRESH_POLL_INTERVAL=2s")
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range kills {
@@ -30,7 +36,7 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 		// A random point of the run: once it has received between 5% and 25%
 		// of the events (a timer would miss a fast run altogether).
 		at := events/20 + rng.IntN(events/5)
-		if _, err := p.WaitMetric(context.Background(), "input_received", float64(at), 2*time.Minute); err != nil {
+		if _, err := p.WaitSightings(context.Background(), float64(at), 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		p.Kill() // SIGKILL: no drain, no commit
@@ -47,15 +53,27 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 	}
 	raw := chtest.Query(t, l.CH.DSN(), "SELECT count() FROM "+table)[0][0]
 	// … and an enriched event on Kafka.
-	perIP, total, _, err := l.EnrichedByIP(context.Background(), lab.EnrichedTopic)
+	answers, err := l.VerifyAnswersReachedRows(context.Background(), table)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(perIP) != uniqueIPs {
-		t.Fatalf("enriched events cover %d IPs, want %d: enrichments were lost", len(perIP), uniqueIPs)
+	// Rows left partial (every provider busy at its turn) are completed by
+	// the refresh, with no sighting to trigger it.
+	partial := "greynoise_status != 'ok' OR abuseipdb_status != 'ok' OR threatfox_status != 'ok'"
+	for deadline := time.Now().Add(2 * time.Minute); rowsOf(t, l, table, pop, partial) > 0; {
+		if time.Now().After(deadline) {
+			statuses := chtest.Query(t, l.CH.DSN(), "SELECT greynoise_status, abuseipdb_status, threatfox_status, count() FROM "+table+" FINAL GROUP BY greynoise_status, abuseipdb_status, threatfox_status")
+			t.Fatalf("%d rows still partial 2 minutes after the last sighting (statuses %v)", rowsOf(t, l, table, pop, partial), statuses)
+		}
+		time.Sleep(500 * time.Millisecond) // polling ClickHouse for the refresh's rows
 	}
-	t.Logf("%d events over %d IPs, %d SIGKILLs: 0 lost; %s attacker_intel rows before FINAL, %d enriched events (%.2f per IP)",
-		events, uniqueIPs, kills, raw, total, float64(total)/float64(uniqueIPs))
+	waitCommitted(t, l, time.Minute)
+	got, err := l.VerifyNewestRowsHaveTheirEvents(context.Background(), table, lab.EnrichedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d events over %d IPs, %d SIGKILLs: 0 lost: %d provider answers all in their rows, every newest row is its IP's last enriched event, no older event after a newer one; %s attacker_intel rows before FINAL, %d enriched events (%.2f per IP)",
+		events, uniqueIPs, kills, answers, raw, got.Events, float64(got.Events)/float64(uniqueIPs))
 }
 
 func mustAtoi(s string) int {

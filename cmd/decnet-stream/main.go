@@ -12,12 +12,7 @@ import (
 	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
 
 	"github.com/decnet/decnet-stream/internal/cli"
-	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
-	_ "github.com/decnet/decnet-stream/plugins/control"
-	_ "github.com/decnet/decnet-stream/plugins/dead_letter"
-	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
-	_ "github.com/decnet/decnet-stream/plugins/kafka"
-	_ "github.com/decnet/decnet-stream/plugins/topic_router"
+	_ "github.com/decnet/decnet-stream/plugins/all"
 )
 
 // Set at build time: -ldflags "-X main.version=… -X main.dateBuilt=…".

@@ -1,7 +1,23 @@
 // Package enrich is the engine behind the intel_enrich processor: a TTL'd
 // LRU of each IP's row, coalesced lookups, and a parallel fan-out to the
-// providers that never holds a caller past its wait. It is plain Go; the
-// processor translates Benthos messages to calls of Engine.Enrich.
+// providers. It is plain Go; the processor translates Benthos messages to
+// calls of the engine.
+//
+// Three calls serve three kinds of events:
+//
+//   - Sight answers a sighting from the cache, or says that its IP needs a
+//     lookup. It never waits: a repeat sighting costs a cache lookup.
+//   - Lookup makes sure each IP has a current row, asking the providers and
+//     waiting until every provider asked has answered or failed, and says
+//     which request carries the row out (Emit). A lookup request is what a
+//     missed sighting becomes: in the lookup stage of a split pipeline it
+//     arrives from its own topic; inline, it is the sighting itself.
+//   - Annotate (emit: all) waits at most MaxWait and annotates with what is
+//     known, the rest deferred.
+//
+// A row is emitted by exactly one request, or again by a redelivery of that
+// request (same carrier): so a crash between the row and its enriched event
+// publishes it again, and nothing else publishes an old row twice.
 package enrich
 
 import (
@@ -24,9 +40,9 @@ type Outcome string
 // Outcomes.
 const (
 	OutcomeHit       Outcome = "hit"       // from the cache
-	OutcomeMiss      Outcome = "miss"      // looked up now, complete
+	OutcomeMiss      Outcome = "miss"      // looked up now
 	OutcomeCoalesced Outcome = "coalesced" // shared another caller's lookup
-	OutcomePartial   Outcome = "partial"   // some provider deferred, failed or out of budget
+	OutcomePartial   Outcome = "partial"   // some provider failed, was deferred or is out of budget
 )
 
 // BudgetedProvider is a provider whose daily budget can be read, so that
@@ -44,7 +60,14 @@ type Config struct {
 	TTL         time.Duration // complete rows; default 24h
 	NegativeTTL time.Duration // rows with a provider to ask again; default 10m
 	Jitter      float64       // ± share of the TTL; default 0.05
-	MaxWait     time.Duration // default 2s
+	// MaxWait bounds how long a lookup waits for a provider's rate-limit
+	// token or slot (past it the provider is rate_limited in the row), and
+	// how long Annotate waits for a lookup. Default 2s.
+	MaxWait time.Duration
+	// RequestTTL is how long a sighting's lookup request counts as pending:
+	// later sightings of the IP send no request of their own meanwhile.
+	// Default 10m.
+	RequestTTL time.Duration
 	// BudgetReserve is the share of a daily budget kept for lookups with a
 	// priority of at least PriorityThreshold.
 	BudgetReserve     float64
@@ -74,7 +97,7 @@ func (nopObserver) ProviderResult(providers.Result) {}
 func (nopObserver) Deferred(string)                 {}
 func (nopObserver) Evicted()                        {}
 
-// entry is a cached row. Rows are never mutated once cached: an update
+// entry is a cached row. Entries are never mutated once cached: an update
 // replaces the entry, so readers need no lock.
 type entry struct {
 	// row is the full row, kept for partial rows (merged into later) and
@@ -83,11 +106,9 @@ type entry struct {
 	packed    aggregate.Compact
 	complete  bool // row.Complete(), computed once
 	expiresAt time.Time
-	// version counts the row's changes; Enrich reports a change when a
-	// caller sees a version it has not been told about.
-	version uint64
-	// carrier identifies the event that carried the latest change, so a
-	// redelivery of that event carries it again.
+	cachedAt  time.Time // the row's version
+	// carrier is the request that emitted this row (carried), so that a
+	// redelivery of it emits the row again.
 	carrier Carrier
 	carried bool
 	// encoded caches the row's JSON per variant (0: enrichment, 1: with
@@ -102,25 +123,30 @@ type Engine struct {
 	cache *expirable.LRU[netip.Addr, *entry]
 	obs   Observer
 
-	mu       sync.Mutex
-	inflight map[netip.Addr]*job
-	jobs     sync.WaitGroup
+	mu        sync.Mutex
+	inflight  map[netip.Addr]*job
+	requested map[netip.Addr]pendingRequest
+	sweepAt   int // len(requested) at which old requests are forgotten
+	jobs      sync.WaitGroup
+}
+
+// pendingRequest is a lookup request a sighting has sent and whose row has
+// not come back yet.
+type pendingRequest struct {
+	carrier Carrier
+	at      time.Time
 }
 
 // job is one IP's fan-out in progress, shared by every caller that needs
 // the IP meanwhile (request coalescing). It is singleflight's idea, kept by
-// hand because callers must also read the partial row of a job they stopped
-// waiting for; the fan-out goes on and fills the cache when done.
+// hand because Annotate reads the partial row of a job it stopped waiting
+// for; the fan-out goes on and fills the cache when done.
 type job struct {
-	result  *entry    // set before done is closed
-	started time.Time // wall clock: only compared with max_wait
+	result  *entry // set before done is closed
 	done    chan struct{}
 	mu      sync.Mutex
 	row     *aggregate.Row
 	waiting map[string]bool // providers not answered yet
-	// partialCarried is set once an event carried this job's partial row,
-	// so concurrent batches past max_wait do not each emit it.
-	partialCarried bool
 }
 
 // New builds an Engine.
@@ -140,13 +166,16 @@ func New(c Config) *Engine {
 	if c.MaxWait <= 0 {
 		c.MaxWait = 2 * time.Second
 	}
+	if c.RequestTTL <= 0 {
+		c.RequestTTL = 10 * time.Minute
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
-	e := &Engine{conf: c, obs: c.Observer, inflight: map[netip.Addr]*job{}}
+	e := &Engine{conf: c, obs: c.Observer, inflight: map[netip.Addr]*job{}, requested: map[netip.Addr]pendingRequest{}}
 	for _, p := range c.Providers {
 		e.names = append(e.names, p.Name())
 	}
@@ -182,20 +211,24 @@ type Request struct {
 // sighting far more than its cache lookup. Nil means priority 0 for all.
 type Priority func(k int) float64
 
-// Answer is what Enrich returns for one request.
+// Answer is what the engine says of one request.
 type Answer struct {
 	row     *aggregate.Row
 	ent     *entry
 	ip      netip.Addr
 	names   []string
 	Outcome Outcome
-	// Changed is true when this event should carry the row: it is new or
-	// updated, or this event is a redelivery of the one that carried it.
-	Changed bool
-	// Cached is true when the row came from the cache without a lookup
-	// (Outcome says hit, or partial for a cached partial row).
+	// Emit is true when this event carries the row out: the row is new, or
+	// this event is a redelivery of the one that carried it (Lookup); with
+	// Annotate, the event is annotated and Emit is always true.
+	Emit bool
+	// Cached is true when the row came from the cache without a lookup.
 	Cached bool
-	enc    *[2]atomic.Pointer[[]byte]
+	// Request is set by Sight when the IP has no current row and this
+	// sighting must send the lookup request; NoRow when it has none but a
+	// request is already on its way (the sighting needs nothing more).
+	Request, NoRow bool
+	enc            *[2]atomic.Pointer[[]byte]
 }
 
 // Row is the answer's row. A packed cached row is unpacked on each call:
@@ -232,104 +265,244 @@ func (a Answer) JSON(variant int, encode func(*aggregate.Row) ([]byte, error)) (
 	}
 	b, err := encode(a.Row())
 	if err == nil && a.Outcome == OutcomeHit {
-		// Only rows read again keep their encoding: a row emitted once (a
-		// change, under emit: changes) would otherwise hold it for nothing.
+		// Only rows read again keep their encoding: a row emitted once
+		// would otherwise hold it for nothing.
 		a.enc[variant].Store(&b)
 	}
 	return b, err
 }
 
-// Enrich answers a batch of requests, waiting at most MaxWait from now for
-// lookups. IPs repeated in the batch are looked up once, and only the first
-// event of an IP can carry a change.
-func (e *Engine) Enrich(ctx context.Context, reqs []Request, priority Priority) []Answer {
-	out := make([]Answer, len(reqs))
-	deadline := time.Now().Add(e.conf.MaxWait)
-	type pendingIP struct {
-		job     *job
-		first   int // index of the first request for this IP
-		outcome Outcome
+func (e *Engine) hit(ip netip.Addr, ent *entry) Answer {
+	a := Answer{ent: ent, ip: ip, names: e.names, Outcome: OutcomeHit, Cached: true, enc: ent.encoded}
+	if !ent.complete {
+		a.Outcome = OutcomePartial
 	}
-	var pending []*pendingIP
-	seen := make(map[netip.Addr]int, len(reqs))
-	now := e.conf.Now()
+	return a
+}
 
+// current is ip's cached entry when it is still valid at now.
+func (e *Engine) current(ip netip.Addr, now time.Time) (*entry, bool) {
+	ent, ok := e.cache.Get(ip)
+	if ok && now.Before(ent.expiresAt) {
+		return ent, true
+	}
+	return ent, false
+}
+
+// Sight answers sightings from the cache without ever waiting. An IP with a
+// current row is a hit (inline, the redelivered sighting that emitted it is
+// sent back to Lookup, to emit it again). One without is a miss; with requests set, the
+// sighting that first finds it so sends the lookup request (Request) and
+// later ones do not (NoRow) until the row comes back or RequestTTL passes,
+// except a redelivery of the sighting that sent it, which sends it again.
+// Without requests, every miss has Request set (the caller looks it up).
+func (e *Engine) Sight(reqs []Request, requests bool) []Answer {
+	out := make([]Answer, len(reqs))
+	now := e.conf.Now()
 	for i, r := range reqs {
-		if _, dup := seen[r.IP]; dup {
-			continue // resolved from the first request after the lookups
+		if ent, ok := e.current(r.IP, now); ok {
+			out[i] = e.hit(r.IP, ent)
+			// Inline, the sighting that emitted the row is its carrier: a
+			// redelivery of it is sent to Lookup, which emits it again.
+			out[i].Request = !requests && ent.carried && r.Carrier != (Carrier{}) && ent.carrier == r.Carrier
+			continue
 		}
-		seen[r.IP] = i
-		ent, ok := e.cache.Get(r.IP)
-		if ok && now.Before(ent.expiresAt) {
-			out[i] = Answer{ent: ent, ip: r.IP, names: e.names, Outcome: OutcomeHit, Changed: e.carries(r.IP, ent, r.Carrier), Cached: true, enc: ent.encoded}
-			if !ent.complete {
-				out[i].Outcome = OutcomePartial
-			}
+		out[i] = Answer{ip: r.IP, names: e.names, Outcome: OutcomeMiss}
+		if !requests {
+			out[i].Request = true
+			continue
+		}
+		e.mu.Lock()
+		p, pending := e.requested[r.IP]
+		switch {
+		case pending && now.Sub(p.at) < e.conf.RequestTTL:
+			out[i].Request = r.Carrier != (Carrier{}) && p.carrier == r.Carrier
+		default:
+			e.requested[r.IP] = pendingRequest{carrier: r.Carrier, at: now}
+			out[i].Request = true
+			e.sweepLocked(now)
+		}
+		e.mu.Unlock()
+		out[i].NoRow = !out[i].Request
+	}
+	return out
+}
+
+// sweepLocked forgets requests older than RequestTTL once there are many:
+// a request looked up elsewhere (another replica) never comes back here.
+// Call with mu held.
+func (e *Engine) sweepLocked(now time.Time) {
+	if len(e.requested) < max(e.sweepAt, 1024) {
+		return
+	}
+	for ip, p := range e.requested {
+		if now.Sub(p.at) >= e.conf.RequestTTL {
+			delete(e.requested, ip)
+		}
+	}
+	e.sweepAt = 2 * len(e.requested)
+}
+
+// Lookup makes sure each request's IP has a current row and says which
+// request emits it. An IP without a current row is looked up (coalesced
+// with any lookup of it already running, and with the batch's other
+// requests for it), asking every provider that has no current answer, and
+// waits until each has answered or failed: the row that comes out is the
+// whole answer, not a snapshot. An answer never gives way to a failure: a
+// provider that fails keeps its earlier answer, marked stale.
+//
+// Every request is checked against the row's carrier, repeats of an IP in
+// the batch included: a redelivered carrier emits the row again wherever it
+// sits in its batch.
+func (e *Engine) Lookup(reqs []Request, priority Priority) []Answer {
+	out := make([]Answer, len(reqs))
+	now := e.conf.Now()
+	jobs := map[netip.Addr]*job{}
+	outcome := map[netip.Addr]Outcome{}
+	for i, r := range reqs {
+		if _, started := jobs[r.IP]; started {
+			continue
+		}
+		if _, done := outcome[r.IP]; done {
+			continue
+		}
+		ent, ok := e.current(r.IP, now)
+		if ok {
+			outcome[r.IP] = OutcomeHit
 			continue
 		}
 		var prior *aggregate.Row
-		if ok && !ent.complete {
-			prior = ent.row // ask only the providers still pending
+		if ent != nil {
+			prior = e.rowOf(r.IP, ent) // its answers stay until new ones replace them
 		}
 		j, started := e.start(r.IP, prior, priority, i)
-		p := &pendingIP{job: j, first: i, outcome: OutcomeMiss}
+		jobs[r.IP] = j
+		outcome[r.IP] = OutcomeMiss
 		if !started {
-			p.outcome = OutcomeCoalesced
-			if !j.started.Add(e.conf.MaxWait).After(time.Now()) {
-				// Its first callers already gave up waiting: do not stall
-				// again, take what it has.
-				out[i] = Answer{row: j.snapshot(e.conf.Now(), e.conf.NegativeTTL), Outcome: OutcomePartial, Changed: j.claimPartial()}
-				continue
+			outcome[r.IP] = OutcomeCoalesced
+		}
+	}
+	// Every lookup ends by itself (provider timeouts, max_wait for tokens),
+	// and the request is acknowledged only with its row: so it is waited
+	// for even when ctx ends, rather than acknowledged with nothing.
+	for _, j := range jobs {
+		<-j.done
+	}
+	var evicted map[netip.Addr]bool // IPs of this batch whose new row left the cache already
+	for i, r := range reqs {
+		ent, ok := e.cache.Peek(r.IP)
+		var emit bool
+		if j := jobs[r.IP]; j != nil && (!ok || ent.cachedAt.Before(j.result.cachedAt)) {
+			// Evicted by the batch's own lookups (more IPs than the cache
+			// holds): the job's row, emitted by the first of its requests.
+			ent, ok = j.result, true
+			if evicted == nil {
+				evicted = map[netip.Addr]bool{}
+			}
+			emit = !ent.carried && !evicted[r.IP]
+			evicted[r.IP] = true
+		} else if ok {
+			emit = e.claim(r.IP, ent, r.Carrier)
+		}
+		if !ok {
+			out[i] = Answer{ip: r.IP, names: e.names, Outcome: OutcomePartial, NoRow: true}
+			continue
+		}
+		out[i] = Answer{ent: ent, ip: r.IP, names: e.names, Outcome: outcome[r.IP], enc: ent.encoded,
+			Cached: outcome[r.IP] == OutcomeHit, Emit: emit}
+		if !ent.complete {
+			out[i].Outcome = OutcomePartial
+		}
+	}
+	return out
+}
+
+func closed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// claim decides whether the request identified by carrier emits ent's row:
+// it is a redelivery of the request that emitted it, or nobody has emitted
+// this row yet and this request claims it. The claim is atomic, so
+// concurrent batches emit a row once, not once each.
+func (e *Engine) claim(ip netip.Addr, ent *entry, carrier Carrier) bool {
+	if ent.carried {
+		return carrier != (Carrier{}) && ent.carrier == carrier
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur, ok := e.cache.Peek(ip)
+	if !ok || cur.cachedAt.Before(ent.cachedAt) {
+		// Evicted before anyone emitted it (a batch of more IPs than the
+		// cache holds): the caller's own bookkeeping decides.
+		return false
+	}
+	if cur.carried {
+		return carrier != (Carrier{}) && cur.carrier == carrier
+	}
+	upd := *cur
+	upd.carrier, upd.carried = carrier, true
+	e.cache.Add(ip, &upd)
+	return true
+}
+
+// Annotate answers every request for emit: all: hits from the cache, misses
+// after at most MaxWait from now, with the providers that had not answered
+// by then deferred; their lookups go on and fill the cache.
+func (e *Engine) Annotate(ctx context.Context, reqs []Request, priority Priority) []Answer {
+	out := make([]Answer, len(reqs))
+	now := e.conf.Now()
+	deadline := time.NewTimer(e.conf.MaxWait)
+	defer deadline.Stop()
+	expired := false
+	jobs := map[netip.Addr]*job{}
+	outcome := map[netip.Addr]Outcome{}
+	for i, r := range reqs {
+		if ent, ok := e.current(r.IP, now); ok {
+			out[i] = e.hit(r.IP, ent)
+			out[i].Emit = true
+			continue
+		}
+		j, ok := jobs[r.IP]
+		if !ok {
+			var prior *aggregate.Row
+			if ent, ok := e.cache.Peek(r.IP); ok {
+				prior = e.rowOf(r.IP, ent)
+			}
+			var started bool
+			j, started = e.start(r.IP, prior, priority, i)
+			jobs[r.IP] = j
+			outcome[r.IP] = OutcomeMiss
+			if !started {
+				outcome[r.IP] = OutcomeCoalesced
 			}
 		}
-		pending = append(pending, p)
-	}
-
-	// Wait for the lookups, all together, until the shared deadline.
-	var timer *time.Timer
-	if len(pending) > 0 {
-		timer = time.NewTimer(max(time.Until(deadline), 0))
-		defer timer.Stop()
-	}
-	expired := false
-	for _, p := range pending {
-		i, ip := p.first, reqs[p.first].IP
 		if !expired {
 			select {
-			case <-p.job.done:
-			case <-timer.C:
+			case <-j.done:
+			case <-deadline.C:
 				expired = true
 			case <-ctx.Done():
 				expired = true
 			}
 		}
-		select {
-		case <-p.job.done:
-			ent := p.job.result
-			out[i] = Answer{ent: ent, ip: ip, names: e.names, Outcome: p.outcome, Changed: e.carries(ip, ent, reqs[i].Carrier), enc: ent.encoded}
+		if closed(j.done) {
+			ent := j.result
+			out[i] = Answer{ent: ent, ip: r.IP, names: e.names, Outcome: outcome[r.IP], enc: ent.encoded, Emit: true}
 			if !ent.complete {
 				out[i].Outcome = OutcomePartial
 			}
 			continue
-		default:
 		}
-		// Past max_wait: the fan-out goes on and fills the cache; this
-		// event carries what is known, with the rest marked deferred.
-		for _, name := range p.job.pendingNames() {
+		for _, name := range j.pendingNames() {
 			e.obs.Deferred(name)
 		}
-		out[i] = Answer{row: p.job.snapshot(e.conf.Now(), e.conf.NegativeTTL), Outcome: OutcomePartial, Changed: p.job.claimPartial()}
-	}
-
-	// Later events of an IP in this batch are repeats: same row, no change.
-	for i, r := range reqs {
-		if first := seen[r.IP]; first != i {
-			out[i] = out[first]
-			out[i].Changed, out[i].Cached = false, true
-			if out[i].Outcome != OutcomePartial {
-				out[i].Outcome = OutcomeHit
-			}
-		}
+		out[i] = Answer{row: j.snapshot(), ip: r.IP, names: e.names, Outcome: OutcomePartial, Emit: true}
 	}
 	return out
 }
@@ -344,51 +517,15 @@ func (j *job) pendingNames() []string {
 	return names
 }
 
-func (j *job) claimPartial() bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.partialCarried {
-		return false
-	}
-	j.partialCarried = true
-	return true
-}
-
 // snapshot is the job's row so far, with unanswered providers deferred.
-func (j *job) snapshot(now time.Time, negativeTTL time.Duration) *aggregate.Row {
+func (j *job) snapshot() *aggregate.Row {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	row := j.row.Clone()
 	for p := range j.waiting {
 		row.MarkDeferred(p)
 	}
-	// Stamped like any partial row. The stamp is the stored row's version
-	// (ReplacingMergeTree keeps the highest): left unset, it read as a
-	// version above every later one, and the complete row never replaced
-	// the deferred one in ClickHouse.
-	row.CachedAt = now.UTC()
-	row.ExpiresAt = now.Add(negativeTTL).UTC()
 	return row
-}
-
-// carries decides whether the event identified by carrier carries ent's
-// row: either it is a redelivery of the event that carried it, or nobody
-// has carried this version yet and this event claims it. The claim is
-// atomic, so concurrent batches emit one change, not one each.
-func (e *Engine) carries(ip netip.Addr, ent *entry, carrier Carrier) bool {
-	if ent.carried {
-		return carrier != (Carrier{}) && ent.carrier == carrier
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	cur, ok := e.cache.Peek(ip)
-	if !ok || cur.version != ent.version || cur.carried {
-		return ok && cur.carried && carrier != (Carrier{}) && cur.carrier == carrier
-	}
-	upd := *cur
-	upd.carrier, upd.carried = carrier, true
-	e.cache.Add(ip, &upd)
-	return true
 }
 
 // start returns the job looking ip up, starting one unless one is running
@@ -402,7 +539,7 @@ func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority Priority, k
 		e.mu.Unlock()
 		return j, false
 	}
-	j = &job{started: time.Now(), done: make(chan struct{}), waiting: map[string]bool{}}
+	j = &job{done: make(chan struct{}), waiting: map[string]bool{}}
 	if prior != nil {
 		j.row = prior.Clone()
 	} else {
@@ -419,9 +556,10 @@ func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority Priority, k
 	return j, true
 }
 
-// fetch asks the providers still pending for ip, all in parallel, merges
-// their answers into the prior row, caches the result and publishes it on
-// the job. It runs to completion even when every caller stopped waiting.
+// fetch asks the providers without a current answer for ip, all in
+// parallel, merges their answers into the prior row, caches the result and
+// publishes it on the job. It runs to completion even when every caller
+// stopped waiting.
 func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority float64) {
 	defer e.jobs.Done()
 	if prior == nil && e.conf.SecondLevel != nil {
@@ -444,18 +582,11 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 		}
 	}
 	j.mu.Lock()
-	ask := e.conf.Providers
-	if prior != nil {
-		pending := map[string]bool{}
-		for _, n := range prior.Pending() {
-			pending[n] = true
-		}
-		ask = nil
-		for _, p := range e.conf.Providers {
-			if pending[p.Name()] {
-				ask = append(ask, p)
-			}
-		}
+	ask := e.conf.Providers // a first lookup, or a complete row's refresh
+	if prior != nil && !prior.Complete() {
+		// A partial row: its pending providers, and the answered ones too
+		// once their answers are as old as a full TTL.
+		ask = e.dueOf(prior)
 	}
 	var run []providers.Provider
 	for _, p := range ask {
@@ -467,10 +598,11 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 		run = append(run, p)
 	}
 	j.mu.Unlock()
-	// A lookup may finish in the background, but may not queue behind a
-	// provider's rate limit past what a batch would wait: then it is
-	// rate_limited now and asked again after negative_ttl.
+	// A lookup may not queue behind a provider's rate limit longer than
+	// max_wait: then it is rate_limited now, and asked again after
+	// negative_ttl.
 	ctx := providers.WithAcquireDeadline(context.Background(), time.Now().Add(e.conf.MaxWait))
+	var answered atomic.Bool
 	var wg sync.WaitGroup
 	for _, p := range run {
 		wg.Add(1)
@@ -478,6 +610,9 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 			defer wg.Done()
 			res := p.Lookup(ctx, ip)
 			e.obs.ProviderResult(res)
+			if res.OK() {
+				answered.Store(true)
+			}
 			j.mu.Lock()
 			j.row.Merge(res)
 			delete(j.waiting, p.Name())
@@ -493,27 +628,88 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	if !e.conf.KeepRaw {
 		row.StripRaw()
 	}
-	row.CachedAt = now.UTC()
 	ttl := e.conf.TTL
 	if !row.Complete() {
 		ttl = e.conf.NegativeTTL
 	}
 	ttl = time.Duration(float64(ttl) * (1 + e.conf.Jitter*(2*rand.Float64()-1)))
+	if prior != nil && !answered.Load() && row.SameStatuses(prior) {
+		// Nothing new (every provider asked failed as before): the same
+		// row, asked again later. A new version would only repeat it.
+		e.extend(ip, j, now.Add(ttl))
+		return
+	}
+	// Versions (cached_at, in ns) of one IP only ever grow, so ClickHouse's
+	// ReplacingMergeTree keeps the newest even if the clock steps back.
+	row.CachedAt = now.UTC()
+	if prior != nil && !row.CachedAt.After(prior.CachedAt) {
+		row.CachedAt = prior.CachedAt.Add(time.Nanosecond)
+	}
 	row.ExpiresAt = now.Add(ttl).UTC()
 	e.finish(ip, j, e.newEntry(row, now.Add(ttl)))
+}
+
+// dueOf are the providers of a partial row to ask again: the pending ones,
+// and those whose answer is as old as a full TTL.
+func (e *Engine) dueOf(r *aggregate.Row) []providers.Provider {
+	pending := map[string]bool{}
+	for _, n := range r.Pending() {
+		pending[n] = true
+	}
+	old := e.conf.Now().Add(-e.conf.TTL)
+	var out []providers.Provider
+	for _, p := range e.conf.Providers {
+		if pending[p.Name()] || (r.Status.Of(p.Name()) == aggregate.StatusOK && r.AnsweredBefore(p.Name(), old)) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// extend keeps ip's row as it is, valid until expiresAt, after a lookup
+// that found nothing new.
+func (e *Engine) extend(ip netip.Addr, j *job, expiresAt time.Time) {
+	e.mu.Lock()
+	var ent *entry
+	if old, ok := e.cache.Peek(ip); ok {
+		upd := *old
+		upd.expiresAt = expiresAt
+		ent = &upd
+		e.cache.Add(ip, ent)
+	}
+	delete(e.inflight, ip)
+	delete(e.requested, ip)
+	e.mu.Unlock()
+	j.result = ent
+	if ent == nil { // evicted meanwhile: the job's row stands
+		j.mu.Lock()
+		row := j.row
+		j.mu.Unlock()
+		j.result = e.newEntry(row, expiresAt)
+		e.mu.Lock()
+		e.cache.Add(ip, j.result)
+		e.mu.Unlock()
+	}
+	close(j.done)
 }
 
 // finish caches a job's entry and publishes it to the job's waiters.
 func (e *Engine) finish(ip netip.Addr, j *job, ent *entry) {
 	e.mu.Lock()
-	if old, ok := e.cache.Peek(ip); ok {
-		ent.version = old.version + 1
-	}
 	e.cache.Add(ip, ent)
 	delete(e.inflight, ip)
+	delete(e.requested, ip)
 	e.mu.Unlock()
 	j.result = ent
 	close(j.done)
+}
+
+// rowOf is a cached entry's row, unpacked when packed.
+func (e *Engine) rowOf(ip netip.Addr, ent *entry) *aggregate.Row {
+	if ent.row != nil {
+		return ent.row
+	}
+	return ent.packed.Unpack(ip.String(), e.names)
 }
 
 // reserved reports whether p's last calls are kept for higher priorities.
@@ -527,8 +723,7 @@ func (e *Engine) reserved(p providers.Provider, priority float64) bool {
 }
 
 // Settle waits until every lookup still running in the background has
-// filled the cache, or ctx ends. Shutdown uses it so that answers already
-// paid for are not thrown away.
+// filled the cache, or ctx ends.
 func (e *Engine) Settle(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { e.jobs.Wait(); close(done) }()
@@ -542,10 +737,9 @@ func (e *Engine) Settle(ctx context.Context) error {
 
 // Preload puts a row read back from storage into the cache (warm start),
 // unless the IP is cached already. Its expiry is the stored one, and it
-// counts as carried by carrier: it was published before, so a first
-// sighting after a restart is a repeat, not a change — unless it is that
-// very record delivered again (the crash came between the row and the
-// enriched event), which publishes it again.
+// counts as carried by carrier: it was published before, so a new request
+// for it is redundant, while a redelivery of that very record (the crash
+// came between the row and the enriched event) publishes it again.
 func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row, carrier Carrier) {
 	if !e.conf.Now().Before(row.ExpiresAt) {
 		return
@@ -562,7 +756,7 @@ func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row, carrier Carrier) {
 
 // newEntry wraps a finished row for the cache, packing it when complete.
 func (e *Engine) newEntry(row *aggregate.Row, expiresAt time.Time) *entry {
-	ent := &entry{row: row, complete: row.Complete(), expiresAt: expiresAt, encoded: new([2]atomic.Pointer[[]byte])}
+	ent := &entry{row: row, complete: row.Complete(), expiresAt: expiresAt, cachedAt: row.CachedAt, encoded: new([2]atomic.Pointer[[]byte])}
 	if ent.complete && !e.conf.KeepRaw {
 		if packed, ok := row.Pack(); ok {
 			ent.row, ent.packed = nil, packed

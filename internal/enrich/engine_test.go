@@ -95,6 +95,12 @@ func (ps *providerServer) total(provider string) int {
 	return n
 }
 
+func (ps *providerServer) ipCalls(provider, ip string) int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.calls[provider][ip]
+}
+
 func (ps *providerServer) setFailing(provider string, on bool) {
 	ps.mu.Lock()
 	ps.failing[provider] = on
@@ -135,23 +141,23 @@ func reqs(n int, carrier string) []Request {
 }
 
 // 64 concurrent batches over the same 1,000 IPs make exactly one call per
-// IP to each per-IP provider, and one feed fetch.
+// IP to each per-IP provider, one feed fetch, and one emission per IP.
 func TestCoalescingOneCallPerIPPerProvider(t *testing.T) {
 	ps := newProviderServer(t)
 	e := New(Config{Providers: allProviders(ps), MaxWait: 30 * time.Second})
 	var wg sync.WaitGroup
-	var changed atomic.Int32
+	var emitted atomic.Int32
 	for b := 0; b < 64; b++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for _, a := range e.Enrich(context.Background(), reqs(1000, ""), nil) {
-				if a.Row() == nil || a.Row().AggregateVerdict != "malicious" {
+			for _, a := range e.Lookup(reqs(1000, fmt.Sprint("batch", b)), nil) {
+				if a.NoRow || a.Row().AggregateVerdict != "malicious" || !a.Row().Complete() {
 					t.Errorf("row %+v", a.Row())
 					return
 				}
-				if a.Changed {
-					changed.Add(1)
+				if a.Emit {
+					emitted.Add(1)
 				}
 			}
 		}()
@@ -173,49 +179,28 @@ func TestCoalescingOneCallPerIPPerProvider(t *testing.T) {
 	if got := ps.feedHits.Load(); got != 1 {
 		t.Errorf("feodo: %d feed fetches", got)
 	}
-	if changed.Load() != 1000 {
-		t.Errorf("%d events carried a change, want exactly one per IP (1,000)", changed.Load())
+	if emitted.Load() != 1000 {
+		t.Errorf("%d requests emitted a row, want exactly one per IP (1,000)", emitted.Load())
 	}
 }
 
-// A provider that does not answer does not hold the batch past max_wait;
-// its late answer reaches the cache and the next event's row.
-func TestSlowProviderIsDeferredAndFillsTheCacheLater(t *testing.T) {
+// Case 4 of the review: a lookup that outlives max_wait used to fill only
+// the cache, its answer published only if another event happened to come.
+// A lookup request now waits for every provider it asked: the row it emits
+// is the whole answer, paid for once, and nothing is left to publish later.
+func TestSlowProviderIsWaitedForNotDeferred(t *testing.T) {
 	ps := newProviderServer(t)
 	ps.hold = make(chan struct{})
-	e := New(Config{Providers: allProviders(ps), MaxWait: 100 * time.Millisecond})
-	ip := []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 1}}}
-
-	start := time.Now()
-	a := e.Enrich(context.Background(), ip, nil)[0]
-	if waited := time.Since(start); waited > 5*time.Second {
-		t.Fatalf("the batch waited %v for a held provider", waited)
+	e := New(Config{Providers: allProviders(ps), MaxWait: 50 * time.Millisecond})
+	got := make(chan Answer)
+	go func() { got <- e.Lookup([]Request{{IP: ipN(1), Carrier: Carrier{Topic: "l", Offset: 1}}}, nil)[0] }()
+	for ps.ipCalls(providers.NameGreyNoise, ipN(1).String()) == 0 {
+		time.Sleep(time.Millisecond) // polling the server for the held request
 	}
-	if a.Outcome != OutcomePartial || a.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusDeferred || !a.Changed {
-		t.Fatalf("first answer: %s, greynoise %q, changed %v", a.Outcome, a.Row().Status.Of(providers.NameGreyNoise), a.Changed)
-	}
-	if a.Row().Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
-		t.Fatalf("abuseipdb answered at once but is %q", a.Row().Status.Of(providers.NameAbuseIPDB))
-	}
-	// The partial row is stamped: its version must order before the
-	// complete row's, or ClickHouse keeps the partial one.
-	if a.Row().CachedAt.IsZero() || a.Row().ExpiresAt.IsZero() {
-		t.Fatalf("the deferred row is unstamped: cached_at %v, expires_at %v", a.Row().CachedAt, a.Row().ExpiresAt)
-	}
-
-	close(ps.hold) // the late answer arrives
-	if err := e.Settle(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	b := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 2}}}, nil)[0]
-	if b.Outcome != OutcomeHit || !b.Changed || b.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK || b.Row().GreyNoiseClassification == nil {
-		t.Fatalf("next sighting: %s changed=%v greynoise=%q", b.Outcome, b.Changed, b.Row().Status.Of(providers.NameGreyNoise))
-	}
-	if !b.Row().CachedAt.After(a.Row().CachedAt) {
-		t.Fatalf("the complete row (cached %v) does not order after the deferred one (%v)", b.Row().CachedAt, a.Row().CachedAt)
-	}
-	if c := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 3}}}, nil)[0]; c.Changed {
-		t.Fatal("a third sighting carried the same change again")
+	close(ps.hold) // answers well after max_wait
+	a := <-got
+	if !a.Emit || !a.Row().Complete() || a.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK || a.Row().GreyNoiseClassification == nil {
+		t.Fatalf("emit %v, statuses %v", a.Emit, a.Row().Status)
 	}
 	if ps.total(providers.NameGreyNoise) != 1 {
 		t.Fatalf("greynoise asked %d times", ps.total(providers.NameGreyNoise))
@@ -229,22 +214,63 @@ func TestFailedProviderRetriedAfterNegativeTTL(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
 	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: 24 * time.Hour, NegativeTTL: 10 * time.Minute, MaxWait: 10 * time.Second})
 	ps.setFailing(providers.NameAbuseIPDB, true)
-	a := e.Enrich(context.Background(), reqs(1, "c"), nil)[0]
-	if a.Row().Status.Of(providers.NameAbuseIPDB) != string(providers.ErrHTTPStatus) || a.Row().Complete() {
+	a := e.Lookup(reqs(1, "c"), nil)[0]
+	if a.Row().Status.Of(providers.NameAbuseIPDB) != string(providers.ErrHTTPStatus) || a.Row().Complete() || !a.Emit {
 		t.Fatalf("first: %v", a.Row().Status)
 	}
-	if e.Enrich(context.Background(), reqs(1, "d"), nil)[0].Changed {
-		t.Fatal("a cache hit within negative_ttl carried a change")
+	if e.Lookup(reqs(1, "d"), nil)[0].Emit {
+		t.Fatal("a request within negative_ttl emitted the row again")
 	}
 	ps.setFailing(providers.NameAbuseIPDB, false)
 	clock.Add(12 * time.Minute)
-	b := e.Enrich(context.Background(), reqs(1, "e"), nil)[0]
-	if !b.Changed || b.Row().AbuseIPDBScore == nil || *b.Row().AbuseIPDBScore != 37 || b.Row().GreyNoiseClassification == nil || !b.Row().Complete() {
-		t.Fatalf("after negative_ttl: changed=%v status=%v", b.Changed, b.Row().Status)
+	b := e.Lookup(reqs(1, "e"), nil)[0]
+	if !b.Emit || b.Row().AbuseIPDBScore == nil || *b.Row().AbuseIPDBScore != 37 || b.Row().GreyNoiseClassification == nil || !b.Row().Complete() {
+		t.Fatalf("after negative_ttl: emit=%v status=%v", b.Emit, b.Row().Status)
 	}
 	if ps.total(providers.NameAbuseIPDB) != 2 || ps.total(providers.NameGreyNoise) != 1 {
 		t.Fatalf("abuseipdb asked %d times (want 2), greynoise %d (want 1: only the failed one is asked again)",
 			ps.total(providers.NameAbuseIPDB), ps.total(providers.NameGreyNoise))
+	}
+}
+
+// Case 3 of the review: when a complete row expired and its refresh failed
+// (rate limit, budget, outage: routine on free tiers), the earlier answers
+// were dropped and a row with verdict "none" replaced the known one. A
+// failure never overwrites an answer: the refreshed row keeps each earlier
+// answer, marked stale, and its verdict.
+func TestFailedRefreshKeepsTheLastAnswers(t *testing.T) {
+	ps := newProviderServer(t)
+	clock := &fakeClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
+	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: time.Hour, NegativeTTL: 10 * time.Minute, MaxWait: 10 * time.Second})
+	first := e.Lookup(reqs(1, "a"), nil)[0].Row()
+	if first.AggregateVerdict != "malicious" || !first.Complete() {
+		t.Fatalf("first: %s %v", first.AggregateVerdict, first.Status)
+	}
+	clock.Add(2 * time.Hour) // expired
+	for _, p := range []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameThreatFox} {
+		ps.setFailing(p, true)
+	}
+	a := e.Lookup(reqs(1, "b"), nil)[0]
+	r := a.Row()
+	if !a.Emit || r.AggregateVerdict != "malicious" || r.GreyNoiseClassification == nil || *r.GreyNoiseClassification != "malicious" ||
+		r.AbuseIPDBScore == nil || *r.AbuseIPDBScore != 37 {
+		t.Fatalf("after a failed refresh: emit %v, verdict %s, columns %v %v", a.Emit, r.AggregateVerdict, r.GreyNoiseClassification, r.AbuseIPDBScore)
+	}
+	for _, p := range []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameThreatFox} {
+		if r.Status.Of(p) != aggregate.StatusStale {
+			t.Errorf("%s is %q, want stale", p, r.Status.Of(p))
+		}
+	}
+	if !r.CachedAt.After(first.CachedAt) || !r.GreyNoiseQueriedAt.Equal(*first.GreyNoiseQueriedAt) {
+		t.Fatalf("the stale answer's age is lost: queried %v, first %v", r.GreyNoiseQueriedAt, first.GreyNoiseQueriedAt)
+	}
+	// Still failing after negative_ttl: the same row, not a new version.
+	clock.Add(11 * time.Minute)
+	if b := e.Lookup(reqs(1, "c"), nil)[0]; b.Emit || !b.Row().CachedAt.Equal(r.CachedAt) {
+		t.Fatalf("an unchanged retry emitted (%v) a new version (%v, was %v)", b.Emit, b.Row().CachedAt, r.CachedAt)
+	}
+	if n := ps.total(providers.NameGreyNoise); n != 3 {
+		t.Fatalf("greynoise asked %d times, want 3 (first, refresh, retry)", n)
 	}
 }
 
@@ -254,12 +280,34 @@ func TestExpiredHotIPIsLookedUpAgain(t *testing.T) {
 	ps := newProviderServer(t)
 	clock := &fakeClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
 	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: time.Hour, MaxWait: 10 * time.Second})
-	for i := 0; i < 70; i++ { // a hit every minute for 70 minutes
-		e.Enrich(context.Background(), reqs(1, ""), nil)
+	for i := 0; i < 70; i++ { // a sighting every minute for 70 minutes
+		if a := e.Sight(reqs(1, "s"), false)[0]; a.Request {
+			e.Lookup(reqs(1, fmt.Sprint("l", i)), nil)
+		}
 		clock.Add(time.Minute)
 	}
 	if n := ps.total(providers.NameGreyNoise); n != 2 {
-		t.Fatalf("greynoise asked %d times in 70 minutes of hits with a 1h TTL (±5%%), want 2", n)
+		t.Fatalf("greynoise asked %d times in 70 minutes of sightings with a 1h TTL (±5%%), want 2", n)
+	}
+}
+
+// Versions (cached_at) of one IP only grow, even when the clock that made
+// the last one ran ahead (another replica's, read back by a warm start).
+func TestVersionsOfAnIPOnlyGrow(t *testing.T) {
+	ps := newProviderServer(t)
+	clock := &fakeClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
+	e := New(Config{Providers: allProviders(ps), Now: clock.Now, TTL: time.Hour, MaxWait: 10 * time.Second})
+	ahead := aggregate.NewRow(ipN(0).String(), e.Names())
+	for _, n := range e.Names() {
+		ahead.Restore(n, aggregate.StatusOK, providers.VerdictBenign)
+	}
+	ahead.CachedAt = clock.Now().Add(time.Hour)
+	ahead.ExpiresAt = clock.Now().Add(30 * time.Minute)
+	e.Preload(ipN(0), ahead, Carrier{Topic: "t", Offset: 1})
+	clock.Add(40 * time.Minute) // expired here, though stamped in the future
+	v2 := e.Lookup(reqs(1, "b"), nil)[0].Row().CachedAt
+	if !v2.After(ahead.CachedAt) {
+		t.Fatalf("the new version %v is not after the last one %v: ClickHouse would keep the old row", v2, ahead.CachedAt)
 	}
 }
 
@@ -267,7 +315,11 @@ func TestMaxEntriesBoundsTheCache(t *testing.T) {
 	ps := newProviderServer(t)
 	var evicted atomic.Int32
 	e := New(Config{Providers: allProviders(ps)[:1], MaxEntries: 100, MaxWait: 10 * time.Second, Observer: evictCounter{&evicted}})
-	e.Enrich(context.Background(), reqs(1000, ""), nil)
+	for _, a := range e.Lookup(reqs(1000, "t"), nil) {
+		if !a.Emit {
+			t.Fatal("a lookup whose entry was evicted by its own batch did not emit its row")
+		}
+	}
 	if e.Len() != 100 || evicted.Load() != 900 {
 		t.Fatalf("cache holds %d rows after 1,000 IPs with max_entries 100; %d evicted", e.Len(), evicted.Load())
 	}
@@ -279,22 +331,77 @@ func (evictCounter) ProviderResult(providers.Result) {}
 func (evictCounter) Deferred(string)                 {}
 func (c evictCounter) Evicted()                      { c.n.Add(1) }
 
-// A redelivered event that carried a change carries it again; repeats in a
-// batch and later sightings do not.
-func TestChangeCarriersUnderRedelivery(t *testing.T) {
+// A redelivered request that emitted a row emits it again; repeats in a
+// batch and later requests do not.
+func TestEmittersUnderRedelivery(t *testing.T) {
 	ps := newProviderServer(t)
 	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
 	batch := []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 10}}, {IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 11}}, {IP: ipN(2), Carrier: Carrier{Topic: "t", Partition: 1, Offset: 5}}}
-	got := e.Enrich(context.Background(), batch, nil)
-	if !got[0].Changed || got[1].Changed || !got[2].Changed {
-		t.Fatalf("first delivery changed = %v %v %v, want true false true", got[0].Changed, got[1].Changed, got[2].Changed)
+	got := e.Lookup(batch, nil)
+	if !got[0].Emit || got[1].Emit || !got[2].Emit {
+		t.Fatalf("first delivery emit = %v %v %v, want true false true", got[0].Emit, got[1].Emit, got[2].Emit)
 	}
-	again := e.Enrich(context.Background(), batch, nil) // the batch was nacked downstream
-	if !again[0].Changed || again[1].Changed || !again[2].Changed {
-		t.Fatalf("redelivery changed = %v %v %v, want true false true", again[0].Changed, again[1].Changed, again[2].Changed)
+	again := e.Lookup(batch, nil) // the batch was nacked downstream
+	if !again[0].Emit || again[1].Emit || !again[2].Emit {
+		t.Fatalf("redelivery emit = %v %v %v, want true false true", again[0].Emit, again[1].Emit, again[2].Emit)
 	}
-	if later := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 99}}}, nil); later[0].Changed {
-		t.Fatal("a later sighting carried an old change")
+	if later := e.Lookup([]Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Partition: 0, Offset: 99}}}, nil); later[0].Emit {
+		t.Fatal("a later request emitted an old row")
+	}
+}
+
+// Case 1 of the review: only the first request of each IP in a batch was
+// checked against the stored carrier, so a redelivered carrier behind an
+// earlier sighting of the same IP (batch [offset 40, offset 41 = carrier])
+// was taken for an in-batch repeat: the row was in ClickHouse, its
+// enriched event never published. Every request is checked now.
+func TestRedeliveredCarrierEmitsWhereverItSitsInItsBatch(t *testing.T) {
+	ps := newProviderServer(t)
+	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
+	row := aggregate.NewRow(ipN(1).String(), e.Names())
+	for _, n := range e.Names() {
+		row.Restore(n, aggregate.StatusOK, providers.VerdictMalicious)
+	}
+	row.ExpiresAt = time.Now().Add(time.Hour)
+	carrier := Carrier{Topic: "attacker.intel.lookup", Partition: 2, Offset: 41}
+	e.Preload(ipN(1), row, carrier) // the restart's warm start
+	got := e.Lookup([]Request{{IP: ipN(1), Carrier: Carrier{Topic: "attacker.intel.lookup", Partition: 2, Offset: 40}}, {IP: ipN(1), Carrier: carrier}}, nil)
+	if got[0].Emit || !got[1].Emit {
+		t.Fatalf("emit = %v %v, want the carrier (offset 41) to emit", got[0].Emit, got[1].Emit)
+	}
+	if ps.total(providers.NameGreyNoise) != 0 {
+		t.Fatal("a preloaded row was looked up")
+	}
+}
+
+// Sightings never wait. The first that misses sends the IP's lookup request,
+// later ones do not while it is on its way; a redelivery of the sighting
+// that sent it sends it again (its write may have failed), and so does a
+// sighting after request_ttl (the request may have been lost).
+func TestSightSendsOneRequestPerIP(t *testing.T) {
+	ps := newProviderServer(t)
+	clock := &fakeClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
+	e := New(Config{Providers: allProviders(ps), Now: clock.Now, RequestTTL: time.Minute, MaxWait: 10 * time.Second})
+	at := func(off int64) []Request { return []Request{{IP: ipN(1), Carrier: Carrier{Topic: "s", Offset: off}}} }
+	if a := e.Sight(at(1), true)[0]; !a.Request || a.Cached {
+		t.Fatalf("first sighting: %+v", a)
+	}
+	if a := e.Sight(at(2), true)[0]; a.Request || !a.NoRow {
+		t.Fatal("a second sighting sent another request")
+	}
+	if a := e.Sight(at(1), true)[0]; !a.Request {
+		t.Fatal("the redelivered requester did not send its request again")
+	}
+	clock.Add(2 * time.Minute)
+	if a := e.Sight(at(3), true)[0]; !a.Request {
+		t.Fatal("after request_ttl no request was sent")
+	}
+	e.Lookup(at(100), nil)
+	if a := e.Sight(at(4), true)[0]; a.Request || !a.Cached || a.Outcome != OutcomeHit {
+		t.Fatalf("after the lookup: %+v", a)
+	}
+	if ps.total(providers.NameGreyNoise) != 1 {
+		t.Fatal("sightings looked something up")
 	}
 }
 
@@ -306,16 +413,16 @@ func TestBudgetReserveKeepsLastCallsForPriority(t *testing.T) {
 		Limits: providers.Limits{DailyBudget: 10, Timeout: 10 * time.Second}}})
 	e := New(Config{Providers: []providers.Provider{gn}, BudgetReserve: 0.5, PriorityThreshold: 5, MaxWait: 10 * time.Second})
 	for i := 0; i < 10; i++ {
-		e.Enrich(context.Background(), []Request{{IP: ipN(i)}}, func(int) float64 { return 1 })
+		e.Lookup([]Request{{IP: ipN(i)}}, func(int) float64 { return 1 })
 	}
 	if n := ps.total(providers.NameGreyNoise); n != 5 {
 		t.Fatalf("low-priority lookups spent %d of 10, want 5 (half kept in reserve)", n)
 	}
-	low := e.Enrich(context.Background(), []Request{{IP: ipN(50)}}, func(int) float64 { return 1 })[0]
+	low := e.Lookup([]Request{{IP: ipN(50)}}, func(int) float64 { return 1 })[0]
 	if low.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusReserved {
 		t.Fatalf("low priority got %q", low.Row().Status.Of(providers.NameGreyNoise))
 	}
-	high := e.Enrich(context.Background(), []Request{{IP: ipN(51)}}, func(int) float64 { return 9 })[0]
+	high := e.Lookup([]Request{{IP: ipN(51)}}, func(int) float64 { return 9 })[0]
 	if high.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK {
 		t.Fatalf("high priority got %q", high.Row().Status.Of(providers.NameGreyNoise))
 	}
@@ -333,7 +440,6 @@ func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
 				r.Restore(n, aggregate.StatusOK, providers.VerdictBenign)
 			}
 		}
-		r.AggregateVerdict = "benign"
 		r.ExpiresAt = time.Now().Add(time.Hour)
 		return r
 	}
@@ -341,39 +447,16 @@ func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
 		SecondLevel: func(_ context.Context, ip netip.Addr) (*aggregate.Row, Carrier) {
 			return shared(ip, ip == ipN(1)), Carrier{Topic: "t", Offset: 1}
 		}})
-	got := e.Enrich(context.Background(), []Request{{IP: ipN(1)}, {IP: ipN(2)}}, nil)
-	if got[0].Changed || got[0].Verdict() != "benign" {
-		t.Fatalf("complete shared row: changed=%v verdict=%s", got[0].Changed, got[0].Verdict())
+	got := e.Lookup([]Request{{IP: ipN(1), Carrier: Carrier{Topic: "t", Offset: 7}}, {IP: ipN(2), Carrier: Carrier{Topic: "t", Offset: 8}}}, nil)
+	if got[0].Emit || got[0].Verdict() != "benign" {
+		t.Fatalf("complete shared row: emit=%v verdict=%s", got[0].Emit, got[0].Verdict())
 	}
-	if !got[1].Changed || got[1].Row().Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
+	if !got[1].Emit || got[1].Row().Status.Of(providers.NameAbuseIPDB) != aggregate.StatusOK {
 		t.Fatalf("partial shared row not completed: %v", got[1].Row().Status.Of(providers.NameAbuseIPDB))
 	}
 	if ps.total(providers.NameGreyNoise) != 0 || ps.total(providers.NameAbuseIPDB) != 1 {
 		t.Fatalf("providers asked: greynoise %d (want 0), abuseipdb %d (want 1, for the partial row)",
 			ps.total(providers.NameGreyNoise), ps.total(providers.NameAbuseIPDB))
-	}
-}
-
-// A preloaded row is not published again by a new sighting, but is by a
-// redelivery of the record that published it before the restart.
-func TestPreloadedRowRepublishesOnlyForItsCarrier(t *testing.T) {
-	ps := newProviderServer(t)
-	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
-	row := aggregate.NewRow(ipN(1).String(), e.Names())
-	for _, n := range e.Names() {
-		row.Restore(n, aggregate.StatusOK, providers.VerdictMalicious)
-	}
-	row.ExpiresAt = time.Now().Add(time.Hour)
-	carrier := Carrier{Topic: "attacker.observed", Partition: 2, Offset: 41}
-	e.Preload(ipN(1), row, carrier)
-	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: Carrier{Topic: "attacker.observed", Partition: 2, Offset: 99}}}, nil)[0]; a.Changed {
-		t.Fatal("a new sighting republished a preloaded row")
-	}
-	if a := e.Enrich(context.Background(), []Request{{IP: ipN(1), Carrier: carrier}}, nil)[0]; !a.Changed {
-		t.Fatal("the redelivered carrier did not republish")
-	}
-	if ps.total(providers.NameGreyNoise) != 0 {
-		t.Fatal("a preloaded row was looked up")
 	}
 }
 
@@ -384,13 +467,37 @@ func TestPriorityIsComputedOnlyForLookups(t *testing.T) {
 	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
 	asked := map[int]int{}
 	count := func(k int) float64 { asked[k]++; return 1 }
-	e.Enrich(context.Background(), []Request{{IP: ipN(1)}}, count)
+	e.Lookup([]Request{{IP: ipN(1)}}, count)
 	if asked[0] != 1 {
 		t.Fatalf("a miss computed its priority %d times, want 1", asked[0])
 	}
 	clear(asked)
-	e.Enrich(context.Background(), []Request{{IP: ipN(1)}, {IP: ipN(1)}, {IP: ipN(2)}}, count)
+	e.Lookup([]Request{{IP: ipN(1)}, {IP: ipN(1)}, {IP: ipN(2)}}, count)
 	if asked[0] != 0 || asked[1] != 0 || asked[2] != 1 {
 		t.Fatalf("priorities computed %v, want only the new IP's (index 2)", asked)
+	}
+}
+
+// emit: all never holds an event past max_wait: a provider that has not
+// answered is deferred in the annotation, and its late answer fills the
+// cache for the next event.
+func TestAnnotateDefersASlowProviderAndFillsTheCacheLater(t *testing.T) {
+	ps := newProviderServer(t)
+	ps.hold = make(chan struct{})
+	e := New(Config{Providers: allProviders(ps), MaxWait: 100 * time.Millisecond})
+	a := e.Annotate(context.Background(), reqs(1, "t"), nil)[0]
+	if a.Outcome != OutcomePartial || a.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusDeferred || !a.Emit {
+		t.Fatalf("first: %s, greynoise %q", a.Outcome, a.Row().Status.Of(providers.NameGreyNoise))
+	}
+	close(ps.hold)
+	if err := e.Settle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := e.Annotate(context.Background(), reqs(1, "t"), nil)[0]
+	if b.Outcome != OutcomeHit || b.Row().Status.Of(providers.NameGreyNoise) != aggregate.StatusOK {
+		t.Fatalf("next: %s greynoise=%q", b.Outcome, b.Row().Status.Of(providers.NameGreyNoise))
+	}
+	if ps.total(providers.NameGreyNoise) != 1 {
+		t.Fatalf("greynoise asked %d times", ps.total(providers.NameGreyNoise))
 	}
 }

@@ -6,6 +6,7 @@ package lab
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,6 +38,7 @@ var InputTopics = []string{"attacker.observed", "attacker.scored"}
 const (
 	EnrichedTopic = "attacker.intel.enriched"
 	DLQTopic      = "decnet.dlq"
+	LookupTopic   = "attacker.intel.lookup"
 	Partitions    = 6
 )
 
@@ -78,7 +81,7 @@ func (l *Lab) FreshBroker() error {
 
 func (l *Lab) startBroker(addr string) error {
 	b, err := broker.Start(broker.Config{Addr: addr, Partitions: Partitions, DataDir: l.BrokerDataDir,
-		Topics: append([]string{EnrichedTopic, DLQTopic, "attacker.intel.refresh", "bench.copy"}, InputTopics...)})
+		Topics: append([]string{EnrichedTopic, DLQTopic, LookupTopic, "bench.copy"}, InputTopics...)})
 	if err != nil {
 		return err
 	}
@@ -182,8 +185,8 @@ func (l *Lab) Total(ctx context.Context, topics ...string) (int64, error) {
 }
 
 // WaitCommitted waits until group has committed every record of the input
-// topics: for every partition that holds records, the committed offset is
-// its end offset. (A partition whose first record is stuck has no commit at
+// topics and of the lookup topic: for every partition that holds records,
+// the committed offset is its end offset. (A partition whose first record is stuck has no commit at
 // all: a lag computed from commits alone would not see it.)
 func (l *Lab) WaitCommitted(ctx context.Context, group string, within time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(within)
@@ -202,7 +205,18 @@ func (l *Lab) WaitCommitted(ctx context.Context, group string, within time.Durat
 }
 
 func (l *Lab) committedAll(ctx context.Context, group string) (bool, error) {
-	ends, err := l.Admin.ListEndOffsets(ctx, InputTopics...)
+	// The lookup topic too, when the group reads it: a sighting is
+	// committed once its lookup request is written, the request once its
+	// row and event are.
+	topics := InputTopics
+	described, err := l.Admin.DescribeGroups(ctx, group)
+	if err != nil {
+		return false, err
+	}
+	if slices.Contains(described.AssignedPartitions().Topics(), LookupTopic) {
+		topics = append([]string{LookupTopic}, InputTopics...)
+	}
+	ends, err := l.Admin.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return false, err
 	}
@@ -300,7 +314,13 @@ type RunOpts struct {
 	LogLevel string
 	// Debug serves /debug/pprof, for Goroutines.
 	Debug bool
+	// KafkaInput is the config path of the kafka_franz input; default
+	// config/pipeline.yaml's.
+	KafkaInput string
 }
+
+// PipelineKafkaInput is where config/pipeline.yaml's kafka_franz input sits.
+const PipelineKafkaInput = "input.broker.inputs.0.kafka_franz"
 
 // Start runs the binary with config against the Lab, with its own metrics
 // port and log file.
@@ -320,7 +340,7 @@ func (l *Lab) Start(o RunOpts) (*Process, error) {
 	args := []string{"run", "--log.level", level, "-s", fmt.Sprintf("http.address=127.0.0.1:%d", port), "-s", "metrics.json_api={}",
 		// Commits every 100ms instead of 5s, so "every offset committed" marks
 		// the end of the work, not the next commit tick.
-		"-s", "input.kafka_franz.commit_period=100ms"}
+		"-s", cmp.Or(o.KafkaInput, PipelineKafkaInput) + ".commit_period=100ms"}
 	if o.Debug {
 		args = append(args, "-s", "http.debug_endpoints=true")
 	}
@@ -367,9 +387,32 @@ func (p *Process) Kill() {
 // it once did, took CPU from the pipeline it was timing.
 const PollEvery = 20 * time.Millisecond
 
+// Sightings is how many records of the input topics (not the lookup
+// topic) the process has handed to its pipeline.
+func (p *Process) Sightings() float64 { return p.sightings("kafka_records_received") }
+
+// SightingsAcked is how many records of the input topics the process's
+// outputs have acknowledged: what its commits may cover.
+func (p *Process) SightingsAcked() float64 { return p.sightings("kafka_records_acked") }
+
+func (p *Process) sightings(metric string) float64 {
+	n := 0.0
+	for _, t := range InputTopics {
+		v := p.metric(metric, fmt.Sprintf("topic=%q", t))
+		if v < 0 {
+			return -1
+		}
+		n += v
+	}
+	return n
+}
+
 // Metric sums every series of name (any labels) on the process's json_api
 // metrics endpoint; -1 when the endpoint does not answer yet.
-func (p *Process) Metric(name string) float64 {
+func (p *Process) Metric(name string) float64 { return p.metric(name, "") }
+
+// metric sums the series of name whose labels contain label.
+func (p *Process) metric(name, label string) float64 {
 	resp, err := http.Get(p.metrics)
 	if err != nil {
 		return -1
@@ -381,7 +424,7 @@ func (p *Process) Metric(name string) float64 {
 	}
 	sum := 0.0
 	for k, v := range series {
-		if k == name || strings.HasPrefix(k, name+"{") {
+		if (k == name || strings.HasPrefix(k, name+"{")) && strings.Contains(k, label) {
 			if f, ok := v.(float64); ok {
 				sum += f
 			}
@@ -422,9 +465,18 @@ func (p *Process) Metrics() (string, error) {
 
 // WaitMetric polls until name reaches at least v and returns when it did.
 func (p *Process) WaitMetric(ctx context.Context, name string, v float64, within time.Duration) (time.Time, error) {
+	return p.waitFor(ctx, name, func() float64 { return p.Metric(name) }, v, within)
+}
+
+// WaitSightings polls until Sightings reaches at least v.
+func (p *Process) WaitSightings(ctx context.Context, v float64, within time.Duration) (time.Time, error) {
+	return p.waitFor(ctx, "sightings received", p.Sightings, v, within)
+}
+
+func (p *Process) waitFor(ctx context.Context, name string, read func() float64, v float64, within time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(within)
 	for {
-		if p.Metric(name) >= v {
+		if read() >= v {
 			return time.Now(), nil
 		}
 		select {
@@ -549,4 +601,118 @@ func (l *Lab) ResetSim(latency time.Duration) {
 	l.Sim.SetRate(0, 0)
 	l.Sim.Reset()
 	l.Sim.SetLatency(latency)
+}
+
+// Newest is what the invariant check found: per IP, the newest row and the
+// enriched events in the order Kafka holds them.
+type Newest struct {
+	IPs    int // IPs with a row
+	Events int // enriched events read
+}
+
+// VerifyNewestRowsHaveTheirEvents checks the invariant users rely on, not
+// a proxy for it ("some enriched event per IP"): for every IP of table
+// (rows FINAL, the newest version), the last enriched event on topic is
+// that row (same version, same verdict and provider answers), and no event
+// of an IP carries an older version than one published before it. A lost
+// complete-row event, or a stale partial one published after it, fails.
+func (l *Lab) VerifyNewestRowsHaveTheirEvents(ctx context.Context, table, topic string) (Newest, error) {
+	rows, err := chserver.Query(ctx, l.CH.DSN(), "SELECT attacker_ip, toString(version), aggregate_verdict, "+
+		"ifNull(greynoise_classification, 'null'), ifNull(toString(abuseipdb_score), 'null'), ifNull(toString(feodo_listed), 'null'), "+
+		"ifNull(toString(threatfox_listed), 'null') FROM "+table+" FINAL")
+	if err != nil {
+		return Newest{}, err
+	}
+	type event struct {
+		version int64
+		content string
+	}
+	last := map[string]event{}
+	var problems []string
+	n, err := l.ReadAll(ctx, topic, func(r *kgo.Record) {
+		p := gjson.GetBytes(r.Value, "payload")
+		ip := p.Get("attacker_ip").String()
+		at, err := time.Parse(time.RFC3339Nano, p.Get("cached_at").String())
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: an event without a cached_at: %s", ip, p.Raw))
+			return
+		}
+		e := event{version: at.UnixNano(), content: strings.Join([]string{
+			p.Get("aggregate_verdict").String(), orNull(p.Get("greynoise_classification")), orNull(p.Get("abuseipdb_score")),
+			boolNum(p.Get("feodo_listed")), boolNum(p.Get("threatfox_listed"))}, "|")}
+		if prev, ok := last[ip]; ok && e.version < prev.version && len(problems) < 20 {
+			problems = append(problems, fmt.Sprintf("%s: an event of version %d published after one of version %d", ip, e.version, prev.version))
+		}
+		last[ip] = e
+	})
+	if err != nil {
+		return Newest{}, err
+	}
+	for _, row := range rows {
+		ip := row[0]
+		version, _ := strconv.ParseInt(row[1], 10, 64)
+		want := strings.Join(row[2:], "|")
+		e, ok := last[ip]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s: its row (version %d) has no enriched event", ip, version))
+		case e.version != version:
+			problems = append(problems, fmt.Sprintf("%s: the last enriched event is version %d, the newest row %d", ip, e.version, version))
+		case e.content != want:
+			problems = append(problems, fmt.Sprintf("%s: the last enriched event says %s, the newest row %s", ip, e.content, want))
+		}
+		if len(problems) >= 20 {
+			break
+		}
+	}
+	if len(problems) > 0 {
+		return Newest{}, fmt.Errorf("%d IPs break the newest-row invariant, e.g. %s", len(problems), strings.Join(problems, "; "))
+	}
+	return Newest{IPs: len(rows), Events: int(n)}, nil
+}
+
+func orNull(r gjson.Result) string {
+	if !r.Exists() || r.Type == gjson.Null {
+		return "null"
+	}
+	return r.String()
+}
+
+// boolNum writes a JSON boolean as ClickHouse's UInt8 reads.
+func boolNum(r gjson.Result) string {
+	switch r.Type {
+	case gjson.True:
+		return "1"
+	case gjson.False:
+		return "0"
+	}
+	return "null"
+}
+
+// VerifyAnswersReachedRows checks that every answer the simulated providers
+// gave reached its IP's row in table: the provider's status there is ok
+// (or stale: answered, then failed on a refresh, the answer kept). An
+// answer paid for and never written, or overwritten by a failure, fails.
+func (l *Lab) VerifyAnswersReachedRows(ctx context.Context, table string) (answers int, err error) {
+	rows, err := chserver.Query(ctx, l.CH.DSN(), "SELECT attacker_ip, greynoise_status, abuseipdb_status, threatfox_status FROM "+table+" FINAL")
+	if err != nil {
+		return 0, err
+	}
+	status := map[string]map[string]string{}
+	for _, r := range rows {
+		status[r[0]] = map[string]string{providersim.GreyNoise: r[1], providersim.AbuseIPDB: r[2], providersim.ThreatFox: r[3]}
+	}
+	var lost []string
+	for _, p := range providersim.PerIP {
+		for _, ip := range l.Sim.Answered(p) {
+			answers++
+			if s := status[ip][p]; s != "ok" && s != "stale" && len(lost) < 10 {
+				lost = append(lost, fmt.Sprintf("%s answered %s, its row says %q", p, ip, s))
+			}
+		}
+	}
+	if len(lost) > 0 {
+		return answers, fmt.Errorf("answers never reached their rows: %s", strings.Join(lost, "; "))
+	}
+	return answers, nil
 }

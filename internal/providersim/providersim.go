@@ -70,15 +70,18 @@ type Server struct {
 	conf    Config
 	bodies  map[string][]byte
 	latency atomic.Int64
+	// spread, when set, gives each request its own latency instead.
+	spread atomic.Pointer[func(provider, ip string) time.Duration]
 
 	mu        sync.Mutex
 	faults    map[string]Fault
 	limiters  map[string]*rate.Limiter
-	perIP     map[string]map[string]int // provider → ip → requests answered
-	accepted  map[string]int            // answered within the rate limit
-	limited   map[string]int            // answered 429 by the rate limit
-	forbidden []string                  // addresses no provider may see
-	started   chan struct{}             // closed at the first request
+	perIP     map[string]map[string]int  // provider → ip → requests answered
+	answered  map[string]map[string]bool // provider → ip → answered without a fault
+	accepted  map[string]int             // answered within the rate limit
+	limited   map[string]int             // answered 429 by the rate limit
+	forbidden []string                   // addresses no provider may see
+	started   chan struct{}              // closed at the first request
 	startOnce sync.Once
 }
 
@@ -108,11 +111,13 @@ func Start(fsys fs.FS, conf Config) (*Server, error) {
 func (s *Server) Reset() {
 	s.mu.Lock()
 	s.perIP = map[string]map[string]int{}
+	s.answered = map[string]map[string]bool{}
 	s.accepted, s.limited = map[string]int{}, map[string]int{}
 	s.forbidden = nil
 	s.faults = map[string]Fault{}
 	for _, p := range append(PerIP, Feodo) {
 		s.perIP[p] = map[string]int{}
+		s.answered[p] = map[string]bool{}
 	}
 	perSecond, burst := s.conf.RatePerSecond, s.conf.Burst
 	s.mu.Unlock()
@@ -120,7 +125,33 @@ func (s *Server) Reset() {
 }
 
 // SetLatency changes every provider's latency.
-func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)) }
+func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)); s.spread.Store(nil) }
+
+// SetLatencyFunc gives each request the latency fn says for its provider
+// and IP (nil goes back to SetLatency's).
+func (s *Server) SetLatencyFunc(fn func(provider, ip string) time.Duration) {
+	if fn == nil {
+		s.spread.Store(nil)
+		return
+	}
+	s.spread.Store(&fn)
+}
+
+// MixedLatency is the held-out crash run's mix: every answer takes 20 to
+// 200 ms, and for one IP in ten one provider (GreyNoise) takes slow
+// instead, longer than a pipeline waits for a token.
+func MixedLatency(slow time.Duration) func(provider, ip string) time.Duration {
+	return func(provider, ip string) time.Duration {
+		h := fnv.New32a()
+		h.Write([]byte(ip))
+		v := h.Sum32()
+		if provider == GreyNoise && v%10 == 0 {
+			return slow
+		}
+		h.Write([]byte(provider))
+		return 20*time.Millisecond + time.Duration(h.Sum32()%180)*time.Millisecond
+	}
+}
 
 // SetRate changes every provider's rate limit (0: none) and refills it.
 func (s *Server) SetRate(perSecond float64, burst int) {
@@ -173,6 +204,18 @@ func (s *Server) PerIPCalls() (requests, ips int) {
 		}
 	}
 	return requests, len(seen)
+}
+
+// Answered lists the IPs provider answered (within its rate limit, without
+// a fault): each such answer must reach its IP's row.
+func (s *Server) Answered(provider string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.answered[provider]))
+	for ip := range s.answered[provider] {
+		out = append(out, ip)
+	}
+	return out
 }
 
 // Forbidden lists addresses a provider was asked about that none may see:
@@ -237,7 +280,11 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, provider, ip str
 		http.Error(w, "forbidden address", http.StatusBadRequest)
 		return
 	}
-	if d := time.Duration(s.latency.Load()); d > 0 {
+	d := time.Duration(s.latency.Load())
+	if fn := s.spread.Load(); fn != nil {
+		d = (*fn)(provider, ip)
+	}
+	if d > 0 {
 		select {
 		case <-time.After(d):
 		case <-r.Context().Done():
@@ -251,6 +298,9 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, provider, ip str
 		s.accepted[provider]++
 		if ip != "" {
 			s.perIP[provider][ip]++
+			if fault == FaultNone {
+				s.answered[provider][ip] = true
+			}
 		}
 	} else {
 		s.limited[provider]++

@@ -222,7 +222,7 @@ func TestCurrentEngineTakesEveryDDLVariantAndItsRows(t *testing.T) {
 				if got := e.query(chstore.LookupQuery(table, netip.MustParseAddr("45.0.0.3"))); got != "" {
 					t.Errorf("lookup of an expired row read %q", got)
 				}
-				// The refresh stream's query finds the expired and the partial row.
+				// The pipeline's refresh query finds the expired and the partial row.
 				if got := column(e.query(refreshQuery(t, table)), 0); !slices.Equal(got, []string{"45.0.0.3", "45.0.0.2"}) {
 					t.Errorf("refresh read %v", got)
 				}
@@ -309,7 +309,7 @@ func column(tsv string, i int) []string {
 	return out
 }
 
-// refreshQuery is config/streams/refresh.yaml's query, as its defaults
+// refreshQuery is config/pipeline.yaml's refresh query, as its defaults
 // render it, on table.
 func refreshQuery(t testing.TB, table string) string {
 	t.Helper()
@@ -317,19 +317,29 @@ func refreshQuery(t testing.TB, table string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(root, "config", "streams", "refresh.yaml"))
+	raw, err := os.ReadFile(filepath.Join(root, "config", "pipeline.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var conf struct {
 		Input struct {
-			Select struct {
-				Query string `yaml:"query"`
-			} `yaml:"clickhouse_select"`
+			Broker struct {
+				Inputs []struct {
+					Select struct {
+						Query string `yaml:"query"`
+					} `yaml:"clickhouse_select"`
+				} `yaml:"inputs"`
+			} `yaml:"broker"`
 		} `yaml:"input"`
 	}
 	if err := yaml.Unmarshal(raw, &conf); err != nil {
 		t.Fatal(err)
 	}
-	return strings.NewReplacer("${CLICKHOUSE_TABLE:attacker_intel}", table, "${REFRESH_BATCH:10000}", "10000").Replace(conf.Input.Select.Query)
+	for _, in := range conf.Input.Broker.Inputs {
+		if in.Select.Query != "" {
+			return strings.NewReplacer("${CLICKHOUSE_TABLE:attacker_intel}", table, "${REFRESH_BATCH:10000}", "10000").Replace(in.Select.Query)
+		}
+	}
+	t.Fatal("config/pipeline.yaml has no clickhouse_select input")
+	return ""
 }

@@ -14,6 +14,9 @@ import (
 const (
 	fIPPath            = "ip_path"
 	fIP                = "ip"
+	fIPMetadata        = "ip_metadata"
+	fLookupTopic       = "lookup_topic"
+	fRequestTTL        = "request_ttl"
 	fTarget            = "target"
 	fEmit              = "emit"
 	fIncludeRaw        = "include_raw"
@@ -92,6 +95,15 @@ func spec() *service.ConfigSpec {
 			service.NewBloblangField(fIP).
 				Description("A Bloblang mapping returning the IP, for shapes a path cannot reach. Costs a mapping per event; overrides `ip_path`.").
 				Optional().Advanced(),
+			service.NewStringField(fIPMetadata).
+				Description("Read the IP from this metadata key instead of the event: `decnet_key` after a `topic_router` route with `key_format: ip`, which has validated and canonicalised it. Costs no look into the event at all.").
+				Default("").Example("decnet_key"),
+			service.NewStringField(fLookupTopic).
+				Description("Split the work in two (see \"Two stages\" above): a sighting of an IP without a current row is let through with `intel_lookup: request` metadata, for the output to write to this topic keyed by IP, and events read back from it (`kafka_topic` metadata) are the lookup requests, looked up and emitted. Empty: a missed sighting is looked up inline, in its own batch.").
+				Default("").Example("attacker.intel.lookup"),
+			service.NewDurationField(fRequestTTL).
+				Description("With `lookup_topic`: how long a sent lookup request counts as on its way, so that later sightings of the IP send none of their own.").
+				Default("10m").Advanced(),
 			service.NewStringField(fTarget).
 				Description("Where in the event to write the enrichment.").
 				Default("intel"),
@@ -103,7 +115,7 @@ func spec() *service.ConfigSpec {
 				Description("Also write the providers' raw responses and query times (what the attacker_intel table stores). Cached rows then keep their raw responses, which costs memory.").
 				Default(false).Advanced(),
 			service.NewDurationField(fMaxWait).
-				Description("The longest a batch waits for lookups. A provider that has not answered by then is `deferred` in that row; its answer fills the cache for the IP's next sighting.").
+				Description("The longest a lookup waits for a provider's rate-limit token or concurrency slot: past it the provider is `rate_limited` in the row, asked again after `negative_ttl`. With `emit: all`, also the longest an event waits for its lookup (providers that have not answered are `deferred` in its annotation; their answers fill the cache).").
 				Default("2s"),
 			service.NewObjectField(fCache,
 				service.NewIntField(fMaxEntries).Description("Rows kept in memory (LRU).").Default(100000).

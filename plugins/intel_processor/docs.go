@@ -1,50 +1,67 @@
 package intel_processor
 
 const descriptionText = `
-DECNET enriches IPs, not events. For each attacker event the processor reads the IP (a plain JSON path,
-no decoding of the event), and answers from an in-process cache when it can: a repeat sighting costs a
-cache lookup. Missing IPs are looked up in every enabled provider in parallel, within each provider's
-limits; a batch never waits longer than ` + "`max_wait`" + `.
+DECNET enriches IPs, not events. For each attacker event the processor reads the IP (from metadata with
+` + "`ip_metadata`" + `, or a plain JSON path: no decoding of the event) and answers from an in-process cache when
+it can: a repeat sighting costs a cache lookup and is dropped (acknowledged).
+
+### Two stages
+
+With ` + "`lookup_topic`" + ` (as config/pipeline.yaml runs it) the work is split so that repeat sightings never
+wait on new attackers. A sighting of an IP without a current row leaves the processor untouched, marked
+` + "`intel_lookup: request`" + `, for the output to write to the lookup topic keyed by IP; it is acknowledged as
+soon as Kafka has it, and later sightings of the IP send no request of their own while it is on its way
+(` + "`request_ttl`" + `). Events read back from the lookup topic are the lookup requests: each IP is looked up
+(coalesced with any lookup of it already running), every provider asked answers or fails before the row
+is emitted, and the request is acknowledged once the outputs have the row. Read that topic with
+` + "`ordered_topics`" + ` on the ` + "`kafka_franz`" + ` input (one batch per partition at a time) and co-partition it with the
+sightings (equal partition counts, ` + "`group_balancer: range`" + `): an IP's sightings and requests then meet in
+one replica's cache, and its rows and events leave in the order they were made.
+
+Without ` + "`lookup_topic`" + ` a missed sighting is its own lookup request, looked up in its batch.
 
 ### What comes out
 
-With ` + "`emit: changes`" + ` (the default) only events whose IP got a new or updated enrichment leave the
-processor — the first sighting, the first after expiry, the first after a deferred provider filled in —
-each with the enrichment at ` + "`target`" + `; every other event is dropped (acknowledged) after its cache
-hit, so millions of repeat sightings write nothing. With ` + "`emit: all`" + ` every event leaves, enriched.
+With ` + "`emit: changes`" + ` (the default) only events that carry a new or updated row leave, with the row at
+` + "`target`" + `: one per enrichment, so millions of repeat sightings write nothing. A row is emitted by exactly
+one request, even when batches run concurrently; if that request is delivered again (its batch was nacked
+downstream, or the process crashed between the row and the enriched event), it emits the row again: the
+processor remembers which record (topic, partition, offset) emitted each IP's row, and a warm start reads
+it back from ClickHouse. A lookup that found nothing new (every provider asked failed as before) makes no
+new version. With ` + "`emit: all`" + ` every event leaves, enriched, waiting at most ` + "`max_wait`" + ` for its lookup.
 
-Each change is carried by exactly one event, even when batches run concurrently. If that event is
-delivered again (its batch was nacked downstream: ClickHouse down, a Kafka write failed) it carries the
-change again: the processor remembers which record (topic, partition, offset) carried each IP's change.
+Metadata: ` + "`intel_verdict`" + ` (the aggregate verdict), ` + "`intel_cache`" + ` (` + "`hit`" + `, ` + "`miss`" + `, ` + "`coalesced`" + `,
+` + "`partial`" + `) and, on a lookup request, ` + "`intel_lookup`" + `.
 
-Metadata: ` + "`intel_verdict`" + ` (the aggregate verdict) and ` + "`intel_cache`" + ` (` + "`hit`" + `, ` + "`miss`" + `,
-` + "`coalesced`" + `, ` + "`partial`" + `).
-
-### Caching and coalescing
+### Caching, coalescing and failures
 
 Expiry is fixed from when the answer was fetched (a hot IP is still re-checked), with jitter. Complete
-rows live ` + "`cache.ttl`" + `; rows where a provider failed, was deferred or ran out of budget live
-` + "`cache.negative_ttl`" + `, and then only those providers are asked again, their answers merged without
-clobbering earlier good ones. Batches that need the same IP at the same time share one lookup: provider
-calls per unique IP per TTL window are one per provider, whatever the concurrency.
+rows live ` + "`cache.ttl`" + `; rows where a provider failed, was rate-limited, ran out of budget or is stale live
+` + "`cache.negative_ttl`" + `, and then those providers are asked again. A failure never overwrites an answer:
+a provider that answered before and fails now keeps its answer, marked ` + "`stale`" + ` (its ` + "`queried_at`" + ` says
+how old), so an expired row whose refresh fails keeps its verdict. Requests that need the same IP at the
+same time share one lookup: provider calls per unique IP per TTL window are one per provider, whatever the
+concurrency.
 
 ### Never stalling
 
-A provider that has not answered by ` + "`max_wait`" + ` is ` + "`deferred`" + ` in the row; its lookup goes on in the
-background and fills the cache. Rate-limited and over-budget providers answer at once
-(` + "`rate_limited`" + `, ` + "`quota_exhausted`" + `), so cache hits keep their pace while misses are slow.
+A lookup waits at most ` + "`max_wait`" + ` for a provider's rate-limit token or slot (then the provider is
+` + "`rate_limited`" + ` in the row, asked again after ` + "`negative_ttl`" + `); over-budget providers answer at once
+(` + "`quota_exhausted`" + `). Only lookup requests wait on providers: sightings never do.
 
 ### Bad input
 
 An event without a valid IP is flagged with an error and ` + "`decnet_error: invalid_ip`" + ` (not dropped), for
-the dead-letter route. Private, loopback, link-local, CGNAT, multicast, documentation, benchmarking and
-reserved addresses and ` + "`never_query`" + ` networks pass through with no lookup and ` + "`intel_skipped`" + `
-metadata saying why. Only a validated, canonical address ever reaches a provider's URL or body.
+the dead-letter route. Only global unicast addresses may reach a provider (an allow-list): private,
+loopback, link-local, CGNAT, multicast, documentation, benchmarking, reserved and IPv4-embedding IPv6
+addresses and ` + "`never_query`" + ` networks pass through with no lookup and ` + "`intel_skipped`" + ` metadata saying
+why. Only a validated, canonical address ever reaches a provider's URL or body.
 
 ### Metrics
 
-` + "`intel_cache_hits`" + `, ` + "`intel_cache_misses`" + `, ` + "`intel_cache_coalesced`" + `, ` + "`intel_cache_partial`" + `,
-` + "`intel_cache_evictions`" + `, ` + "`intel_provider_requests{provider}`" + `, ` + "`intel_provider_errors{provider,kind}`" + `,
+` + "`intel_cache_hits`" + `, ` + "`intel_cache_misses`" + `, ` + "`intel_cache_partial`" + ` (sightings), ` + "`intel_lookup_requests`" + `,
+` + "`intel_lookups`" + `, ` + "`intel_cache_coalesced`" + `, ` + "`intel_enriched`" + ` (rows emitted), ` + "`intel_cache_evictions`" + `,
+` + "`intel_provider_requests{provider}`" + `, ` + "`intel_provider_errors{provider,kind}`" + `,
 ` + "`intel_provider_latency_ns{provider}`" + `, ` + "`intel_provider_budget_remaining{provider}`" + `,
 ` + "`intel_deferred{provider}`" + `, ` + "`intel_skipped{reason}`" + `, ` + "`intel_invalid_ip`" + `.
 `

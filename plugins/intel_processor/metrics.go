@@ -10,7 +10,8 @@ import (
 // metrics are the processor's counters, named like Benthos' own.
 type metrics struct {
 	hits, misses, coalesced, partial, evictions *service.MetricCounter
-	requests, errors, deferred, skipped         *service.MetricCounter
+	requests, lookedUp, emitted                 *service.MetricCounter
+	calls, errors, deferred, skipped            *service.MetricCounter
 	invalid                                     *service.MetricCounter
 	latency                                     *service.MetricTimer
 	budget                                      *service.MetricGauge
@@ -24,7 +25,10 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 		coalesced: m.NewCounter("intel_cache_coalesced"),
 		partial:   m.NewCounter("intel_cache_partial"),
 		evictions: m.NewCounter("intel_cache_evictions"),
-		requests:  m.NewCounter("intel_provider_requests", "provider"),
+		requests:  m.NewCounter("intel_lookup_requests"),
+		lookedUp:  m.NewCounter("intel_lookups"),
+		emitted:   m.NewCounter("intel_enriched"),
+		calls:     m.NewCounter("intel_provider_requests", "provider"),
 		errors:    m.NewCounter("intel_provider_errors", "provider", "kind"),
 		deferred:  m.NewCounter("intel_deferred", "provider"),
 		skipped:   m.NewCounter("intel_skipped", "reason"),
@@ -41,47 +45,72 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 	return mt
 }
 
-// outcomes counts a batch's enriched events, in the metrics and the
-// heartbeat's process-wide counters alike: tallied first, then added once
-// per counter, so a batch of repeat sightings costs a few atomic adds.
-func (m *metrics) outcomes(answers []enrich.Answer) {
-	var hits, misses, coalesced, partial, cached, partialLookups, changes int64
+// sightings counts a batch's sightings (and emit: all's annotated events),
+// in the metrics and the heartbeat's process-wide counters alike: tallied
+// first, then added once per counter, so a batch of repeat sightings costs
+// a few atomic adds.
+func (m *metrics) sightings(answers []enrich.Answer) {
+	var hits, partial, misses, requests, emitted int64
 	for _, a := range answers {
-		switch a.Outcome {
-		case enrich.OutcomeHit:
-			hits++
-		case enrich.OutcomeMiss:
-			misses++
-		case enrich.OutcomeCoalesced:
-			coalesced++
-		case enrich.OutcomePartial:
+		switch {
+		case a.Cached && a.Outcome == enrich.OutcomePartial:
 			partial++
-			if !a.Cached {
-				partialLookups++
-			}
+		case a.Cached:
+			hits++
+		default:
+			misses++
 		}
-		if a.Cached {
-			cached++
+		if a.Request {
+			requests++
 		}
-		if a.Changed {
-			changes++
+		if a.Emit && !a.Cached {
+			emitted++
 			countVerdict(a.Verdict())
 		}
 	}
-	for _, c := range []struct {
-		n int64
-		m *service.MetricCounter
-	}{{hits, m.hits}, {misses, m.misses}, {coalesced, m.coalesced}, {partial, m.partial}} {
-		if c.n > 0 {
-			c.m.Incr(c.n)
+	add(m.hits, hits)
+	add(m.partial, partial)
+	add(m.misses, misses)
+	add(m.requests, requests)
+	stats.events.Add(int64(len(answers)))
+	stats.hits.Add(hits + partial)
+	stats.misses.Add(misses)
+	stats.requests.Add(requests)
+	stats.changes.Add(emitted)
+}
+
+// lookups counts a batch's lookup requests: looked up (or coalesced onto a
+// running lookup), redundant (the row was current), and emitted.
+func (m *metrics) lookups(answers []enrich.Answer) {
+	var looked, coalesced, partial, emitted int64
+	for _, a := range answers {
+		switch a.Outcome {
+		case enrich.OutcomeMiss:
+			looked++
+		case enrich.OutcomeCoalesced:
+			coalesced++
+		}
+		if a.Outcome == enrich.OutcomePartial && !a.Cached {
+			partial++
+		}
+		if a.Emit {
+			emitted++
+			countVerdict(a.Verdict())
 		}
 	}
-	stats.events.Add(int64(len(answers)))
-	stats.hits.Add(cached) // served from the cache, complete or partial
-	stats.misses.Add(misses)
+	add(m.lookedUp, looked)
+	add(m.coalesced, coalesced)
+	add(m.emitted, emitted)
+	stats.lookups.Add(looked)
 	stats.coalesced.Add(coalesced)
-	stats.partial.Add(partialLookups)
-	stats.changes.Add(changes)
+	stats.partial.Add(partial)
+	stats.changes.Add(emitted)
+}
+
+func add(c *service.MetricCounter, n int64) {
+	if n > 0 {
+		c.Incr(n)
+	}
 }
 
 // skip counts an IP passed through without a lookup.
@@ -99,7 +128,7 @@ func (m *metrics) invalidIP() {
 func (m *metrics) ProviderResult(res providers.Result) {
 	countProvider(res)
 	if res.ErrKind != providers.ErrSkipped && res.ErrKind != providers.ErrDisabled {
-		m.requests.Incr(1, res.Provider)
+		m.calls.Incr(1, res.Provider)
 		m.latency.Timing(res.Latency.Nanoseconds(), res.Provider)
 	}
 	if !res.OK() {

@@ -31,6 +31,10 @@ const (
 	MetaCache   = "intel_cache"
 	MetaSkipped = "intel_skipped"
 	MetaError   = "decnet_error"
+	// MetaLookup marks a sighting whose IP has no current row: the output
+	// sends it to the lookup topic as the lookup request.
+	MetaLookup    = "intel_lookup"
+	lookupRequest = "request"
 
 	reasonInvalidIP = "invalid_ip"
 )
@@ -46,10 +50,15 @@ func init() {
 }
 
 type processor struct {
-	ipPath    string
-	ipMapping *bloblang.Executor
-	priority  *bloblang.Executor
-	target    string
+	ipPath     string
+	ipMetadata string
+	// lookupTopic, when set, splits the work: sightings of IPs without a
+	// current row leave as lookup requests for this topic, and events read
+	// from it are the requests, looked up and emitted.
+	lookupTopic string
+	ipMapping   *bloblang.Executor
+	priority    *bloblang.Executor
+	target      string
 	// quotedTarget is `"target"` when target is a plain top-level key.
 	quotedTarget []byte
 	emitAll      bool
@@ -74,6 +83,12 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 			return nil, err
 		}
 	}
+	if p.ipMetadata, err = conf.FieldString(fIPMetadata); err != nil {
+		return nil, err
+	}
+	if p.lookupTopic, err = conf.FieldString(fLookupTopic); err != nil {
+		return nil, err
+	}
 	if conf.Contains(fPriority) {
 		if p.priority, err = conf.FieldBloblang(fPriority); err != nil {
 			return nil, err
@@ -93,6 +108,9 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 		return nil, err
 	}
 	p.emitAll = emit == emitAll
+	if p.emitAll && p.lookupTopic != "" {
+		return nil, fmt.Errorf("%s: emit: all annotates events in place; it takes no %s", fLookupTopic, fLookupTopic)
+	}
 	if p.includeRaw, err = conf.FieldBool(fIncludeRaw); err != nil {
 		return nil, err
 	}
@@ -128,6 +146,9 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	}
 	ec := enrich.Config{Providers: provs, KeepRaw: p.includeRaw}
 	if ec.MaxWait, err = conf.FieldDuration(fMaxWait); err != nil {
+		return nil, err
+	}
+	if ec.RequestTTL, err = conf.FieldDuration(fRequestTTL); err != nil {
 		return nil, err
 	}
 	cache := conf.Namespace(fCache)
@@ -213,24 +234,19 @@ func (p *processor) warmStart(conf *service.ParsedConfig, limit int) {
 	p.log.Infof("intel_enrich: warm start loaded %d unexpired rows from %s", loaded, table)
 }
 
-// ProcessBatch reads each event's IP without decoding the event, enriches
-// the batch in one engine call, and lets through what `emit` says.
+// ProcessBatch reads each event's IP without decoding the event and sends
+// it down one of three paths: sightings are answered from the cache (a miss
+// becomes a lookup request, or, inline, a lookup), lookup requests wait for
+// their row and emit it, and with emit: all every event is annotated.
 func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
-	reqs := make([]enrich.Request, 0, len(batch))
-	index := make([]int, 0, len(batch)) // reqs[k] is for batch[index[k]]
+	var sightings, lookups requests
 	keep := make([]bool, len(batch))
 	for i, msg := range batch {
 		if msg.GetError() != nil {
 			keep[i] = true // refused upstream: keep its reason for the dead letter
 			continue
 		}
-		raw, err := msg.AsBytes()
-		if err != nil {
-			p.refuse(msg, err)
-			keep[i] = true
-			continue
-		}
-		ipStr, err := p.ipOf(msg, raw)
+		ipStr, err := p.ipOf(msg)
 		if err != nil {
 			p.refuse(msg, err)
 			keep[i] = true
@@ -249,31 +265,45 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			keep[i] = true
 			continue
 		}
-		reqs = append(reqs, enrich.Request{IP: ip, Carrier: carrierOf(msg)})
-		index = append(index, i)
+		r, isLookup := p.request(msg, ip)
+		if isLookup {
+			lookups.add(r, i)
+		} else {
+			sightings.add(r, i)
+		}
 	}
-	if len(reqs) > 0 {
-		var priority enrich.Priority
-		if p.priority != nil {
-			priority = func(k int) float64 {
-				v, err := queryValue(batch[index[k]], p.priority)
-				if err != nil {
-					return 0
-				}
-				return toFloat(v)
+
+	if p.emitAll {
+		answers := p.engine.Annotate(ctx, sightings.reqs, p.priorityOf(batch, sightings.index))
+		p.metrics.sightings(answers)
+		for k, a := range answers {
+			p.emit(batch[sightings.index[k]], a, sightings.reqs[k].Carrier)
+			keep[sightings.index[k]] = true
+		}
+	} else if len(sightings.reqs) > 0 {
+		answers := p.engine.Sight(sightings.reqs, p.lookupTopic != "")
+		p.metrics.sightings(answers)
+		for k, a := range answers {
+			i := sightings.index[k]
+			switch {
+			case !a.Request: // a repeat sighting, or its lookup is on its way
+			case p.lookupTopic != "":
+				batch[i].MetaSetMut(MetaLookup, lookupRequest)
+				keep[i] = true
+			default: // inline: this sighting is its own lookup request
+				lookups.add(sightings.reqs[k], i)
 			}
 		}
-		answers := p.engine.Enrich(ctx, reqs, priority)
-		p.metrics.outcomes(answers)
+	}
+	if len(lookups.reqs) > 0 {
+		answers := p.engine.Lookup(lookups.reqs, p.priorityOf(batch, lookups.index))
+		p.metrics.lookups(answers)
 		for k, a := range answers {
-			i := index[k]
-			if !p.emitAll && !a.Changed {
-				continue // a repeat sighting: acknowledged with the batch, not emitted
+			if a.Emit {
+				i := lookups.index[k]
+				p.emit(batch[i], a, lookups.reqs[k].Carrier)
+				keep[i] = true
 			}
-			if err := p.write(batch[i], a, reqs[k].Carrier); err != nil {
-				p.refuse(batch[i], err)
-			}
-			keep[i] = true
 		}
 	}
 	out := make(service.MessageBatch, 0, len(batch))
@@ -288,7 +318,54 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 	return []service.MessageBatch{out}, nil
 }
 
-func (p *processor) ipOf(msg *service.Message, raw []byte) (string, error) {
+// requests are the engine requests of a batch and, for each, its message's
+// position.
+type requests struct {
+	reqs  []enrich.Request
+	index []int
+}
+
+func (rs *requests) add(r enrich.Request, i int) {
+	rs.reqs = append(rs.reqs, r)
+	rs.index = append(rs.index, i)
+}
+
+// request is msg's engine request, and whether msg is a lookup request (it
+// came from the lookup topic) rather than a sighting.
+func (p *processor) request(msg *service.Message, ip netip.Addr) (enrich.Request, bool) {
+	c := carrierOf(msg)
+	return enrich.Request{IP: ip, Carrier: c}, p.lookupTopic != "" && c.Topic == p.lookupTopic
+}
+
+// priorityOf runs the priority mapping over the event of a lookup that
+// starts (and only then: see enrich.Priority).
+func (p *processor) priorityOf(batch service.MessageBatch, index []int) enrich.Priority {
+	if p.priority == nil {
+		return nil
+	}
+	return func(k int) float64 {
+		v, err := queryValue(batch[index[k]], p.priority)
+		if err != nil {
+			return 0
+		}
+		return toFloat(v)
+	}
+}
+
+// emit writes the row into msg; a row that cannot be written refuses msg.
+func (p *processor) emit(msg *service.Message, a enrich.Answer, carrier enrich.Carrier) {
+	if err := p.write(msg, a, carrier); err != nil {
+		p.refuse(msg, err)
+	}
+}
+
+func (p *processor) ipOf(msg *service.Message) (string, error) {
+	if p.ipMetadata != "" {
+		if v, ok := msg.MetaGet(p.ipMetadata); ok && v != "" {
+			return v, nil
+		}
+		return "", fmt.Errorf("metadata %s is missing", p.ipMetadata)
+	}
 	if p.ipMapping != nil {
 		v, err := queryValue(msg, p.ipMapping)
 		if err != nil {
@@ -299,6 +376,10 @@ func (p *processor) ipOf(msg *service.Message, raw []byte) (string, error) {
 			return "", fmt.Errorf("ip mapping returned %T, not a string", v)
 		}
 		return s, nil
+	}
+	raw, err := msg.AsBytes()
+	if err != nil {
+		return "", err
 	}
 	if len(raw) == 0 {
 		return "", fmt.Errorf("%s is missing: empty event", p.ipPath)

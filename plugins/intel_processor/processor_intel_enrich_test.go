@@ -241,3 +241,55 @@ func TestIPMappingAndPriority(t *testing.T) {
 		t.Fatalf("priority mapping: %v %v", v, err)
 	}
 }
+
+// Split in two stages: a sighting without a current row leaves as its
+// lookup request (untouched, marked), later sightings of the IP do not; the
+// request read back from the lookup topic is looked up and emits the row;
+// its redelivery emits it again; sightings after that are hits, dropped.
+func TestLookupTopicSplitsSightingsFromLookups(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, "lookup_topic: attacker.intel.lookup\nip_metadata: decnet_key"))
+	sighting := func(off int) *service.Message {
+		m := msgAt(event(`"203.0.113.45"`), off)
+		m.MetaSetMut("decnet_key", "203.0.113.45")
+		return m
+	}
+	out := run(t, p, service.MessageBatch{sighting(1), sighting(2)})
+	if len(out) != 1 || meta(out[0], MetaLookup) != "request" {
+		t.Fatalf("first sightings: %d out", len(out))
+	}
+	if b, _ := out[0].AsBytes(); string(b) != event(`"203.0.113.45"`) {
+		t.Fatalf("the request changed the event: %s", b)
+	}
+	if fp.count("greynoise") != 0 {
+		t.Fatal("a sighting looked its IP up")
+	}
+	request := func() *service.Message {
+		m := sighting(1)
+		m.MetaSetMut("kafka_topic", "attacker.intel.lookup")
+		m.MetaSetMut("kafka_offset", 7)
+		return m
+	}
+	out = run(t, p, service.MessageBatch{request()})
+	if len(out) != 1 || intelOf(t, out[0]).AggregateVerdict != "malicious" || meta(out[0], MetaLookup) != "" {
+		t.Fatalf("the lookup request: %d out", len(out))
+	}
+	if again := run(t, p, service.MessageBatch{request()}); len(again) != 1 {
+		t.Fatal("the redelivered request did not emit its row again")
+	}
+	if later := run(t, p, service.MessageBatch{sighting(3)}); len(later) != 0 {
+		t.Fatal("a sighting after the lookup was not a hit")
+	}
+	if fp.count("greynoise") != 1 {
+		t.Fatalf("greynoise asked %d times", fp.count("greynoise"))
+	}
+}
+
+func TestIPMetadataMustBeThere(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, "ip_metadata: decnet_key"))
+	out := run(t, p, service.MessageBatch{msgAt(event(`"203.0.113.45"`), 1)})
+	if len(out) != 1 || meta(out[0], MetaError) != "invalid_ip" {
+		t.Fatalf("an event without decnet_key: %d out, %q", len(out), meta(out[0], MetaError))
+	}
+}

@@ -19,6 +19,7 @@ var stats struct {
 	started                                        time.Time
 	events, hits, misses, coalesced, partial       atomic.Int64
 	changes, skipped, invalid, providerCalls, errs atomic.Int64
+	requests, lookups                              atomic.Int64
 	// verdicts counts the aggregate verdicts of changes (enrichments).
 	verdicts sync.Map // verdict → *atomic.Int64
 }
@@ -28,7 +29,7 @@ func init() {
 	err := bloblang.RegisterFunctionV2("intel_stats",
 		bloblang.NewPluginSpec().
 			Category("DECNET").
-			Description("Counters of this process's intel_enrich processors since start: uptime_s, events, cache hits/misses/coalesced/partial, changes emitted, skipped and invalid IPs, provider calls and errors. Used by the worker heartbeat."),
+			Description("Counters of this process's intel_enrich processors since start: uptime_s, events (sightings), cache hits/misses/coalesced/partial, lookup requests sent, lookups made, changes emitted, skipped and invalid IPs, provider calls and errors. Used by the worker heartbeat."),
 		func(*bloblang.ParsedParams) (bloblang.Function, error) {
 			return func() (any, error) { return Stats(), nil }, nil
 		})
@@ -46,6 +47,8 @@ func Stats() map[string]any {
 		"cache_misses":    stats.misses.Load(),
 		"cache_coalesced": stats.coalesced.Load(),
 		"cache_partial":   stats.partial.Load(),
+		"lookup_requests": stats.requests.Load(),
+		"lookups":         stats.lookups.Load(),
 		"changes":         stats.changes.Load(),
 		"skipped":         stats.skipped.Load(),
 		"invalid_ip":      stats.invalid.Load(),

@@ -1,0 +1,12 @@
+// Package all imports every component of this project, so that a binary,
+// or a test that runs configs in process, registers them all in one line.
+package all
+
+import (
+	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
+	_ "github.com/decnet/decnet-stream/plugins/control"
+	_ "github.com/decnet/decnet-stream/plugins/dead_letter"
+	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
+	_ "github.com/decnet/decnet-stream/plugins/kafka"
+	_ "github.com/decnet/decnet-stream/plugins/topic_router"
+)
