@@ -68,7 +68,7 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 		time.Sleep(500 * time.Millisecond) // polling ClickHouse for the refresh's rows
 	}
 	waitCommitted(t, l, time.Minute)
-	got, err := l.VerifyNewestRowsHaveTheirEvents(context.Background(), table, lab.EnrichedTopic)
+	got, err := l.VerifyNewestRowsHaveTheirEvents(context.Background(), table, lab.EnrichedTopic, "")
 	if err != nil {
 		t.Fatal(err)
 	}

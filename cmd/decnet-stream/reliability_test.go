@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/decnet/decnet-stream/internal/chschema"
 	"github.com/decnet/decnet-stream/internal/chserver"
 	"github.com/decnet/decnet-stream/internal/chtest"
 	"github.com/decnet/decnet-stream/internal/fixtures"
@@ -547,4 +548,65 @@ func TestReliabilityOversizedEventsNeverStallAPartition(t *testing.T) {
 	default:
 	}
 	t.Logf("refused events of %v bytes all dead-lettered (cut where they did not fit); the partition went on", sizes)
+}
+
+// ClickHouse refuses inserts for its own state (TOO_MANY_PARTS: merges
+// stopped on a table that throws at a few parts) while events keep coming:
+// the rows are written again with backoff, never sent to the dead letters,
+// and once the server takes inserts again every IP's newest row has its
+// event.
+func TestReliabilityClickHouseBusy(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	table := l.Table()
+	stmts, err := chschema.CreateStatements(chschema.Options{Table: table}, chschema.Version{Major: 18, Minor: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(q string) {
+		t.Helper()
+		if err := chserver.Exec(ctx, l.CH.DSN(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(stmts[0] + "\nSETTINGS parts_to_delay_insert = 2, parts_to_throw_insert = 3")
+	p := start(t, l, pipelineOpts(table))
+	warm := lab.Population{Set: 12, Size: 200}
+	produce(t, l, warm, every(warm.Size), 0)
+	waitCommitted(t, l, time.Minute)
+
+	exec("SYSTEM STOP MERGES")
+	for i := 0; ; i++ { // parts pile up until the server refuses inserts
+		err := chserver.Exec(ctx, l.CH.DSN(), fmt.Sprintf("INSERT INTO %s (attacker_ip, cached_at, expires_at, version) SELECT '45.200.0.%d', now(), now(), 1", table, i))
+		if err != nil && strings.Contains(err.Error(), "252") {
+			break
+		}
+		if err != nil || i > 10 {
+			t.Fatalf("inserting a part: %v", err)
+		}
+	}
+	busy := lab.Population{Set: 13, Size: sized(2_000, 10_000)}
+	produce(t, l, busy, lab.HeavyTailed(busy, busy.Size*5, 3), 10_000)
+	if _, err := p.WaitMetric(ctx, "clickhouse_insert_retries", 3, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	exec("SYSTEM START MERGES")
+	exec("OPTIMIZE TABLE " + table + " FINAL")
+	waitCommitted(t, l, 3*time.Minute)
+
+	if dead, _ := l.Total(ctx, lab.DLQTopic); dead != 0 {
+		t.Fatalf("%d events dead-lettered: a busy server is not a bad row", dead)
+	}
+	for _, pop := range []lab.Population{warm, busy} {
+		if got := rowsOf(t, l, table, pop, ""); got != pop.Size {
+			t.Fatalf("population %d: %d of %d rows", pop.Set, got, pop.Size)
+		}
+	}
+	// The rows inserted by hand to fill the parts have no events: left out.
+	got, err := l.VerifyNewestRowsHaveTheirEvents(ctx, table, lab.EnrichedTopic, "attacker_ip NOT LIKE '45.200.%'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TOO_MANY_PARTS while %d events came in: retried %.0f times, 0 dead letters, %d IPs' newest rows all have their events",
+		busy.Size*5, p.Metric("clickhouse_insert_retries"), got.IPs)
 }

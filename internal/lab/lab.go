@@ -616,10 +616,14 @@ type Newest struct {
 // that row (same version, same verdict and provider answers), and no event
 // of an IP carries an older version than one published before it. A lost
 // complete-row event, or a stale partial one published after it, fails.
-func (l *Lab) VerifyNewestRowsHaveTheirEvents(ctx context.Context, table, topic string) (Newest, error) {
+// where, when set, narrows the rows checked (SQL).
+func (l *Lab) VerifyNewestRowsHaveTheirEvents(ctx context.Context, table, topic, where string) (Newest, error) {
+	if where == "" {
+		where = "1"
+	}
 	rows, err := chserver.Query(ctx, l.CH.DSN(), "SELECT attacker_ip, toString(version), aggregate_verdict, "+
 		"ifNull(greynoise_classification, 'null'), ifNull(toString(abuseipdb_score), 'null'), ifNull(toString(feodo_listed), 'null'), "+
-		"ifNull(toString(threatfox_listed), 'null') FROM "+table+" FINAL")
+		"ifNull(toString(threatfox_listed), 'null') FROM "+table+" FINAL WHERE "+where)
 	if err != nil {
 		return Newest{}, err
 	}
