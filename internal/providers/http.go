@@ -19,6 +19,7 @@ type Common struct {
 	Guard   *Guard
 	Client  *http.Client // default: a client with a pooled transport
 	Budget  *BudgetStore // optional: persists daily budgets
+	Shared  *Shared      // optional: shares daily budgets with other replicas
 	Now     func() time.Time
 }
 
@@ -68,7 +69,7 @@ func newHTTPProvider(name string, c Common) *httpProvider {
 	if c.Guard == nil {
 		c.Guard = &Guard{}
 	}
-	return &httpProvider{name: name, common: c, gate: newGate(name, c.Limits, c.Budget, c.Now)}
+	return &httpProvider{name: name, common: c, gate: newGate(name, c.Limits, c.Budget, c.Shared, c.Now)}
 }
 
 // Remaining is today's budget left, or -1 when unlimited.

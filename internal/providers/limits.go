@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,25 @@ type Limits struct {
 	MaxQueueWait time.Duration
 }
 
+// Ledger shares daily budgets among the replicas of one consumer group: a
+// budget belongs to an API key, and N replicas counting alone would spend N
+// times the free tier.
+type Ledger interface {
+	// Sync records that replica has used `used` of provider's budget on day
+	// and returns what the other replicas used that day and the replicas
+	// active lately (sorted, replica included).
+	Sync(ctx context.Context, provider, day, replica string, used int) (others int, active []string, err error)
+}
+
+// Shared is how a gate shares its daily budget.
+type Shared struct {
+	Ledger  Ledger
+	Replica string // this replica's stable name
+	// OnError is told when the ledger cannot be reached (spending then
+	// stays within the last share known).
+	OnError func(error)
+}
+
 // gate enforces Limits for one provider. It never makes a caller wait past
 // its deadline: when no token or budget can be had in time it answers at
 // once, and the lookup is recorded as rate_limited or quota_exhausted.
@@ -43,19 +63,28 @@ type gate struct {
 	bucket *rate.Limiter
 	store  *BudgetStore
 
-	mu           sync.Mutex
-	day          string // provider day the budget counts
-	used         int
+	shared *Shared
+
+	mu   sync.Mutex
+	day  string // provider day the budget counts
+	used int
+	// allowance caps used until the next sync with a shared ledger: this
+	// replica's share of what the replicas together have left.
+	allowance    int
+	syncedAt     time.Time
 	remaining    int       // the provider's own count, -1 when unknown
 	blockedUntil time.Time // Retry-After, daily reset, or auth failure
 	blockKind    ErrorKind
 }
 
-func newGate(name string, l Limits, store *BudgetStore, now func() time.Time) *gate {
+func newGate(name string, l Limits, store *BudgetStore, shared *Shared, now func() time.Time) *gate {
 	if now == nil {
 		now = time.Now
 	}
 	g := &gate{name: name, limits: l, now: now, store: store, remaining: -1}
+	if shared != nil && shared.Ledger != nil && l.DailyBudget > 0 {
+		g.shared = shared
+	}
 	if l.MaxConcurrent > 0 {
 		g.sem = make(chan struct{}, l.MaxConcurrent)
 	}
@@ -82,8 +111,40 @@ func newGate(name string, l Limits, store *BudgetStore, now func() time.Time) *g
 // Call with mu held.
 func (g *gate) rollLocked(now time.Time) {
 	if day := providerDay(now); day != g.day {
-		g.day, g.used, g.remaining = day, 0, -1
+		g.day, g.used, g.remaining, g.allowance, g.syncedAt = day, 0, -1, 0, time.Time{}
 	}
+}
+
+// syncMinGap keeps a replica whose share is spent from asking the ledger
+// on every refused lookup.
+const syncMinGap = 100 * time.Millisecond
+
+// syncLocked reports this replica's count to the shared ledger and takes
+// its share of what the group has left: the remainder split among the
+// replicas active lately (the first ones by name take the odd calls). A
+// ledger out of reach leaves the last share in force: spending may stall,
+// never overspend. Call with mu held.
+func (g *gate) syncLocked(ctx context.Context, now time.Time) {
+	if g.used >= g.allowance && now.Sub(g.syncedAt) < syncMinGap {
+		return
+	}
+	g.syncedAt = now
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	others, active, err := g.shared.Ledger.Sync(sctx, g.name, g.day, g.shared.Replica, g.used)
+	if err != nil {
+		if g.shared.OnError != nil {
+			g.shared.OnError(fmt.Errorf("sharing %s's daily budget: %w", g.name, err))
+		}
+		return
+	}
+	left := g.limits.DailyBudget - g.used - others
+	n := max(len(active), 1)
+	share := left / n
+	if i := slices.Index(active, g.shared.Replica); i >= 0 && i < left%n {
+		share++
+	}
+	g.allowance = g.used + max(share, 0)
 }
 
 // providerDay is the UTC date: free tiers reset at UTC midnight.
@@ -129,6 +190,17 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 	if (g.limits.DailyBudget > 0 && g.used >= g.limits.DailyBudget) || g.remaining == 0 {
 		g.mu.Unlock()
 		return nil, ErrQuotaExhausted, "daily budget used up"
+	}
+	if g.shared != nil {
+		// Every call is paid for against the group's count: budgeted
+		// providers are free tiers, a call a second at most, and a ledger
+		// round trip per call is what keeps two replicas from spending the
+		// same last calls.
+		g.syncLocked(ctx, now)
+		if g.used >= g.allowance {
+			g.mu.Unlock()
+			return nil, ErrQuotaExhausted, "this replica's share of the daily budget (shared by its group) is used up"
+		}
 	}
 	g.used++ // counted now so concurrent callers cannot overspend
 	g.mu.Unlock()

@@ -55,6 +55,7 @@ const (
 	fWarmTable         = "table"
 	fWarmTimeout       = "timeout"
 	fLookupOnMiss      = "lookup_on_miss"
+	fSharedBudget      = "shared_budget"
 
 	emitChanges = "changes"
 	emitAll     = "all"
@@ -153,6 +154,13 @@ func spec() *service.ConfigSpec {
 			service.NewStringField(fStateFile).
 				Description("A file keeping each provider's daily budget across restarts; empty keeps it in memory.").
 				Default("").Example("./var/intel/budget.json"),
+			service.NewObjectField(fSharedBudget,
+				service.NewStringField(fWarmDSN).Description("The ClickHouse native DSN of the ledger.").Example("${CLICKHOUSE_DSN:clickhouse://127.0.0.1:9000/default}"),
+				service.NewStringField(fWarmTable).Description("The ledger table (created when missing).").Default("intel_budget").
+					LintRule(`root = if !this.re_match("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$") { [ "shared_budget.table: %q is not a plain [database.]identifier".format(this) ] }`),
+			).
+				Description("Share each provider's daily budget with the other replicas of this consumer group through a small ledger table in ClickHouse: a budget belongs to an API key, and replicas counting alone would spend it once each. Before each budgeted call a replica reports its count and takes its share of what the group has left (split among the replicas active in the last minute). If the ledger cannot be reached, spending stays within the last share known. Needs `state_file` (it names the replica).").
+				Optional(),
 			service.NewBloblangField(fPriority).
 				Description("A mapping giving an event's priority (e.g. from `attacker.scored` payloads). With `budget_reserve`, low-priority lookups leave a provider's last calls to the attackers that matter.").
 				Example(`root = this.payload.event_count.or(0) + if this.payload.is_traversal.or(false) { 100 } else { 0 }`).
@@ -301,7 +309,7 @@ func parseLimits(c *service.ParsedConfig, l providers.Limits) (providers.Limits,
 }
 
 // buildProviders turns parsed blocks into providers.
-func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string) ([]providers.Provider, []*providers.Feodo, *providers.BudgetStore, error) {
+func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string, shared *providers.Shared) ([]providers.Provider, []*providers.Feodo, *providers.BudgetStore, error) {
 	var store *providers.BudgetStore
 	if stateFile != "" {
 		var err error
@@ -316,7 +324,7 @@ func buildProviders(confs []providerConf, guard *providers.Guard, stateFile stri
 		if p.limits != nil {
 			limits = *p.limits
 		}
-		common := providers.Common{BaseURL: p.baseURL, Limits: limits, Guard: guard, Budget: store}
+		common := providers.Common{BaseURL: p.baseURL, Limits: limits, Guard: guard, Budget: store, Shared: shared}
 		switch p.name {
 		case providers.NameGreyNoise:
 			out = append(out, providers.NewGreyNoise(providers.GreyNoiseConfig{Common: common, APIKey: p.apiKey}))

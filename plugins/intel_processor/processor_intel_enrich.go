@@ -12,12 +12,14 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	"golang.org/x/time/rate"
 
 	"github.com/decnet/decnet-stream/internal/aggregate"
 	"github.com/decnet/decnet-stream/internal/chstore"
@@ -68,7 +70,8 @@ type processor struct {
 	feeds        []*providers.Feodo
 	budgets      *providers.BudgetStore // daily counts, written on a clean stop too
 	metrics      *metrics
-	store        *chstore.Store // the shared second-level cache, when on
+	store        *chstore.Store  // the shared second-level cache, when on
+	ledger       *chstore.Ledger // the shared budget ledger, when on
 	log          *service.Logger
 }
 
@@ -136,7 +139,31 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	if err != nil {
 		return nil, err
 	}
-	provs, feeds, budgets, err := buildProviders(pconfs, p.guard, stateFile)
+	var shared *providers.Shared
+	if conf.Contains(fSharedBudget) {
+		if stateFile == "" {
+			return nil, fmt.Errorf("%s: needs %s, which names this replica", fSharedBudget, fStateFile)
+		}
+		sb := conf.Namespace(fSharedBudget)
+		dsn, err := sb.FieldString(fWarmDSN)
+		if err != nil {
+			return nil, err
+		}
+		table, err := sb.FieldString(fWarmTable)
+		if err != nil {
+			return nil, err
+		}
+		if p.ledger, err = chstore.OpenLedger(dsn, table); err != nil {
+			return nil, fmt.Errorf("%s: %w", fSharedBudget, err)
+		}
+		logged := rate.NewLimiter(rate.Every(time.Minute), 1)
+		shared = &providers.Shared{Ledger: p.ledger, Replica: chstore.ReplicaName(stateFile), OnError: func(err error) {
+			if logged.Allow() {
+				p.log.Warnf("intel_enrich: %v; spending stays within the last share known", err)
+			}
+		}}
+	}
+	provs, feeds, budgets, err := buildProviders(pconfs, p.guard, stateFile, shared)
 	if err != nil {
 		return nil, err
 	}
@@ -562,6 +589,9 @@ func (p *processor) Close(ctx context.Context) error {
 	}
 	if p.store != nil {
 		_ = p.store.Close()
+	}
+	if p.ledger != nil {
+		_ = p.ledger.Close()
 	}
 	if p.budgets != nil {
 		p.budgets.Flush()
