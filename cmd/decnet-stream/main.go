@@ -1,6 +1,7 @@
 // Command decnet-stream is a Benthos distribution for DECNET honeypot
 // telemetry: every core Benthos component plus this project's plugins, and
-// sub-commands of its own (broker, dev, docs).
+// sub-commands of its own beside the standard ones (run, streams, lint,
+// test, …): broker (cmd_broker.go), dev (cmd_dev.go) and docs (cmd_docs.go).
 package main
 
 import (
@@ -11,7 +12,6 @@ import (
 	_ "github.com/redpanda-data/benthos/v4/public/components/io"
 	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
 
-	"github.com/decnet/decnet-stream/internal/cli"
 	_ "github.com/decnet/decnet-stream/plugins/all"
 )
 
@@ -27,8 +27,8 @@ func main() {
 		service.CLIOptSetProductName("decnet-stream"),
 		service.CLIOptSetVersion(version, dateBuilt),
 		service.CLIOptSetDocumentationURL("https://github.com/decnet/decnet-stream"),
-		service.CLIOptAddCommand(cli.BrokerCommand()),
-		service.CLIOptAddCommand(cli.DevCommand()),
-		service.CLIOptAddCommand(cli.DocsCommand()),
+		service.CLIOptAddCommand(brokerCommand()),
+		service.CLIOptAddCommand(devCommand()),
+		service.CLIOptAddCommand(docsCommand()),
 	)
 }

@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"bytes"
@@ -21,9 +21,9 @@ var OwnComponents = map[string][]string{
 	"processors": {"dead_letter", "intel_enrich", "topic_router"},
 }
 
-// DocsCommand is `decnet-stream docs`: writes the configuration reference of
+// docsCommand is `decnet-stream docs`: writes the configuration reference of
 // this project's components as Markdown, generated from their specs.
-func DocsCommand() *ucli.Command {
+func docsCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "docs",
 		Usage: "Write the configuration reference of decnet-stream's own components",

@@ -1,6 +1,4 @@
-// Package cli holds decnet-stream's own sub-commands, added beside the
-// standard Benthos ones (run, streams, lint, test, …).
-package cli
+package main
 
 import (
 	"fmt"
@@ -15,9 +13,9 @@ import (
 	"github.com/decnet/decnet-stream/internal/broker"
 )
 
-// BrokerCommand is `decnet-stream broker`: the embedded Kafka cluster that is
+// brokerCommand is `decnet-stream broker`: the embedded Kafka cluster that is
 // the default broker for local runs, tests and benchmarks.
-func BrokerCommand() *ucli.Command {
+func brokerCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "broker",
 		Usage: "Run an embedded Kafka broker (franz-go kfake) for local runs and tests",

@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"context"
@@ -29,10 +29,10 @@ import (
 	"github.com/decnet/decnet-stream/plugins/intel_processor"
 )
 
-// DevCommand is `decnet-stream dev`: the whole job on one machine. It starts
+// devCommand is `decnet-stream dev`: the whole job on one machine. It starts
 // the embedded broker, runs the pipeline and a generator of DECNET traffic
 // against it, and prints what flows through each topic until Ctrl-C.
-func DevCommand() *ucli.Command {
+func devCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "dev",
 		Usage: "Run the pipeline on an embedded broker, fed by generated DECNET traffic",
