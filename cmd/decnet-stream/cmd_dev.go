@@ -5,44 +5,48 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redpanda-data/benthos/v4/public/service"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	ucli "github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/decnet/decnet-stream/internal/broker"
+	"github.com/decnet/decnet-stream/internal/chserver"
 	"github.com/decnet/decnet-stream/internal/fixtures"
-	"github.com/decnet/decnet-stream/plugins/intel_processor"
+	"github.com/decnet/decnet-stream/internal/providersim"
 )
 
 // devCommand is `decnet-stream dev`: the whole job on one machine. It starts
-// the embedded broker, runs the pipeline and a generator of DECNET traffic
-// against it, and prints what flows through each topic until Ctrl-C.
+// the embedded broker, a local ClickHouse and a simulation of the four
+// providers, runs the pipeline and a generator of DECNET traffic against
+// them, and shows what the stage is doing until Ctrl-C.
 func devCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "dev",
-		Usage: "Run the pipeline on an embedded broker, fed by generated DECNET traffic",
+		Usage: "Run the pipeline on an embedded broker, fed by generated DECNET traffic, and show what it does",
+		Description: `Everything runs on this machine and nothing leaves it: an embedded Kafka broker, a local
+ClickHouse (scripts/clickhouse.sh: installed and started when missing, or CLICKHOUSE_DSN), and
+simulated providers answering any IP with the providers' recorded response shapes (a realistic
+mix of malicious, suspicious, benign and unseen attackers). The shipped free-tier limits apply,
+their rates scaled up 20x so that a minute shows both the enrichment and the daily budgets
+biting. With a real API key in the environment (DECNET_GREYNOISE_API_KEY, ...) the real
+providers are asked instead.`,
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "broker-addr", Value: "127.0.0.1:9092", Usage: "where the embedded broker listens"},
+			&ucli.StringFlag{Name: "broker-addr", Value: "127.0.0.1:9092", Usage: "where the embedded broker listens (a free port if taken)"},
 			&ucli.StringSliceFlag{Name: "config", Value: ucli.NewStringSlice("config/pipeline.yaml"), Usage: "pipeline configs to run"},
 			&ucli.StringFlag{Name: "generator", Value: "config/dev/generator.yaml", Usage: "the traffic generator config (empty for none)"},
 			&ucli.StringSliceFlag{Name: "stream", Value: ucli.NewStringSlice("config/streams/heartbeat.yaml"), Usage: "more streams to run beside the pipeline"},
-			&ucli.DurationFlag{Name: "summary-interval", Value: 5 * time.Second, Usage: "how often to print the summary"},
+			&ucli.DurationFlag{Name: "summary-interval", Usage: "how often to show the summary (default 2s on a terminal, 10s otherwise)"},
 			&ucli.DurationFlag{Name: "duration", Usage: "stop after this long (default: run until Ctrl-C)"},
+			&ucli.BoolFlag{Name: "plain", Usage: "print the summary as lines, even on a terminal"},
+			&ucli.BoolFlag{Name: "check", Usage: "exit non-zero unless attackers were enriched, rows written and more than one verdict seen (for CI)"},
 		},
 		Action: func(c *ucli.Context) error {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
@@ -56,35 +60,73 @@ func devCommand() *ucli.Command {
 			if g := c.String("generator"); g != "" {
 				configs = append(configs, g)
 			}
-			return runDev(ctx, c.App.Writer, c.String("broker-addr"), configs, c.Duration("summary-interval"))
+			w := c.App.Writer
+			live := !c.Bool("plain") && isTerminal(w)
+			every := c.Duration("summary-interval")
+			if every <= 0 {
+				every = 10 * time.Second
+				if live {
+					every = 2 * time.Second
+				}
+			}
+			return runDev(ctx, devOptions{w: w, addr: c.String("broker-addr"), configs: configs, every: every, live: live, check: c.Bool("check")})
 		},
 	}
 }
 
-func runDev(ctx context.Context, w io.Writer, addr string, configs []string, every time.Duration) error {
-	b, err := broker.Start(broker.Config{Addr: addr})
+type devOptions struct {
+	w       io.Writer
+	addr    string
+	configs []string
+	every   time.Duration
+	live    bool
+	check   bool
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func runDev(ctx context.Context, o devOptions) error {
+	started := time.Now()
+	b, err := broker.Start(broker.Config{Addr: o.addr})
+	if err != nil {
+		// Another broker (an earlier dev, a real one) has the port.
+		if b, err = broker.Start(broker.Config{Addr: "127.0.0.1:0"}); err != nil {
+			return err
+		}
+	}
+	defer b.Close()
+	fmt.Fprintf(o.w, "decnet-stream dev: embedded Kafka broker on %s\n", b.Addr())
+	env := map[string]string{"KAFKA_SEED_BROKERS": b.Addr()}
+
+	state, err := os.MkdirTemp("", "decnet-dev-")
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	// The configs read their brokers from the environment.
-	if err := os.Setenv("KAFKA_SEED_BROKERS", b.Addr()); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "decnet-stream dev: embedded broker on %s\n", b.Addr())
-	stopProviders, err := devProviders(w)
+	defer os.RemoveAll(state)
+	// A fresh budget each run, so the limits bite within the demo; and
+	// lookups wait for their rate-limit tokens (the lookup topic queues
+	// the new attackers meanwhile) rather than giving up after 2s, so the
+	// rows come out whole at the providers' pace.
+	env["INTEL_STATE_FILE"] = filepath.Join(state, "budget.json")
+	env["INTEL_BUDGET_TABLE"] = "dev_intel_budget"
+	env["INTEL_MAX_WAIT"] = "60s"
+
+	stopProviders, simulated, err := devProviders(o.w, env)
 	if err != nil {
 		return err
 	}
 	defer stopProviders()
-	dsn, err := devClickHouse(ctx, w)
+	dsn, err := devClickHouse(ctx, o.w, env)
 	if err != nil {
 		return err
 	}
 
-	streams := make([]*service.Stream, 0, len(configs))
-	for _, path := range configs {
-		s, err := buildStream(path)
+	streams := make([]*service.Stream, 0, len(o.configs))
+	for _, path := range o.configs {
+		s, err := buildStream(path, env, simulated && path == o.configs[0])
 		if err != nil {
 			return err
 		}
@@ -97,25 +139,29 @@ func runDev(ctx context.Context, w io.Writer, addr string, configs []string, eve
 		go func() {
 			defer wg.Done()
 			if err := s.Run(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				errs <- fmt.Errorf("%s: %w", configs[i], err)
+				errs <- fmt.Errorf("%s: %w", o.configs[i], err)
 			}
 		}()
-		fmt.Fprintf(w, "decnet-stream dev: running %s\n", configs[i])
+		fmt.Fprintf(o.w, "decnet-stream dev: running %s\n", o.configs[i])
 	}
 
-	sum, err := newTopicSummary(b.Addr(), dsn)
+	sum, err := newDevSummary(b.Addr(), dsn, envOr(env, "CLICKHOUSE_TABLE", "attacker_intel"), started)
 	if err != nil {
 		return err
 	}
 	defer sum.close()
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(o.every)
 	defer tick.Stop()
 	var runErr error
 loop:
 	for {
 		select {
 		case <-tick.C:
-			fmt.Fprintln(w, sum.line(ctx))
+			snap := sum.collect(ctx)
+			if o.live {
+				fmt.Fprint(o.w, "\x1b[H\x1b[2J") // redraw in place
+			}
+			snap.write(o.w)
 		case runErr = <-errs:
 			break loop
 		case <-ctx.Done():
@@ -126,158 +172,117 @@ loop:
 		_ = s.StopWithin(10 * time.Second)
 	}
 	wg.Wait()
-	fmt.Fprintf(w, "decnet-stream dev: final tally: %s\n", sum.line(context.Background()))
+	final := sum.collect(context.Background())
+	fmt.Fprintln(o.w, "\ndecnet-stream dev: final tally")
+	final.write(o.w)
+	if runErr == nil && o.check {
+		runErr = final.check()
+	}
 	return runErr
 }
 
 // devClickHouse makes sure a ClickHouse server is up for the attacker_intel
 // rows: CLICKHOUSE_DSN when set, else the local one of scripts/clickhouse.sh
 // (installed and started when missing).
-func devClickHouse(ctx context.Context, w io.Writer) (string, error) {
-	if dsn := os.Getenv("CLICKHOUSE_DSN"); dsn != "" {
-		return dsn, nil
+func devClickHouse(ctx context.Context, w io.Writer, env map[string]string) (string, error) {
+	dsn := os.Getenv("CLICKHOUSE_DSN")
+	if dsn == "" {
+		cmd := exec.CommandContext(ctx, "bash", filepath.Join("scripts", "clickhouse.sh"), "start")
+		cmd.Stdout, cmd.Stderr = w, w
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("starting the local ClickHouse (scripts/clickhouse.sh start): %w", err)
+		}
+		dsn = "clickhouse://127.0.0.1:" + envOr(nil, "CLICKHOUSE_TCP_PORT", "9000") + "/default"
 	}
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join("scripts", "clickhouse.sh"), "start")
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("starting the local ClickHouse (scripts/clickhouse.sh start): %w", err)
+	env["CLICKHOUSE_DSN"] = dsn
+	// The demo starts cold every time, in tables of its own: every attacker
+	// is new, and the budgets whole.
+	if os.Getenv("CLICKHOUSE_TABLE") == "" {
+		env["CLICKHOUSE_TABLE"] = "dev_attacker_intel"
 	}
-	dsn := "clickhouse://127.0.0.1:" + envOr("CLICKHOUSE_TCP_PORT", "9000") + "/default"
-	return dsn, os.Setenv("CLICKHOUSE_DSN", dsn)
+	for _, t := range []string{env["CLICKHOUSE_TABLE"], env["INTEL_BUDGET_TABLE"]} {
+		if t != os.Getenv("CLICKHOUSE_TABLE") {
+			_ = chserver.Exec(ctx, dsn, "DROP TABLE IF EXISTS "+t)
+		}
+	}
+	return dsn, nil
 }
 
-func envOr(k, def string) string {
+// envOr is env's value of k, else the process environment's, else def.
+func envOr(env map[string]string, k, def string) string {
+	if v := env[k]; v != "" {
+		return v
+	}
 	if v := os.Getenv(k); v != "" {
 		return v
 	}
 	return def
 }
 
-// devProviders points the pipeline's providers at a local server answering
-// from the recorded fixtures built into the binary, unless real API keys are set: the demo
-// then shows real verdicts without sending anything off the machine (the
-// generated attackers use documentation addresses, which must never reach a
-// real provider).
-func devProviders(w io.Writer) (func(), error) {
-	for _, k := range []string{"GREYNOISE_API_KEY", "ABUSEIPDB_API_KEY", "THREATFOX_API_KEY"} {
+// apiKeys are the environment variables of real provider keys, DECNET's
+// names first.
+var apiKeys = []string{"DECNET_GREYNOISE_API_KEY", "DECNET_ABUSEIPDB_API_KEY", "DECNET_THREATFOX_API_KEY",
+	"GREYNOISE_API_KEY", "ABUSEIPDB_API_KEY", "THREATFOX_API_KEY"}
+
+// devProviders points the pipeline's providers at a local simulation,
+// unless real API keys are set. The generated attackers use documentation
+// addresses, which must never reach a real provider: the simulation takes
+// them, the real providers are only asked with real keys and real traffic.
+func devProviders(w io.Writer, env map[string]string) (stop func(), simulated bool, err error) {
+	for _, k := range apiKeys {
 		if os.Getenv(k) != "" {
-			fmt.Fprintf(w, "decnet-stream dev: %s is set: using the real providers\n", k)
-			return func() {}, nil
+			fmt.Fprintf(w, "decnet-stream dev: %s is set: asking the real providers\n", k)
+			return func() {}, false, nil
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sim, err := providersim.Start(fixtures.FS(), providersim.Config{AllowDocumentationRanges: true})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	srv := &http.Server{Handler: fixtures.NewProviderServer(fixtures.FS()).Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	base := "http://" + ln.Addr().String()
+	sim.SetLatencyFunc(providersim.MixedLatency(300 * time.Millisecond))
 	for k, v := range map[string]string{
-		"GREYNOISE_BASE_URL": base, "ABUSEIPDB_BASE_URL": base, "THREATFOX_BASE_URL": base,
-		"ABUSEIPDB_API_KEY": "dev-fixtures", "THREATFOX_API_KEY": "dev-fixtures",
-		"FEODO_URL": base + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
-		"INTEL_STATE_FILE": filepath.Join("var", "dev", "budget.json"),
-		// The demo starts cold: every attacker is new at once. Short waits
-		// keep the stream moving; late answers fill the cache.
-		"INTEL_MAX_WAIT": "250ms",
+		"GREYNOISE_BASE_URL": sim.URL, "ABUSEIPDB_BASE_URL": sim.URL, "THREATFOX_BASE_URL": sim.URL,
+		"GREYNOISE_API_KEY": "dev-simulation", "ABUSEIPDB_API_KEY": "dev-simulation", "THREATFOX_API_KEY": "dev-simulation",
+		"FEODO_URL": sim.URL + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
 	} {
-		if err := os.Setenv(k, v); err != nil {
-			return nil, err
-		}
+		env[k] = v
 	}
-	fmt.Fprintf(w, "decnet-stream dev: providers answer from the recorded fixtures at %s\n", base)
-	return func() { _ = srv.Close() }, nil
+	fmt.Fprintf(w, "decnet-stream dev: simulated providers at %s (recorded response shapes, any IP; nothing leaves this machine)\n", sim.URL)
+	return sim.Close, true, nil
 }
 
-func buildStream(path string) (*service.Stream, error) {
+// demoRate scales the per-IP providers' free-tier rates for the demo: the
+// daily budgets stay as shipped, so within a minute the enrichment shows
+// and GreyNoise's 100 lookups a day run out.
+const demoRate = 20
+
+func buildStream(path string, env map[string]string, scaleLimits bool) (*service.Stream, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	sb := service.NewStreamBuilder()
+	sb.SetEnvVarLookupFunc(func(k string) (string, bool) {
+		if v, ok := env[k]; ok {
+			return v, true
+		}
+		return os.LookupEnv(k)
+	})
 	if err := sb.SetYAML(string(raw)); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if scaleLimits {
+		// GreyNoise, AbuseIPDB and ThreatFox in config/pipeline.yaml.
+		for _, i := range []int{0, 1, 3} {
+			prefix := fmt.Sprintf("pipeline.processors.1.intel_enrich.providers.%d.limits.", i)
+			if err := sb.SetFields(prefix+"rate_per_second", float64(demoRate), prefix+"burst", demoRate); err != nil {
+				return nil, fmt.Errorf("%s: scaling the demo's limits: %w", path, err)
+			}
+		}
 	}
 	s, err := sb.Build()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return s, nil
-}
-
-// topicSummary reports records per topic and their rate since the last
-// line, and the attacker_intel rows in ClickHouse.
-type topicSummary struct {
-	cl   *kgo.Client
-	adm  *kadm.Client
-	ch   driver.Conn
-	last map[string]int64
-	at   time.Time
-}
-
-func newTopicSummary(addr, dsn string) (*topicSummary, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		return nil, err
-	}
-	s := &topicSummary{cl: cl, adm: kadm.NewClient(cl), last: map[string]int64{}, at: time.Now()}
-	if opts, err := clickhouse.ParseDSN(dsn); err == nil {
-		s.ch, _ = clickhouse.Open(opts)
-	}
-	return s, nil
-}
-
-func (s *topicSummary) close() {
-	s.cl.Close()
-	if s.ch != nil {
-		_ = s.ch.Close()
-	}
-}
-
-// rows counts attacker_intel rows, one per IP.
-func (s *topicSummary) rows(ctx context.Context) string {
-	if s.ch == nil {
-		return "?"
-	}
-	var n uint64
-	if err := s.ch.QueryRow(ctx, "SELECT count() FROM attacker_intel FINAL").Scan(&n); err != nil {
-		return "?"
-	}
-	return fmt.Sprint(n)
-}
-
-func (s *topicSummary) line(ctx context.Context) string {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	ends, err := s.adm.ListEndOffsets(ctx)
-	if err != nil {
-		return "summary unavailable: " + err.Error()
-	}
-	totals := map[string]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if !strings.HasPrefix(o.Topic, "__") {
-			totals[o.Topic] += o.Offset
-		}
-	})
-	names := make([]string, 0, len(totals))
-	for t := range totals {
-		names = append(names, t)
-	}
-	sort.Strings(names)
-	secs := time.Since(s.at).Seconds()
-	parts := make([]string, 0, len(names))
-	for _, t := range names {
-		parts = append(parts, fmt.Sprintf("%s=%d (%.0f/s)", t, totals[t], float64(totals[t]-s.last[t])/secs))
-	}
-	s.last, s.at = totals, time.Now()
-	parts = append(parts, "clickhouse attacker_intel rows="+s.rows(ctx))
-	st := intel_processor.Stats()
-	events, hits := st["events"].(int64), st["cache_hits"].(int64)
-	hitRate := 0.0
-	if events > 0 {
-		hitRate = 100 * float64(hits) / float64(events)
-	}
-	parts = append(parts, fmt.Sprintf("| intel: events=%d cache_hits=%.1f%% changes=%d verdicts=%v skipped=%d invalid_ip=%d provider_calls=%d provider_errors=%d",
-		events, hitRate, st["changes"], st["verdicts"], st["skipped"], st["invalid_ip"], st["provider_calls"], st["provider_errors"]))
-	return strings.Join(parts, "  ")
 }

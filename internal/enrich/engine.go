@@ -222,8 +222,9 @@ type Answer struct {
 	// this event is a redelivery of the one that carried it (Lookup); with
 	// Annotate, the event is annotated and Emit is always true.
 	Emit bool
-	// Cached is true when the row came from the cache without a lookup.
-	Cached bool
+	// Cached is true when the row came from the cache without a lookup;
+	// Coalesced when it came from a lookup another request started.
+	Cached, Coalesced bool
 	// Request is set by Sight when the IP has no current row and this
 	// sighting must send the lookup request; NoRow when it has none but a
 	// request is already on its way (the sighting needs nothing more).
@@ -409,7 +410,7 @@ func (e *Engine) Lookup(reqs []Request, priority Priority) []Answer {
 			continue
 		}
 		out[i] = Answer{ent: ent, ip: r.IP, names: e.names, Outcome: outcome[r.IP], enc: ent.encoded,
-			Cached: outcome[r.IP] == OutcomeHit, Emit: emit}
+			Cached: outcome[r.IP] == OutcomeHit, Coalesced: outcome[r.IP] == OutcomeCoalesced, Emit: emit}
 		if !ent.complete {
 			out[i].Outcome = OutcomePartial
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,8 +51,15 @@ func (p *httpProvider) Name() string { return p.name }
 
 // Lookup asks the provider about ip; a panic in it becomes a recorded error.
 func (p *httpProvider) Lookup(ctx context.Context, ip netip.Addr) Result {
-	return safely(p.name, p.common.Now(), func() Result { return p.ask(ctx, ip) })
+	var sent atomic.Int32
+	ctx = context.WithValue(ctx, sentKey{}, &sent)
+	res := safely(p.name, p.common.Now(), func() Result { return p.ask(ctx, ip) })
+	res.Requests = int(sent.Load())
+	return res
 }
+
+// sentKey carries a lookup's count of requests sent, retries included.
+type sentKey struct{}
 
 func newHTTPProvider(name string, c Common) *httpProvider {
 	if c.Client == nil {
@@ -124,6 +132,9 @@ func (p *httpProvider) once(ctx context.Context, build func(ctx context.Context)
 	if err != nil {
 		r := failed(p.name, ErrParse, "building request: %v", err)
 		return nil, &r
+	}
+	if n, ok := ctx.Value(sentKey{}).(*atomic.Int32); ok {
+		n.Add(1)
 	}
 	hr, err := p.common.Client.Do(req)
 	if err != nil {

@@ -109,6 +109,9 @@ type Result struct {
 	Latency   time.Duration
 	ErrKind   ErrorKind
 	Err       string
+	// Requests is how many HTTP requests the lookup sent (retries
+	// included): 0 when a limit or the guard answered, or for a feed.
+	Requests int
 }
 
 // OK reports whether the provider answered.

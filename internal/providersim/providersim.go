@@ -10,6 +10,7 @@
 package providersim
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -92,7 +93,9 @@ func Start(fsys fs.FS, conf Config) (*Server, error) {
 		started: make(chan struct{})}
 	for _, name := range []string{
 		"greynoise/200_malicious.json", "greynoise/200_benign_scanner.json", "greynoise/404_not_found.json",
+		"greynoise/200_unknown_classification.json",
 		"abuseipdb/200_malicious.json", "abuseipdb/200_suspicious.json", "abuseipdb/200_clean.json",
+		"abuseipdb/200_whitelisted_scanner.json",
 		"threatfox/200_ok_hit.json", "threatfox/200_no_result.json", "feodo/ipblocklist.json",
 	} {
 		b, err := fs.ReadFile(fsys, "providers/"+name)
@@ -229,26 +232,67 @@ func (s *Server) Forbidden() []string {
 // Started is closed at the first request.
 func (s *Server) Started() <-chan struct{} { return s.started }
 
+// Story is what every provider says of one IP: the simulation is
+// consistent across providers, as the real ones broadly are.
+type Story int
+
+// Stories, in the share of attackers each gets (by a hash of the IP).
+const (
+	StoryMalicious  Story = iota // 12%: malicious everywhere, a ThreatFox IOC
+	StorySuspicious              // 15%: scanning, intent unknown; a middling abuse score
+	StoryBenign                  // 20%: a known benign scanner
+	StoryUnseen                  // 53%: nobody has seen it
+)
+
+// StoryOf is ip's story.
+func StoryOf(ip string) Story {
+	h := fnv.New32a()
+	h.Write([]byte(ip))
+	switch v := h.Sum32() % 100; {
+	case v < 12:
+		return StoryMalicious
+	case v < 27:
+		return StorySuspicious
+	case v < 47:
+		return StoryBenign
+	}
+	return StoryUnseen
+}
+
+// fixtureIP is the address each recorded body was recorded for: the
+// simulation writes the queried address in its place.
+var fixtureIP = map[string]string{
+	"greynoise/200_malicious.json": "203.0.113.45", "greynoise/200_benign_scanner.json": "198.51.100.23",
+	"greynoise/404_not_found.json": "192.0.2.77", "greynoise/200_unknown_classification.json": "203.0.113.99",
+	"abuseipdb/200_malicious.json": "203.0.113.45", "abuseipdb/200_suspicious.json": "203.0.113.99",
+	"abuseipdb/200_clean.json": "192.0.2.77", "abuseipdb/200_whitelisted_scanner.json": "198.51.100.23",
+	"threatfox/200_ok_hit.json": "203.0.113.45",
+}
+
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v3/community/{ip}", func(w http.ResponseWriter, r *http.Request) {
-		s.answer(w, r, GreyNoise, r.PathValue("ip"), func(h uint32) (int, string) {
-			switch h % 3 {
-			case 0:
+		s.answer(w, r, GreyNoise, r.PathValue("ip"), func(st Story) (int, string) {
+			switch st {
+			case StoryMalicious:
 				return 200, "greynoise/200_malicious.json"
-			case 1:
+			case StorySuspicious:
+				return 200, "greynoise/200_unknown_classification.json"
+			case StoryBenign:
 				return 200, "greynoise/200_benign_scanner.json"
 			}
 			return 404, "greynoise/404_not_found.json"
 		})
 	})
 	mux.HandleFunc("GET /api/v2/check", func(w http.ResponseWriter, r *http.Request) {
-		s.answer(w, r, AbuseIPDB, r.URL.Query().Get("ipAddress"), func(h uint32) (int, string) {
-			switch h % 4 {
-			case 0:
+		s.answer(w, r, AbuseIPDB, r.URL.Query().Get("ipAddress"), func(st Story) (int, string) {
+			switch st {
+			case StoryMalicious:
 				return 200, "abuseipdb/200_malicious.json"
-			case 1:
+			case StorySuspicious:
 				return 200, "abuseipdb/200_suspicious.json"
+			case StoryBenign:
+				return 200, "abuseipdb/200_whitelisted_scanner.json"
 			}
 			return 200, "abuseipdb/200_clean.json"
 		})
@@ -256,22 +300,22 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		var q map[string]string
 		_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&q)
-		s.answer(w, r, ThreatFox, q["search_term"], func(h uint32) (int, string) {
-			if h%10 == 0 {
+		s.answer(w, r, ThreatFox, q["search_term"], func(st Story) (int, string) {
+			if st == StoryMalicious {
 				return 200, "threatfox/200_ok_hit.json"
 			}
 			return 200, "threatfox/200_no_result.json"
 		})
 	})
 	mux.HandleFunc("GET /ipblocklist.json", func(w http.ResponseWriter, r *http.Request) {
-		s.answer(w, r, Feodo, "", func(uint32) (int, string) { return 200, "feodo/ipblocklist.json" })
+		s.answer(w, r, Feodo, "", func(Story) (int, string) { return 200, "feodo/ipblocklist.json" })
 	})
 	return mux
 }
 
 // answer counts the request, applies the latency, the rate limit and any
-// fault, then writes the fixture pick(hash of ip) chooses.
-func (s *Server) answer(w http.ResponseWriter, r *http.Request, provider, ip string, pick func(uint32) (int, string)) {
+// fault, then writes the fixture pick chooses for ip's story, about ip.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, provider, ip string, pick func(Story) (int, string)) {
 	s.startOnce.Do(func() { close(s.started) })
 	if ip != "" && !s.routable(ip) {
 		s.mu.Lock()
@@ -311,12 +355,17 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, provider, ip str
 	if s.fail(w, r, fault) {
 		return
 	}
-	h := fnv.New32a()
-	h.Write([]byte(ip))
-	status, name := pick(h.Sum32())
+	status, name := pick(StoryOf(ip))
+	body := s.bodies[name]
+	if from := fixtureIP[name]; from != "" {
+		body = bytes.ReplaceAll(body, []byte(`"`+from), []byte(`"`+ip))
+	}
+	if provider == AbuseIPDB {
+		w.Header().Set("X-RateLimit-Limit", "1000")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(s.bodies[name])
+	_, _ = w.Write(body)
 }
 
 // fail writes the fault's answer; false when there is none.

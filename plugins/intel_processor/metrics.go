@@ -84,11 +84,11 @@ func (m *metrics) sightings(answers []enrich.Answer) {
 func (m *metrics) lookups(answers []enrich.Answer) {
 	var looked, coalesced, partial, emitted int64
 	for _, a := range answers {
-		switch a.Outcome {
-		case enrich.OutcomeMiss:
-			looked++
-		case enrich.OutcomeCoalesced:
+		switch {
+		case a.Coalesced:
 			coalesced++
+		case !a.Cached && !a.NoRow:
+			looked++
 		}
 		if a.Outcome == enrich.OutcomePartial && !a.Cached {
 			partial++
@@ -127,8 +127,8 @@ func (m *metrics) invalidIP() {
 
 func (m *metrics) ProviderResult(res providers.Result) {
 	countProvider(res)
-	if res.ErrKind != providers.ErrSkipped && res.ErrKind != providers.ErrDisabled {
-		m.calls.Incr(1, res.Provider)
+	if res.Requests > 0 {
+		m.calls.Incr(int64(res.Requests), res.Provider)
 		m.latency.Timing(res.Latency.Nanoseconds(), res.Provider)
 	}
 	if !res.OK() {

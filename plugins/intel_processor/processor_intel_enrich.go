@@ -168,6 +168,7 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 		return nil, err
 	}
 	p.feeds, p.budgets = feeds, budgets
+	registerProviders(provs)
 	if budgets != nil && budgets.Warning() != "" {
 		p.log.Errorf("intel_enrich: %s", budgets.Warning())
 	}

@@ -1,6 +1,7 @@
 package intel_processor
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,10 +74,80 @@ func countVerdict(v string) {
 }
 
 func countProvider(res providers.Result) {
-	if res.ErrKind != providers.ErrSkipped && res.ErrKind != providers.ErrDisabled {
-		stats.providerCalls.Add(1)
+	pc := providerCounters(res.Provider)
+	if res.Requests > 0 {
+		stats.providerCalls.Add(int64(res.Requests))
+		pc.calls.Add(int64(res.Requests))
 	}
-	if !res.OK() {
-		stats.errs.Add(1)
+	if res.OK() {
+		pc.answers.Add(1)
+		return
 	}
+	stats.errs.Add(1)
+	c, _ := pc.errors.LoadOrStore(string(res.ErrKind), new(atomic.Int64))
+	c.(*atomic.Int64).Add(1)
+}
+
+// perProvider are one provider's process-wide counters.
+type perProvider struct {
+	calls, answers atomic.Int64
+	errors         sync.Map // kind → *atomic.Int64
+}
+
+var (
+	byProvider sync.Map // name → *perProvider
+	// running are the providers of the processors running in this process,
+	// for their quotas: the dev summary says which limit bites and why.
+	running sync.Map // name → providers.Provider
+)
+
+func providerCounters(name string) *perProvider {
+	pc, _ := byProvider.LoadOrStore(name, new(perProvider))
+	return pc.(*perProvider)
+}
+
+func registerProviders(ps []providers.Provider) {
+	for _, p := range ps {
+		running.Store(p.Name(), p)
+		providerCounters(p.Name())
+	}
+}
+
+// ProviderStatus is one provider's figures since start, for people.
+type ProviderStatus struct {
+	Name           string
+	Calls, Answers int64
+	Errors         map[string]int64 // by kind
+	// Quota is the provider's standing against its limits; nil for one
+	// without (a feed).
+	Quota *providers.Quota
+	// FeedEntries and FeedAge describe a feed's last good copy.
+	FeedEntries int
+	FeedAge     time.Duration
+	FeedErr     error
+}
+
+// ProviderStatuses are the running providers' figures, in provider order.
+func ProviderStatuses() []ProviderStatus {
+	var out []ProviderStatus
+	running.Range(func(k, v any) bool {
+		name := k.(string)
+		pc := providerCounters(name)
+		st := ProviderStatus{Name: name, Calls: pc.calls.Load(), Answers: pc.answers.Load(), Errors: map[string]int64{}}
+		pc.errors.Range(func(k, v any) bool {
+			st.Errors[k.(string)] = v.(*atomic.Int64).Load()
+			return true
+		})
+		switch p := v.(type) {
+		case interface{ Quota() providers.Quota }:
+			q := p.Quota()
+			st.Quota = &q
+		case *providers.Feodo:
+			st.FeedEntries, st.FeedAge, st.FeedErr = p.FeedStatus()
+		}
+		out = append(out, st)
+		return true
+	})
+	slices.SortFunc(out, func(a, b ProviderStatus) int { return providers.Index(a.Name) - providers.Index(b.Name) })
+	return out
 }
