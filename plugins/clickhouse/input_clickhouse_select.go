@@ -131,6 +131,11 @@ func (in *selectInput) ReadBatch(ctx context.Context) (service.MessageBatch, ser
 		in.mu.Unlock()
 
 		batch, err := in.poll(ctx, conn)
+		if _, code := classify(err); code == 60 {
+			// UNKNOWN_TABLE: a first run, before the output made the table.
+			// Nothing is due yet; not worth an error.
+			continue
+		}
 		if err != nil {
 			in.mu.Lock()
 			if in.conn != nil {
