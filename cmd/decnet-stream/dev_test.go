@@ -169,4 +169,3 @@ func withoutEnv(keys ...string) []string {
 	}
 	return out
 }
-
