@@ -18,12 +18,16 @@ import (
 
 // Two replicas of one group against one daily budget (GreyNoise, 20 calls)
 // spend 20 between them, not 20 each: a budget belongs to the API key, and
-// the replicas share one ledger in ClickHouse.
+// the replicas share one ledger in ClickHouse. Racing for the last calls
+// they may leave one unspent for a moment (a refused reservation is being
+// withdrawn), never spend one too many; later lookups spend what is left.
 func TestTwoReplicasShareOneDailyBudget(t *testing.T) {
 	srv := chtest.Start(t)
 	var calls atomic.Int32
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
+		if calls.Add(1) > 20 {
+			t.Errorf("call %d against a budget of 20", calls.Load())
+		}
 		fmt.Fprintf(w, `{"ip":%q,"noise":true,"riot":false,"classification":"malicious","name":"unknown","message":"Success"}`, r.PathValue("ip"))
 	}))
 	defer api.Close()
@@ -64,6 +68,18 @@ func TestTwoReplicasShareOneDailyBudget(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// Later lookups, one replica after the other, spend what the race left.
+	next := 0
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(10 * time.Second); calls.Load() < 20 && time.Now().Before(deadline); <-tick.C {
+		for r, p := range replicas {
+			next++
+			if p.Lookup(context.Background(), netip.AddrFrom4([4]byte{45, byte(r), 1, byte(next)})).OK() {
+				answered[r].Add(1)
+			}
+		}
+	}
 	if n := calls.Load(); n != 20 {
 		t.Fatalf("the two replicas made %d calls against one budget of 20 (a: %d, b: %d)", n, answered[0].Load(), answered[1].Load())
 	}

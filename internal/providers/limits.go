@@ -119,24 +119,30 @@ func (g *gate) rollLocked(now time.Time) {
 // on every refused lookup.
 const syncMinGap = 100 * time.Millisecond
 
-// syncLocked reports this replica's count to the shared ledger and takes
-// its share of what the group has left: the remainder split among the
-// replicas active lately (the first ones by name take the odd calls). A
-// ledger out of reach leaves the last share in force: spending may stall,
-// never overspend. Call with mu held.
-func (g *gate) syncLocked(ctx context.Context, now time.Time) {
+// syncLocked reserves this replica's next call in the shared ledger and
+// reports whether it may make it. The reservation (used+1) is written
+// before the group's counts are read, so of two replicas racing for the
+// last call at least one sees the other's reservation: together they never
+// spend more than the budget. The call is also held to this replica's share
+// of what the group has left (the remainder split among the replicas
+// active lately, the first ones by name taking the odd calls), so one
+// replica cannot starve the others. A refused reservation is withdrawn at
+// once; a ledger out of reach stalls spending rather than risk
+// overspending. Call with mu held.
+func (g *gate) syncLocked(ctx context.Context, now time.Time) bool {
 	if g.used >= g.allowance && now.Sub(g.syncedAt) < syncMinGap {
-		return
+		return false
 	}
 	g.syncedAt = now
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	others, active, err := g.shared.Ledger.Sync(sctx, g.name, g.day, g.shared.Replica, g.used)
+	others, active, err := g.shared.Ledger.Sync(sctx, g.name, g.day, g.shared.Replica, g.used+1)
 	if err != nil {
 		if g.shared.OnError != nil {
 			g.shared.OnError(fmt.Errorf("sharing %s's daily budget: %w", g.name, err))
 		}
-		return
+		g.allowance = g.used
+		return false
 	}
 	left := g.limits.DailyBudget - g.used - others
 	n := max(len(active), 1)
@@ -145,6 +151,15 @@ func (g *gate) syncLocked(ctx context.Context, now time.Time) {
 		share++
 	}
 	g.allowance = g.used + max(share, 0)
+	if g.used < g.allowance {
+		return true
+	}
+	// Withdraw the reservation so the others do not see a call that was
+	// never made.
+	if _, _, err := g.shared.Ledger.Sync(sctx, g.name, g.day, g.shared.Replica, g.used); err != nil && g.shared.OnError != nil {
+		g.shared.OnError(fmt.Errorf("sharing %s's daily budget: %w", g.name, err))
+	}
+	return false
 }
 
 // providerDay is the UTC date: free tiers reset at UTC midnight.
@@ -196,8 +211,7 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 		// providers are free tiers, a call a second at most, and a ledger
 		// round trip per call is what keeps two replicas from spending the
 		// same last calls.
-		g.syncLocked(ctx, now)
-		if g.used >= g.allowance {
+		if !g.syncLocked(ctx, now) {
 			g.mu.Unlock()
 			return nil, ErrQuotaExhausted, "this replica's share of the daily budget (shared by its group) is used up"
 		}
