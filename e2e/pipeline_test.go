@@ -128,8 +128,12 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 		}
 		enriched[ev.Payload.IP] = ev.Payload.Verdict
 	}
-	want := map[string]string{"203.0.113.45": "malicious", "203.0.113.99": "suspicious", "198.51.100.23": "benign",
-		"198.51.100.200": "malicious", "192.0.2.77": "unknown"}
+	// DECNET's verdict rules (the shipped policy): a Feodo listing is
+	// malicious whatever its status (203.0.113.99's offline Emotet entry),
+	// and an AbuseIPDB score under 25 is benign even with no reports
+	// (192.0.2.77).
+	want := map[string]string{"203.0.113.45": "malicious", "203.0.113.99": "malicious", "198.51.100.23": "benign",
+		"198.51.100.200": "malicious", "192.0.2.77": "benign"}
 	for ip, v := range want {
 		if enriched[ip] != v {
 			t.Errorf("%s: verdict %q, want %q", ip, enriched[ip], v)

@@ -174,7 +174,7 @@ func (s *devSummary) rowsAndVerdicts(ctx context.Context) (int64, map[string]int
 	if s.ch == nil {
 		return 0, nil, errors.New("no ClickHouse connection")
 	}
-	rows, err := s.ch.Query(ctx, "SELECT aggregate_verdict, count() FROM "+s.table+" FINAL GROUP BY aggregate_verdict")
+	rows, err := s.ch.Query(ctx, "SELECT ifNull(aggregate_verdict, 'none') AS v, count() FROM "+s.table+" FINAL GROUP BY v")
 	if err != nil {
 		if strings.Contains(err.Error(), "UNKNOWN_TABLE") || strings.Contains(err.Error(), "doesn't exist") {
 			return 0, map[string]int64{}, nil // not created yet

@@ -16,8 +16,34 @@ import (
 const SchemaVersion = 1
 
 // VerdictNone is the aggregate when no provider has an opinion. It is not
-// benign.
+// benign. Rows and events write it as null, as DECNET does.
 const VerdictNone = "none"
+
+// Aggregate is a row's aggregate verdict: the strongest of the providers'
+// opinions, VerdictNone (written null) when none has one.
+type Aggregate string
+
+// MarshalJSON writes VerdictNone as null.
+func (v Aggregate) MarshalJSON() ([]byte, error) {
+	if v == VerdictNone || v == "" {
+		return []byte("null"), nil
+	}
+	return json.Marshal(string(v))
+}
+
+// UnmarshalJSON reads null as VerdictNone.
+func (v *Aggregate) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*v = VerdictNone
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*v = Aggregate(s)
+	return nil
+}
 
 // Provider statuses besides "ok" and the providers' error kinds.
 const (
@@ -76,7 +102,7 @@ type Row struct {
 	ThreatFoxRaw             *string    `json:"threatfox_raw"`
 	ThreatFoxQueriedAt       *time.Time `json:"threatfox_queried_at"`
 
-	AggregateVerdict string `json:"aggregate_verdict"`
+	AggregateVerdict Aggregate `json:"aggregate_verdict"`
 	// Providers are the configured providers, in order.
 	Providers []string `json:"providers"`
 	// Status says, per provider, "ok" or why there is no answer.
@@ -251,7 +277,7 @@ func (r *Row) Verdict(provider string) providers.Verdict {
 }
 
 func (r *Row) recompute() {
-	r.AggregateVerdict = Strongest(r.verdicts[:]...)
+	r.AggregateVerdict = Aggregate(Strongest(r.verdicts[:]...))
 }
 
 // Pending lists the configured providers worth asking again: no answer yet,
@@ -312,7 +338,7 @@ func nonNil(s []string) []string {
 // it, written into events at the processor's target.
 type Enrichment struct {
 	AttackerIP               string    `json:"attacker_ip"`
-	AggregateVerdict         string    `json:"aggregate_verdict"`
+	AggregateVerdict         Aggregate `json:"aggregate_verdict"`
 	Providers                []string  `json:"providers"`
 	AbuseIPDBScore           *int      `json:"abuseipdb_score"`
 	AbuseIPDBCategories      []int     `json:"abuseipdb_categories"`

@@ -31,7 +31,7 @@ func TestCompactRoundTrip(t *testing.T) {
 	if string(got) != string(want) {
 		t.Fatalf("round trip changed the row:\n got %s\nwant %s", got, want)
 	}
-	if c.Verdict() != r.AggregateVerdict || back.Complete() != r.Complete() {
+	if c.Verdict() != string(r.AggregateVerdict) || back.Complete() != r.Complete() {
 		t.Fatalf("verdict %s / %s, complete %v / %v", c.Verdict(), r.AggregateVerdict, back.Complete(), r.Complete())
 	}
 }

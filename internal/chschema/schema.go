@@ -127,7 +127,7 @@ func Columns(v Version) []Column {
 		{"threatfox_malware_families", "Array(String)"},
 		{"threatfox_raw", "Nullable(String)"},
 		{"threatfox_queried_at", "Nullable(DateTime)"},
-		{"aggregate_verdict", enum},
+		{"aggregate_verdict", nullEnum}, // NULL: no provider had an opinion
 		{"greynoise_status", enum},
 		{"abuseipdb_status", enum},
 		{"feodo_status", enum},

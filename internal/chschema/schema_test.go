@@ -87,7 +87,8 @@ func TestUpgradeFrom1816AddsAndWidens(t *testing.T) {
 	joined := strings.Join(p.Statements, "\n")
 	for _, want := range []string{
 		"ALTER TABLE attacker_intel MODIFY COLUMN greynoise_classification LowCardinality(Nullable(String))",
-		"ALTER TABLE attacker_intel MODIFY COLUMN aggregate_verdict LowCardinality(String)",
+		"ALTER TABLE attacker_intel MODIFY COLUMN aggregate_verdict LowCardinality(Nullable(String))",
+		"ALTER TABLE attacker_intel MODIFY COLUMN greynoise_verdict LowCardinality(Nullable(String))",
 		"ALTER TABLE attacker_intel ADD COLUMN carrier_topic String AFTER expires_at",
 		"ALTER TABLE attacker_intel ADD COLUMN version UInt64 AFTER carrier_offset",
 		"ALTER TABLE attacker_intel MODIFY TTL expires_at + INTERVAL 30 DAY",

@@ -114,18 +114,19 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 	var out []Stored
 	for rows.Next() {
 		var (
-			ip                                 string
-			gnClass, gnName, feodoFam          *string
-			gnTags, tfThreat, tfIOC, tfFam     []string
-			gnAt, abAt, feodoAt, tfAt          *time.Time
-			abScore, feodoListed, tfListed     *uint8
-			abCats                             []uint8
-			verdict, gnSt, abSt, feodoSt, tfSt string
-			cachedAt, expiresAt                time.Time
-			carrierTopic                       string
-			carrierPartition                   int32
-			carrierOffset                      int64
-			gnV, abV, feodoV, tfV              *string
+			ip                             string
+			gnClass, gnName, feodoFam      *string
+			gnTags, tfThreat, tfIOC, tfFam []string
+			gnAt, abAt, feodoAt, tfAt      *time.Time
+			abScore, feodoListed, tfListed *uint8
+			abCats                         []uint8
+			verdict                        *string
+			gnSt, abSt, feodoSt, tfSt      string
+			cachedAt, expiresAt            time.Time
+			carrierTopic                   string
+			carrierPartition               int32
+			carrierOffset                  int64
+			gnV, abV, feodoV, tfV          *string
 		)
 		if err := rows.Scan(&ip, &gnClass, &gnName, &gnTags, &gnAt, &abScore, &abCats, &abAt,
 			&feodoListed, &feodoFam, &feodoAt, &tfListed, &tfThreat, &tfIOC, &tfFam, &tfAt,
@@ -161,7 +162,11 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 		r.Restore(providers.NameFeodo, feodoSt, storedOr(feodoV, listedVerdict(r.FeodoListed)))
 		r.Restore(providers.NameThreatFox, tfSt, storedOr(tfV, listedVerdict(r.ThreatFoxListed)))
 		if gnV == nil && abV == nil && feodoV == nil && tfV == nil {
-			r.AggregateVerdict = verdict // an older row: its stored aggregate is the truth
+			// An older row: its stored aggregate is the truth.
+			r.AggregateVerdict = aggregate.VerdictNone
+			if verdict != nil && *verdict != "" {
+				r.AggregateVerdict = aggregate.Aggregate(*verdict)
+			}
 		}
 		r.CachedAt, r.ExpiresAt = cachedAt.UTC(), expiresAt.UTC()
 		out = append(out, Stored{Row: r, Topic: carrierTopic, Partition: carrierPartition, Offset: carrierOffset})

@@ -247,10 +247,10 @@ func (a Answer) Row() *aggregate.Row {
 // Verdict is the aggregate verdict, without unpacking.
 func (a Answer) Verdict() string {
 	if a.row != nil {
-		return a.row.AggregateVerdict
+		return string(a.row.AggregateVerdict)
 	}
 	if a.ent.row != nil {
-		return a.ent.row.AggregateVerdict
+		return string(a.ent.row.AggregateVerdict)
 	}
 	return a.ent.packed.Verdict()
 }

@@ -621,7 +621,7 @@ func (l *Lab) VerifyNewestRowsHaveTheirEvents(ctx context.Context, table, topic,
 	if where == "" {
 		where = "1"
 	}
-	rows, err := chserver.Query(ctx, l.CH.DSN(), "SELECT attacker_ip, toString(version), aggregate_verdict, "+
+	rows, err := chserver.Query(ctx, l.CH.DSN(), "SELECT attacker_ip, toString(version), ifNull(aggregate_verdict, 'null'), "+
 		"ifNull(greynoise_classification, 'null'), ifNull(toString(abuseipdb_score), 'null'), ifNull(toString(feodo_listed), 'null'), "+
 		"ifNull(toString(threatfox_listed), 'null') FROM "+table+" FINAL WHERE "+where)
 	if err != nil {
@@ -642,7 +642,7 @@ func (l *Lab) VerifyNewestRowsHaveTheirEvents(ctx context.Context, table, topic,
 			return
 		}
 		e := event{version: at.UnixNano(), content: strings.Join([]string{
-			p.Get("aggregate_verdict").String(), orNull(p.Get("greynoise_classification")), orNull(p.Get("abuseipdb_score")),
+			orNull(p.Get("aggregate_verdict")), orNull(p.Get("greynoise_classification")), orNull(p.Get("abuseipdb_score")),
 			boolNum(p.Get("feodo_listed")), boolNum(p.Get("threatfox_listed"))}, "|")}
 		if prev, ok := last[ip]; ok && e.version < prev.version && len(problems) < 20 {
 			problems = append(problems, fmt.Sprintf("%s: an event of version %d published after one of version %d", ip, e.version, prev.version))

@@ -133,16 +133,5 @@ func decodeAbuseIPDB(status int, raw []byte, now time.Time) Result {
 	slices.Sort(data.Categories)
 	data.Categories = slices.Compact(data.Categories)
 
-	res := Result{Raw: resp.body, AbuseIPDB: data, FetchedAt: now}
-	switch {
-	case data.Score >= 75:
-		res.Verdict = VerdictMalicious
-	case data.Score >= 25:
-		res.Verdict = VerdictSuspicious
-	case data.TotalReports == 0:
-		res.Verdict = VerdictUnknown // no reports: no data, not clean
-	default:
-		res.Verdict = VerdictBenign
-	}
-	return res
+	return Result{Raw: resp.body, AbuseIPDB: data, FetchedAt: now}
 }

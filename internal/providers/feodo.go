@@ -46,6 +46,8 @@ type FeodoConfig struct {
 	MaxBodyBytes    int64 // default 16 MiB
 	Timeout         time.Duration
 	Now             func() time.Time
+	// Policy makes answers verdicts; default DECNET's rules.
+	Policy *Policy
 }
 
 // DefaultFeodoURL is the JSON blocklist.
@@ -97,6 +99,10 @@ func NewFeodo(c FeodoConfig) *Feodo {
 	}
 	if c.Guard == nil {
 		c.Guard = &Guard{}
+	}
+	if c.Policy == nil {
+		p := DECNETPolicy()
+		c.Policy = &p
 	}
 	return &Feodo{conf: c, stop: make(chan struct{})}
 }
@@ -346,10 +352,16 @@ func parsePort(raw json.RawMessage) (int, bool) {
 	return 0, false
 }
 
-// Lookup answers from the index. Listed with an online entry: malicious
-// (an active C2); only offline entries: suspicious (a former C2); absent: no
-// opinion. The first lookup before any feed loaded triggers the load.
+// Lookup answers from the index (listed or not, online or offline; the
+// policy makes it a verdict). The first lookup before any feed loaded
+// triggers the load.
 func (f *Feodo) Lookup(ctx context.Context, ip netip.Addr) Result {
+	res := f.lookup(ctx, ip)
+	res.Verdict = f.conf.Policy.Verdict(res)
+	return res
+}
+
+func (f *Feodo) lookup(ctx context.Context, ip netip.Addr) Result {
 	return safely(NameFeodo, f.conf.Now(), func() Result {
 		if why := f.conf.Guard.Check(ip); why != "" {
 			return failed(NameFeodo, ErrSkipped, "not looked up: %s address", why)
@@ -372,11 +384,6 @@ func (f *Feodo) Lookup(ctx context.Context, ip netip.Addr) Result {
 		cp.FeedAge = now.Sub(idx.loadedAt)
 		res.Feodo = &cp
 		res.Raw = idx.raw[ip.Unmap()]
-		if cp.Status == "online" {
-			res.Verdict = VerdictMalicious
-		} else {
-			res.Verdict = VerdictSuspicious
-		}
 		return res
 	})
 }

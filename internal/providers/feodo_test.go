@@ -77,8 +77,9 @@ func TestFeodoVerdictsFromTheFixtureFeed(t *testing.T) {
 	if res.Verdict != VerdictMalicious || res.Feodo.MalwareFamily != "QakBot" || res.Feodo.Status != "online" || len(res.Feodo.Ports) != 2 {
 		t.Errorf("203.0.113.45: %+v %+v", res, res.Feodo)
 	}
-	if res := f.Lookup(ctx, netip.MustParseAddr("203.0.113.99")); res.Verdict != VerdictSuspicious || res.Feodo.MalwareFamily != "Emotet" {
-		t.Errorf("203.0.113.99 (offline only): %+v", res.Feodo)
+	// DECNET's rules: listed is malicious whatever its status.
+	if res := f.Lookup(ctx, netip.MustParseAddr("203.0.113.99")); res.Verdict != VerdictMalicious || res.Feodo.MalwareFamily != "Emotet" || res.Feodo.Status != "offline" {
+		t.Errorf("203.0.113.99 (offline only): %s %+v", res.Verdict, res.Feodo)
 	}
 	if res := f.Lookup(ctx, netip.MustParseAddr("198.51.100.23")); !res.OK() || res.Verdict != VerdictNone || res.Feodo.Listed {
 		t.Errorf("absent IP: %+v", res)
@@ -89,6 +90,17 @@ func TestFeodoVerdictsFromTheFixtureFeed(t *testing.T) {
 	var raw []map[string]any
 	if err := json.Unmarshal(res.Raw, &raw); err != nil || len(raw) != 2 {
 		t.Errorf("raw entries %s: %v", res.Raw, err)
+	}
+}
+
+// A stricter policy than DECNET's: a former C2 (offline only) is suspicious.
+func TestFeodoUnderAStricterPolicy(t *testing.T) {
+	srv := newFeedServer(t, readFixture(t, "feodo/ipblocklist.json"))
+	strict := DECNETPolicy()
+	strict.Feodo.Offline = VerdictSuspicious
+	f := NewFeodo(FeodoConfig{URL: srv.URL + "/ipblocklist.json", Guard: testGuard(), Policy: &strict})
+	if res := f.Lookup(context.Background(), netip.MustParseAddr("203.0.113.99")); res.Verdict != VerdictSuspicious {
+		t.Fatalf("offline only under the stricter policy: %s", res.Verdict)
 	}
 }
 

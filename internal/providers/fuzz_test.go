@@ -43,6 +43,7 @@ func FuzzDecodeGreyNoise(f *testing.F) {
 	addFixtureSeeds(f, NameGreyNoise)
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		res := decodeGreyNoise(status, body, fuzzNow)
+		res.Verdict = DECNETPolicy().Verdict(res)
 		checkDecoded(t, res, res.GreyNoise != nil)
 	})
 }
@@ -51,6 +52,7 @@ func FuzzDecodeAbuseIPDB(f *testing.F) {
 	addFixtureSeeds(f, NameAbuseIPDB)
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		res := decodeAbuseIPDB(status, body, fuzzNow)
+		res.Verdict = DECNETPolicy().Verdict(res)
 		checkDecoded(t, res, res.AbuseIPDB != nil)
 		if res.OK() && (res.AbuseIPDB.Score >= 75) != (res.Verdict == VerdictMalicious) {
 			t.Fatalf("score %d gave %s", res.AbuseIPDB.Score, res.Verdict)
@@ -63,6 +65,7 @@ func FuzzDecodeThreatFox(f *testing.F) {
 	ip := netip.MustParseAddr("203.0.113.45")
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		res := decodeThreatFox(status, body, ip, fuzzNow)
+		res.Verdict = DECNETPolicy().Verdict(res)
 		checkDecoded(t, res, res.ThreatFox != nil)
 		if res.OK() && res.ThreatFox.Listed != (res.Verdict == VerdictMalicious) {
 			t.Fatalf("listed %v gave %s", res.ThreatFox.Listed, res.Verdict)

@@ -101,8 +101,7 @@ func decodeGreyNoise(status int, raw []byte, now time.Time) Result {
 	data := &GreyNoiseData{Noise: *body.Noise, RIOT: *body.RIOT, Tags: body.Tags}
 	res := Result{Raw: resp.body, GreyNoise: data, FetchedAt: now}
 	if resp.status == http.StatusNotFound {
-		res.Verdict = VerdictUnknown // not observed: an answer, not an error
-		return res
+		return res // not observed: an answer (no classification), not an error
 	}
 	if body.Classification == nil || body.Name == nil {
 		return parseError(NameGreyNoise, resp.body, "200 response lacks classification or name")
@@ -114,13 +113,8 @@ func decodeGreyNoise(status int, raw []byte, now time.Time) Result {
 		}
 		data.LastSeen = *body.LastSeen
 	}
-	switch {
-	case data.Classification == "malicious":
-		res.Verdict = VerdictMalicious
-	case data.Classification == "benign" || data.RIOT:
-		res.Verdict = VerdictBenign
-	case data.Classification == "unknown":
-		res.Verdict = VerdictSuspicious // seen scanning, intent unknown
+	switch data.Classification {
+	case "malicious", "benign", "unknown":
 	default:
 		return parseError(NameGreyNoise, resp.body, "unknown classification %q", data.Classification)
 	}

@@ -21,6 +21,7 @@ type Common struct {
 	Client  *http.Client // default: a client with a pooled transport
 	Budget  *BudgetStore // optional: persists daily budgets
 	Shared  *Shared      // optional: shares daily budgets with other replicas
+	Policy  *Policy      // makes answers verdicts; default DECNET's rules
 	Now     func() time.Time
 }
 
@@ -55,6 +56,7 @@ func (p *httpProvider) Lookup(ctx context.Context, ip netip.Addr) Result {
 	ctx = context.WithValue(ctx, sentKey{}, &sent)
 	res := safely(p.name, p.common.Now(), func() Result { return p.ask(ctx, ip) })
 	res.Requests = int(sent.Load())
+	res.Verdict = p.common.Policy.Verdict(res)
 	return res
 }
 
@@ -76,6 +78,10 @@ func newHTTPProvider(name string, c Common) *httpProvider {
 	}
 	if c.Guard == nil {
 		c.Guard = &Guard{}
+	}
+	if c.Policy == nil {
+		p := DECNETPolicy()
+		c.Policy = &p
 	}
 	return &httpProvider{name: name, common: c, gate: newGate(name, c.Limits, c.Budget, c.Shared, c.Now)}
 }

@@ -126,17 +126,14 @@ func decodeThreatFox(status int, raw []byte, ip netip.Addr, now time.Time) Resul
 		data.Listed = true
 		data.ThreatTypes = appendSet(data.ThreatTypes, ioc.ThreatType)
 		data.IOCTypes = appendSet(data.IOCTypes, ioc.IOCType)
-		family := ioc.MalwarePrintabl
+		family := ioc.Malware // DECNET's choice: the Malpedia id (win.qakbot) first
 		if family == "" {
-			family = ioc.Malware
+			family = ioc.MalwarePrintabl
 		}
 		data.MalwareFamilies = appendSet(data.MalwareFamilies, family)
 		data.MaxConfidence = max(data.MaxConfidence, ioc.ConfidenceLevel)
 	}
 	res.ThreatFox = data
-	if data.Listed {
-		res.Verdict = VerdictMalicious
-	}
 	return res
 }
 

@@ -3,6 +3,7 @@ package intel_processor
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -56,6 +57,7 @@ const (
 	fWarmTimeout       = "timeout"
 	fLookupOnMiss      = "lookup_on_miss"
 	fSharedBudget      = "shared_budget"
+	fVerdicts          = "verdicts"
 
 	emitChanges = "changes"
 	emitAll     = "all"
@@ -161,6 +163,7 @@ func spec() *service.ConfigSpec {
 			).
 				Description("Share each provider's daily budget with the other replicas of this consumer group through a small ledger table in ClickHouse: a budget belongs to an API key, and replicas counting alone would spend it once each. Before each budgeted call a replica reports its count and takes its share of what the group has left (split among the replicas active in the last minute). If the ledger cannot be reached, spending stays within the last share known. Needs `state_file` (it names the replica).").
 				Optional(),
+			verdictsField(),
 			service.NewBloblangField(fPriority).
 				Description("A mapping giving an event's priority (e.g. from `attacker.scored` payloads). With `budget_reserve`, low-priority lookups leave a provider's last calls to the attackers that matter.").
 				Example(`root = this.payload.event_count.or(0) + if this.payload.is_traversal.or(false) { 100 } else { 0 }`).
@@ -196,6 +199,81 @@ pipeline:
         never_query: [ "198.18.0.0/15" ]
         state_file: ./var/intel/budget.json
 `)
+}
+
+var verdictNames = []string{"malicious", "suspicious", "benign", "unknown", "none"}
+
+func verdictField(name, def, desc string) *service.ConfigField {
+	return service.NewStringEnumField(name, verdictNames...).Description(desc).Default(def)
+}
+
+// verdictsField is the verdict policy: per provider, what its answers mean.
+// Its defaults are DECNET's own rules.
+func verdictsField() *service.ConfigField {
+	return service.NewObjectField(fVerdicts,
+		service.NewObjectField("greynoise",
+			verdictField("malicious", "malicious", "Classification malicious."),
+			verdictField("benign", "benign", "Classification benign."),
+			verdictField("unknown", "unknown", "Classification unknown: seen scanning, intent unknown."),
+			verdictField("not_seen", "unknown", "A 404: not observed scanning the internet."),
+			verdictField("riot", "none", "A RIOT IP (a common business service), whatever its classification; none: the classification decides, as in DECNET."),
+		).Description("GreyNoise Community's classification."),
+		service.NewObjectField("abuseipdb",
+			service.NewIntField("malicious_at").Description("Scores at or above: malicious.").Default(75),
+			service.NewIntField("suspicious_at").Description("Scores at or above: suspicious.").Default(25),
+			verdictField("below", "benign", "Scores below `suspicious_at`."),
+			verdictField("no_reports", "benign", "A score of 0 with no reports at all."),
+		).Description("AbuseIPDB's abuse confidence score.").
+			LintRule(`root = if this.suspicious_at.or(25) < 0 || this.malicious_at.or(75) > 100 || this.suspicious_at.or(25) > this.malicious_at.or(75) { [ "verdicts.abuseipdb: need 0 <= suspicious_at <= malicious_at <= 100" ] }`),
+		service.NewObjectField("feodo",
+			verdictField("online", "malicious", "Listed with an online entry: an active C2."),
+			verdictField("offline", "malicious", "Listed with offline entries only: a former C2."),
+		).Description("Feodo Tracker's blocklist (not listed: no opinion)."),
+		service.NewObjectField("threatfox",
+			verdictField("listed", "malicious", "Any IOC for the IP."),
+		).Description("ThreatFox's IOCs (none: no opinion)."),
+	).Description("What each provider's answer means. The defaults are DECNET's own intel worker's rules, so the stage and DECNET agree on every IP; choose stricter ones here (e.g. `feodo.offline: suspicious`, `abuseipdb.no_reports: unknown`). `none` means no opinion. The aggregate is the strongest verdict (malicious > suspicious > benign > unknown), null when no provider has an opinion.").
+		Advanced()
+}
+
+// parsePolicy reads the verdicts block.
+func parsePolicy(conf *service.ParsedConfig) (providers.Policy, error) {
+	p := providers.DECNETPolicy()
+	v := conf.Namespace(fVerdicts)
+	read := func(dst *providers.Verdict, path ...string) error {
+		s, err := v.FieldString(path...)
+		if err != nil {
+			return err
+		}
+		*dst, err = providers.ParseVerdict(s)
+		return err
+	}
+	for _, f := range []struct {
+		dst  *providers.Verdict
+		path []string
+	}{
+		{&p.GreyNoise.Malicious, []string{"greynoise", "malicious"}}, {&p.GreyNoise.Benign, []string{"greynoise", "benign"}},
+		{&p.GreyNoise.Unknown, []string{"greynoise", "unknown"}}, {&p.GreyNoise.NotSeen, []string{"greynoise", "not_seen"}},
+		{&p.GreyNoise.RIOT, []string{"greynoise", "riot"}},
+		{&p.AbuseIPDB.Below, []string{"abuseipdb", "below"}}, {&p.AbuseIPDB.NoReports, []string{"abuseipdb", "no_reports"}},
+		{&p.Feodo.Online, []string{"feodo", "online"}}, {&p.Feodo.Offline, []string{"feodo", "offline"}},
+		{&p.ThreatFox.Listed, []string{"threatfox", "listed"}},
+	} {
+		if err := read(f.dst, f.path...); err != nil {
+			return p, fmt.Errorf("%s.%s: %w", fVerdicts, strings.Join(f.path, "."), err)
+		}
+	}
+	var err error
+	if p.AbuseIPDB.MaliciousAt, err = v.FieldInt("abuseipdb", "malicious_at"); err != nil {
+		return p, err
+	}
+	if p.AbuseIPDB.SuspiciousAt, err = v.FieldInt("abuseipdb", "suspicious_at"); err != nil {
+		return p, err
+	}
+	if err := p.Check(); err != nil {
+		return p, fmt.Errorf("%s: %w", fVerdicts, err)
+	}
+	return p, nil
 }
 
 // providerConf is one parsed provider block.
@@ -309,7 +387,7 @@ func parseLimits(c *service.ParsedConfig, l providers.Limits) (providers.Limits,
 }
 
 // buildProviders turns parsed blocks into providers.
-func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string, shared *providers.Shared) ([]providers.Provider, []*providers.Feodo, *providers.BudgetStore, error) {
+func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string, shared *providers.Shared, policy *providers.Policy) ([]providers.Provider, []*providers.Feodo, *providers.BudgetStore, error) {
 	var store *providers.BudgetStore
 	if stateFile != "" {
 		var err error
@@ -324,7 +402,7 @@ func buildProviders(confs []providerConf, guard *providers.Guard, stateFile stri
 		if p.limits != nil {
 			limits = *p.limits
 		}
-		common := providers.Common{BaseURL: p.baseURL, Limits: limits, Guard: guard, Budget: store, Shared: shared}
+		common := providers.Common{BaseURL: p.baseURL, Limits: limits, Guard: guard, Budget: store, Shared: shared, Policy: policy}
 		switch p.name {
 		case providers.NameGreyNoise:
 			out = append(out, providers.NewGreyNoise(providers.GreyNoiseConfig{Common: common, APIKey: p.apiKey}))
@@ -333,7 +411,7 @@ func buildProviders(confs []providerConf, guard *providers.Guard, stateFile stri
 		case providers.NameThreatFox:
 			out = append(out, providers.NewThreatFox(providers.ThreatFoxConfig{Common: common, AuthKey: p.apiKey}))
 		case providers.NameFeodo:
-			f := providers.NewFeodo(providers.FeodoConfig{URL: p.url, RefreshInterval: p.refresh, AuthKey: p.apiKey, Guard: guard})
+			f := providers.NewFeodo(providers.FeodoConfig{URL: p.url, RefreshInterval: p.refresh, AuthKey: p.apiKey, Guard: guard, Policy: policy})
 			feeds = append(feeds, f)
 			out = append(out, f)
 		}

@@ -163,7 +163,11 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 			}
 		}}
 	}
-	provs, feeds, budgets, err := buildProviders(pconfs, p.guard, stateFile, shared)
+	policy, err := parsePolicy(conf)
+	if err != nil {
+		return nil, err
+	}
+	provs, feeds, budgets, err := buildProviders(pconfs, p.guard, stateFile, shared, &policy)
 	if err != nil {
 		return nil, err
 	}

@@ -146,7 +146,8 @@ func TestEmitChangesEnrichesOncePerIP(t *testing.T) {
 	if meta(out[2], MetaError) != "invalid_ip" || out[2].GetError() == nil {
 		t.Errorf("hostile IP string not refused: %q", meta(out[2], MetaError))
 	}
-	if v := intelOf(t, out[3]); v.AggregateVerdict != "suspicious" {
+	// DECNET's rules: Feodo listed (offline) is malicious.
+	if v := intelOf(t, out[3]); v.AggregateVerdict != "malicious" {
 		t.Errorf("203.0.113.99: %+v", v)
 	}
 	if v := intelOf(t, out[4]); v.AttackerIP != "198.51.100.23" || v.AggregateVerdict != "benign" {
@@ -291,5 +292,25 @@ func TestIPMetadataMustBeThere(t *testing.T) {
 	out := run(t, p, service.MessageBatch{msgAt(event(`"203.0.113.45"`), 1)})
 	if len(out) != 1 || meta(out[0], MetaError) != "invalid_ip" {
 		t.Fatalf("an event without decnet_key: %d out, %q", len(out), meta(out[0], MetaError))
+	}
+}
+
+// A stricter verdict table in YAML: a former C2 (Feodo offline only) is
+// suspicious, not malicious; and a table that cannot be meant fails.
+func TestVerdictPolicyFromYAML(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, "verdicts:\n  feodo:\n    offline: suspicious\n  abuseipdb:\n    no_reports: unknown"))
+	out := run(t, p, service.MessageBatch{msgAt(event(`"203.0.113.99"`), 1)})
+	if v := intelOf(t, out[0]); v.AggregateVerdict != "suspicious" {
+		t.Fatalf("203.0.113.99 under the stricter table: %s", v.AggregateVerdict)
+	}
+	for _, bad := range []string{"verdicts: { feodo: { offline: evil } }", "verdicts: { abuseipdb: { suspicious_at: 90, malicious_at: 80 } }"} {
+		conf, err := spec().ParseYAML(processorYAML(fp.URL, bad), nil)
+		if err == nil {
+			_, err = newProcessor(conf, service.MockResources())
+		}
+		if err == nil {
+			t.Errorf("accepted %s", bad)
+		}
 	}
 }
