@@ -45,7 +45,7 @@ func pipelineEnv(t *testing.T, addr string) (map[string]string, *fixtures.Provid
 	t.Cleanup(srv.Close)
 	return map[string]string{
 		"KAFKA_SEED_BROKERS": addr, "GREYNOISE_BASE_URL": srv.URL, "ABUSEIPDB_BASE_URL": srv.URL,
-		"THREATFOX_BASE_URL": srv.URL, "ABUSEIPDB_API_KEY": "k", "THREATFOX_API_KEY": "k",
+		"THREATFOX_BASE_URL": srv.URL, "DECNET_ABUSEIPDB_API_KEY": "k", "DECNET_THREATFOX_API_KEY": "k",
 		"FEODO_URL": srv.URL + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
 		"INTEL_STATE_FILE": "",
 	}, ps

@@ -219,10 +219,9 @@ func envOr(env map[string]string, k, def string) string {
 	return def
 }
 
-// apiKeys are the environment variables of real provider keys, DECNET's
-// names first.
-var apiKeys = []string{"DECNET_GREYNOISE_API_KEY", "DECNET_ABUSEIPDB_API_KEY", "DECNET_THREATFOX_API_KEY",
-	"GREYNOISE_API_KEY", "ABUSEIPDB_API_KEY", "THREATFOX_API_KEY"}
+// apiKeys are the environment variables of real provider keys (old names
+// were adopted at start: env_names.go).
+var apiKeys = []string{"DECNET_GREYNOISE_API_KEY", "DECNET_ABUSEIPDB_API_KEY", "DECNET_THREATFOX_API_KEY"}
 
 // devProviders points the pipeline's providers at a local simulation,
 // unless real API keys are set. The generated attackers use documentation
@@ -242,7 +241,7 @@ func devProviders(w io.Writer, env map[string]string) (stop func(), simulated bo
 	sim.SetLatencyFunc(providersim.MixedLatency(300 * time.Millisecond))
 	for k, v := range map[string]string{
 		"GREYNOISE_BASE_URL": sim.URL, "ABUSEIPDB_BASE_URL": sim.URL, "THREATFOX_BASE_URL": sim.URL,
-		"GREYNOISE_API_KEY": "dev-simulation", "ABUSEIPDB_API_KEY": "dev-simulation", "THREATFOX_API_KEY": "dev-simulation",
+		"DECNET_GREYNOISE_API_KEY": "dev-simulation", "DECNET_ABUSEIPDB_API_KEY": "dev-simulation", "DECNET_THREATFOX_API_KEY": "dev-simulation",
 		"FEODO_URL": sim.URL + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
 	} {
 		env[k] = v

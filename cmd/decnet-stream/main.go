@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 
@@ -22,6 +23,8 @@ var (
 )
 
 func main() {
+	adoptOldKeyNames(os.Stderr)
+	holdEarlyTerm(os.Args)
 	service.RunCLI(context.Background(),
 		service.CLIOptSetBinaryName("decnet-stream"),
 		service.CLIOptSetProductName("decnet-stream"),

@@ -110,8 +110,10 @@ output:
 
 func TestShippedConfigsLint(t *testing.T) {
 	configs, _ := filepath.Glob("../../config/*.yaml")
-	more, _ := filepath.Glob("../../config/*/*.yaml")
-	configs = append(configs, more...)
+	for _, pattern := range []string{"../../config/*/*.yaml", "../../config/*/*/*.yaml"} {
+		more, _ := filepath.Glob(pattern)
+		configs = append(configs, more...)
+	}
 	if len(configs) == 0 {
 		t.Fatal("no configs found")
 	}
@@ -260,7 +262,7 @@ func TestDocsMatchSpecs(t *testing.T) {
 // API keys are secret fields: `echo` shows the config without them.
 func TestEchoScrubsProviderKeys(t *testing.T) {
 	cmd := exec.Command(binary, "echo", "../../config/pipeline.yaml")
-	cmd.Env = append(os.Environ(), "ABUSEIPDB_API_KEY=sekrit-abuse-123", "GREYNOISE_API_KEY=sekrit-gn-456", "THREATFOX_API_KEY=sekrit-tf-789")
+	cmd.Env = append(os.Environ(), "DECNET_ABUSEIPDB_API_KEY=sekrit-abuse-123", "DECNET_GREYNOISE_API_KEY=sekrit-gn-456", "DECNET_THREATFOX_API_KEY=sekrit-tf-789")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("echo: %v\n%s", err, out)

@@ -325,7 +325,7 @@ func TestReliabilitySecretsNeverLeak(t *testing.T) {
 	l := newLab(t)
 	secrets := []string{"sekrit-gn-5c1f", "sekrit-ab-77e0", "sekrit-tf-9a3d"}
 	table := l.Table()
-	o := pipelineOpts(table, "GREYNOISE_API_KEY="+secrets[0], "ABUSEIPDB_API_KEY="+secrets[1], "THREATFOX_API_KEY="+secrets[2])
+	o := pipelineOpts(table, "DECNET_GREYNOISE_API_KEY="+secrets[0], "DECNET_ABUSEIPDB_API_KEY="+secrets[1], "DECNET_THREATFOX_API_KEY="+secrets[2])
 	o.LogLevel = "debug"
 	p := start(t, l, o)
 	l.Sim.SetFault(providersim.GreyNoise, providersim.Fault500) // errors get logged: they must not carry the key

@@ -355,7 +355,7 @@ func (l *Lab) Start(o RunOpts) (*Process, error) {
 		"CLICKHOUSE_DSN="+l.CH.DSN(),
 		"GREYNOISE_BASE_URL="+l.Sim.URL, "ABUSEIPDB_BASE_URL="+l.Sim.URL, "THREATFOX_BASE_URL="+l.Sim.URL,
 		"FEODO_URL="+l.Sim.URL+"/ipblocklist.json",
-		"GREYNOISE_API_KEY=bench-greynoise-key", "ABUSEIPDB_API_KEY=bench-abuseipdb-key", "THREATFOX_API_KEY=bench-threatfox-key",
+		"DECNET_GREYNOISE_API_KEY=bench-greynoise-key", "DECNET_ABUSEIPDB_API_KEY=bench-abuseipdb-key", "DECNET_THREATFOX_API_KEY=bench-threatfox-key",
 		"INTEL_STATE_FILE="+filepath.Join(l.Tmp, fmt.Sprintf("budget-%d.json", port)),
 	), o.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -6,6 +6,8 @@ import (
 	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
 	_ "github.com/decnet/decnet-stream/plugins/control"
 	_ "github.com/decnet/decnet-stream/plugins/dead_letter"
+	_ "github.com/decnet/decnet-stream/plugins/decnet_bus"
+	_ "github.com/decnet/decnet-stream/plugins/decnet_webhook"
 	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
 	_ "github.com/decnet/decnet-stream/plugins/kafka"
 	_ "github.com/decnet/decnet-stream/plugins/topic_router"

@@ -23,7 +23,7 @@ receives SIGTERM: every stream stops reading, finishes and acknowledges its in-f
 ` + "`shutdown_timeout`" + `, commits its offsets and exits. A stopped worker has no listener: starting it again
 is the supervisor's job, so ` + "`start`" + ` (and any other action) is only logged.
 `).
-		Field(service.NewStringField("worker").Description("This worker's name, for the logs.").Default("intel"))
+		Field(service.NewStringField("worker").Description("This worker's name, for the logs (DECNET registers the enrichment stage as " + "`enrich`" + ").").Default("enrich"))
 }
 
 func init() {

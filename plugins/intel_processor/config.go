@@ -142,10 +142,10 @@ func spec() *service.ConfigSpec {
 				Description("The providers to ask, each a typed block.").
 				LintRule(providerFieldLint).
 				Example([]any{
-					map[string]any{"name": "greynoise", "api_key": "${GREYNOISE_API_KEY:}"},
-					map[string]any{"name": "abuseipdb", "api_key": "${ABUSEIPDB_API_KEY:}"},
+					map[string]any{"name": "greynoise", "api_key": "${DECNET_GREYNOISE_API_KEY:}"},
+					map[string]any{"name": "abuseipdb", "api_key": "${DECNET_ABUSEIPDB_API_KEY:}"},
 					map[string]any{"name": "feodo"},
-					map[string]any{"name": "threatfox", "api_key": "${THREATFOX_API_KEY:}"},
+					map[string]any{"name": "threatfox", "api_key": "${DECNET_THREATFOX_API_KEY:}"},
 				}),
 			service.NewStringListField(fNeverQuery).
 				Description("Your own networks (CIDRs or addresses): never sent to any provider. Private, loopback, link-local, CGNAT, multicast, documentation, benchmarking and reserved ranges never are either.").
@@ -190,12 +190,12 @@ pipeline:
     - intel_enrich:
         providers:
           - name: greynoise
-            api_key: ${GREYNOISE_API_KEY:}
+            api_key: ${DECNET_GREYNOISE_API_KEY:}
           - name: abuseipdb
-            api_key: ${ABUSEIPDB_API_KEY:}
+            api_key: ${DECNET_ABUSEIPDB_API_KEY:}
           - name: feodo
           - name: threatfox
-            api_key: ${THREATFOX_API_KEY:}
+            api_key: ${DECNET_THREATFOX_API_KEY:}
         never_query: [ "198.18.0.0/15" ]
         state_file: ./var/intel/budget.json
 `)

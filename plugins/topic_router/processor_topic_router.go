@@ -57,6 +57,16 @@ var defaultRoutes = []any{
 	defaultRoute("system.*.health", "system.health", "$1", "", keyFormatAny),
 	defaultRoute("system.*.control", "system.control", "$1", "", keyFormatAny),
 	defaultRoute("system.>", "$0", "", "", keyFormatAny),
+	// Roots DECNET added after its first release: each its own topic, keyed
+	// by attacker when the event names one.
+	defaultRoute("identity.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("campaign.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("attribution.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("ttp.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("canary.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("email.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("smtp.>", "$0", "", "payload.attacker_ip", keyFormatAny),
+	defaultRoute("orchestrator.>", "$0", "", "", keyFormatAny),
 }
 
 func defaultRoute(match, topic, key, keyPath, format string) map[string]any {
@@ -118,6 +128,8 @@ Only routes with `+"`drop: true`"+` remove messages, and they do so before valid
 | `+"`system.*.health`"+` | `+"`system.health`"+` | the worker |
 | `+"`system.*.control`"+` | `+"`system.control`"+` | the worker |
 | `+"`system.>`"+` | the subject itself | none |
+| `+"`identity.>`"+`, `+"`campaign.>`"+`, `+"`attribution.>`"+`, `+"`ttp.>`"+`, `+"`canary.>`"+`, `+"`email.>`"+`, `+"`smtp.>`"+` | the subject itself | `+"`payload.attacker_ip`"+` when present |
+| `+"`orchestrator.>`"+` | the subject itself | none |
 
 IP keys are canonical (`+"`::ffff:203.0.113.9`"+` becomes `+"`203.0.113.9`"+`) so one attacker always lands on one
 partition.
