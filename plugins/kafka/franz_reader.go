@@ -85,6 +85,7 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 		kgo.ConsumeResetOffset(r.conf.startOffset),
 		kgo.FetchMaxBytes(r.conf.fetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(r.conf.fetchMaxPart),
+		kgo.FetchMaxWait(r.conf.fetchMaxWait),
 		kgo.MetadataMaxAge(r.conf.metadataMaxAge),
 		kgo.MetadataMinAge(min(r.conf.metadataMaxAge, 5*time.Second)),
 	)
@@ -175,6 +176,15 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 		}
 	}()
 	direct := r.conf.group == ""
+	senders := map[topicPartition]*partitionSender{}
+	enqueue := func(pc *partitionCheckpoint, msgs service.MessageBatch, recs []*kgo.Record) {
+		s := senders[pc.tp]
+		if s == nil || s.pc != pc {
+			s = r.newSender(ctx, cl, cp, out, pc)
+			senders[pc.tp] = s
+		}
+		s.enqueue(msgs, recs)
+	}
 
 	for {
 		pollCtx, cancel := ctx, context.CancelFunc(func() {})
@@ -221,7 +231,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 				return // revoked while in flight from the broker
 			}
 			if !batching {
-				ok = r.send(ctx, cp, out, pc, recordsToBatch(p.Records), p.Records)
+				enqueue(pc, recordsToBatch(p.Records), p.Records)
 				return
 			}
 			buf := buffers[tp]
@@ -245,7 +255,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 				buf.recs = append(buf.recs, rec)
 				buf.n++
 				if buf.batcher.Add(recordToMessage(rec)) && ok {
-					ok = r.flush(ctx, cp, out, buf)
+					ok = r.flush(ctx, buf, enqueue)
 				}
 			}
 		})
@@ -254,7 +264,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 		}
 		for _, buf := range buffers {
 			if periodDue(buf.batcher) && buf.n > 0 {
-				if !r.flush(ctx, cp, out, buf) {
+				if !r.flush(ctx, buf, enqueue) {
 					return
 				}
 			}
@@ -289,7 +299,7 @@ func nextFlush(buffers map[topicPartition]*partitionBuffer) (time.Duration, bool
 	return min, found
 }
 
-func (r *franzReader) flush(ctx context.Context, cp *checkpointer, out chan<- readBatch, buf *partitionBuffer) bool {
+func (r *franzReader) flush(ctx context.Context, buf *partitionBuffer, enqueue func(*partitionCheckpoint, service.MessageBatch, []*kgo.Record)) bool {
 	msgs, err := buf.batcher.Flush(ctx)
 	recs := buf.recs
 	buf.n, buf.recs = 0, nil
@@ -297,25 +307,10 @@ func (r *franzReader) flush(ctx context.Context, cp *checkpointer, out chan<- re
 		r.log.Errorf("Flushing batch: %v", err)
 		return ctx.Err() == nil
 	}
-	if len(msgs) == 0 {
-		return true
+	if len(msgs) > 0 {
+		enqueue(buf.pc, msgs, recs)
 	}
-	return r.send(ctx, cp, out, buf.pc, msgs, recs)
-}
-
-// send registers a batch with the checkpointer and waits for the pipeline to
-// take it. It reports false only when the reader is shutting down.
-func (r *franzReader) send(ctx context.Context, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint, msgs service.MessageBatch, recs []*kgo.Record) bool {
-	release, ok := cp.track(ctx, pc, recs[len(recs)-1], len(msgs))
-	if !ok {
-		return ctx.Err() == nil // revoked since fetched: the new owner reads it
-	}
-	select {
-	case out <- readBatch{msgs: msgs, recs: recs, release: release}:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return true
 }
 
 func recordsToBatch(recs []*kgo.Record) service.MessageBatch {

@@ -23,6 +23,7 @@ const (
 	fieldStartOffset     = "start_offset"
 	fieldFetchMaxBytes   = "fetch_max_bytes"
 	fieldFetchMaxPart    = "fetch_max_partition_bytes"
+	fieldFetchMaxWait    = "fetch_max_wait"
 	fieldRackID          = "rack_id"
 	fieldOrderedTopics   = "ordered_topics"
 	fieldGroupBalancer   = "group_balancer"
@@ -60,9 +61,11 @@ done; lost partitions drop their state, and the new owner resumes from the last 
 ### Backpressure
 
 At most `+"`checkpoint_limit`"+` messages of one partition are out with the pipeline at a time (a single
-fetch larger than that goes out alone). Past that the consumer stops polling until acknowledgements come
-back, and franz-go stops fetching once its bounded buffer is full, so a slow output slows the consumer
-instead of growing memory.
+fetch larger than that goes out alone; a partition of `+"`ordered_topics`"+` has one batch out at a time).
+Each partition is handed to the pipeline by its own goroutine, so a partition at its limit holds up only
+itself: its fetches are paused while `+"`checkpoint_limit`"+` more messages wait behind it, and resumed when
+they drain. A slow output slows the consumer instead of growing memory, and a slow topic (lookups
+waiting on providers) never holds up a fast one read by the same input.
 
 ### Metadata
 
@@ -139,6 +142,10 @@ Each message carries:
 					Default("1MiB").
 					LintRule(byteSizeLint(fieldFetchMaxPart)).
 					Advanced(),
+				service.NewDurationField(fieldFetchMaxWait).
+					Description("How long a broker may hold a fetch open waiting for data. A paused partition is fetched again with the next fetch, so this bounds how long a partition waits after its backlog drains (franz-go's default is 5s; the Java consumer's, 500ms).").
+					Default("500ms").
+					Advanced(),
 				service.NewStringField(fieldRackID).
 					Description("A rack to identify as, letting brokers that support it serve fetches from the closest replica.").
 					Default("").
@@ -200,6 +207,7 @@ type readerConfig struct {
 	startOffset     kgo.Offset
 	fetchMaxBytes   int32
 	fetchMaxPart    int32
+	fetchMaxWait    time.Duration
 	rackID          string
 	batching        service.BatchPolicy
 	metadataMaxAge  time.Duration
@@ -327,6 +335,9 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		return rc, err
 	}
 	if rc.fetchMaxPart, err = byteField(conf, fieldFetchMaxPart); err != nil {
+		return rc, err
+	}
+	if rc.fetchMaxWait, err = conf.FieldDuration(fieldFetchMaxWait); err != nil {
 		return rc, err
 	}
 	if rc.rackID, err = conf.FieldString(fieldRackID); err != nil {

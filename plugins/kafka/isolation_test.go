@@ -1,0 +1,76 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// A partition that cannot hand out its next batch (an ordered topic's batch
+// still out, waiting on slow work) holds up only itself: another topic of
+// the same input keeps flowing. Before, the input's one poll loop waited on
+// the full partition, and repeat sightings stood behind lookups of new
+// attackers.
+func TestAPartitionAtItsLimitHoldsUpOnlyItself(t *testing.T) {
+	addr := startBroker(t, "slow", "fast")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	must(t, err)
+	defer cl.Close()
+	var slow []*kgo.Record
+	for i := range 5 {
+		slow = append(slow, &kgo.Record{Topic: "slow", Key: []byte("k"), Value: []byte(fmt.Sprint(i))})
+	}
+	must(t, cl.ProduceSync(context.Background(), slow...).FirstErr())
+
+	conf, err := inputSpec().ParseYAML(fmt.Sprintf(`seed_brokers: [ %q ]
+topics: [ slow, fast ]
+consumer_group: isolation
+ordered_topics: [ slow ]
+`, addr), nil)
+	must(t, err)
+	rc, err := parseReaderConfig(conf)
+	must(t, err)
+	in := newFranzReader(rc, service.MockResources())
+	must(t, in.Connect(context.Background()))
+	defer in.Close(context.Background())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The first slow batch goes out and is held: its work never finishes
+	// in this test. Another slow record arrives behind it and must wait.
+	b, _, err := in.ReadBatch(ctx)
+	must(t, err)
+	if topic, _ := b[0].MetaGet(metaTopic); topic != "slow" {
+		t.Fatalf("read %s", topic)
+	}
+	must(t, cl.ProduceSync(context.Background(), &kgo.Record{Topic: "slow", Key: []byte("k"), Value: []byte("behind")}).FirstErr())
+	// Fast records in rounds, each produced once the last was read: by the
+	// second round the slow record has surely been fetched.
+	slowOut, fastSeen := 1, 0
+	for round := range 6 {
+		var recs []*kgo.Record
+		for i := range 100 {
+			recs = append(recs, &kgo.Record{Topic: "fast", Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprint(round*100 + i))})
+		}
+		must(t, cl.ProduceSync(context.Background(), recs...).FirstErr())
+		for fastSeen < (round+1)*100 {
+			b, ack, err := in.ReadBatch(ctx)
+			if err != nil {
+				t.Fatalf("round %d: %d fast records read while a slow batch is out: %v", round+1, fastSeen, err)
+			}
+			if topic, _ := b[0].MetaGet(metaTopic); topic == "slow" {
+				slowOut++
+				continue
+			}
+			fastSeen += len(b)
+			must(t, ack(ctx, nil))
+		}
+	}
+	if slowOut != 1 {
+		t.Fatalf("%d batches of the ordered partition went out at once, want 1", slowOut)
+	}
+}
