@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +48,10 @@ func pipelineEnv(t *testing.T, addr string) (map[string]string, *fixtures.Provid
 		"KAFKA_SEED_BROKERS": addr, "GREYNOISE_BASE_URL": srv.URL, "ABUSEIPDB_BASE_URL": srv.URL,
 		"THREATFOX_BASE_URL": srv.URL, "DECNET_ABUSEIPDB_API_KEY": "k", "DECNET_THREATFOX_API_KEY": "k",
 		"FEODO_URL": srv.URL + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
-		"INTEL_STATE_FILE": "",
+		// A budget file of the test's own: an empty value means the shipped
+		// default (./var/intel/budget.json), and runs of the same day then
+		// shared one day's budget until GreyNoise's was spent.
+		"INTEL_STATE_FILE": filepath.Join(t.TempDir(), "budget.json"),
 	}, ps
 }
 
