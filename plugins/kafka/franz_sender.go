@@ -40,13 +40,19 @@ type partitionSender struct {
 	wake   chan struct{}
 }
 
+// maxQueued bounds what waits behind a partition's batches out with the
+// pipeline before its fetches pause: enough to hand the next batch out at
+// once, not a second checkpoint_limit of memory per partition (with
+// 20,000 the benchmark's pipeline peaked at 1.2 GiB instead of 0.7).
+const maxQueued = 1000
+
 type queuedBatch struct {
 	msgs service.MessageBatch
 	recs []*kgo.Record
 }
 
 func (r *franzReader) newSender(ctx context.Context, cl *kgo.Client, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint) *partitionSender {
-	s := &partitionSender{r: r, cl: cl, cp: cp, pc: pc, out: out, max: max(cp.limit, 1), wake: make(chan struct{}, 1),
+	s := &partitionSender{r: r, cl: cl, cp: cp, pc: pc, out: out, max: max(min(cp.limit, maxQueued), 1), wake: make(chan struct{}, 1),
 		coalesce: r.conf.batching.IsNoop()}
 	go s.run(ctx)
 	return s

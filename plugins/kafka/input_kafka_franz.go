@@ -63,8 +63,8 @@ done; lost partitions drop their state, and the new owner resumes from the last 
 At most `+"`checkpoint_limit`"+` messages of one partition are out with the pipeline at a time (a single
 fetch larger than that goes out alone; a partition of `+"`ordered_topics`"+` has one batch out at a time).
 Each partition is handed to the pipeline by its own goroutine, so a partition at its limit holds up only
-itself: its fetches are paused while `+"`checkpoint_limit`"+` more messages wait behind it, and resumed when
-they drain. A slow output slows the consumer instead of growing memory, and a slow topic (lookups
+itself: its fetches are paused while up to 1,000 more messages (or `+"`checkpoint_limit`"+`, if lower) wait
+behind it, and resumed when they drain. A slow output slows the consumer instead of growing memory, and a slow topic (lookups
 waiting on providers) never holds up a fast one read by the same input.
 
 ### Metadata
