@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -105,17 +106,11 @@ func ParseEnvelope(data []byte, subject string) (Envelope, error) {
 	if payloadKeys.repeated != "" {
 		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the payload", payloadKeys.repeated)
 	}
-	switch ts.Type {
-	case gjson.Number:
-		env.TS = ts.Num
-	case gjson.String:
-		// DECNET's webhook worker writes ts as ISO-8601 (RFC 3339) text.
-		at, err := time.Parse(time.RFC3339Nano, ts.Str)
-		if err != nil {
-			return env, refuse(ReasonBadEnvelope, "ts must be epoch seconds or an ISO-8601 time, got %s", orMissing(ts))
-		}
+	if ts.Type == gjson.Number {
+		env.TS = ts.Num // as sent, not rounded through a time.Time
+	} else if at, ok := EventTime(ts); ok {
 		env.TS = float64(at.UnixNano()) / 1e9
-	default:
+	} else {
 		return env, refuse(ReasonBadEnvelope, "ts must be epoch seconds or an ISO-8601 time, got %s", orMissing(ts))
 	}
 	if topic.Type != gjson.String || topic.Str == "" {
@@ -222,4 +217,18 @@ func firstNonSpace(b []byte) int {
 		}
 	}
 	return len(b)
+}
+
+// EventTime reads an envelope's ts: epoch seconds as DECNET's bus sends
+// them, or ISO-8601 (RFC 3339) text as its webhook worker writes them.
+func EventTime(ts gjson.Result) (time.Time, bool) {
+	switch ts.Type {
+	case gjson.Number:
+		sec := math.Floor(ts.Num)
+		return time.Unix(int64(sec), int64((ts.Num-sec)*1e9)), true
+	case gjson.String:
+		at, err := time.Parse(time.RFC3339Nano, ts.Str)
+		return at, err == nil
+	}
+	return time.Time{}, false
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/tidwall/gjson"
+
+	"github.com/decnet/decnet-stream/internal/topics"
 )
 
 const (
@@ -197,7 +199,7 @@ func (in *input) handle(w http.ResponseWriter, r *http.Request) {
 		in.refuse(w, http.StatusBadRequest, "not a DECNET event: id, topic and ts are required")
 		return
 	}
-	at, ok := eventTime(ts)
+	at, ok := topics.EventTime(ts)
 	if !ok {
 		in.refuse(w, http.StatusBadRequest, "ts is neither epoch seconds nor an ISO-8601 time")
 		return
@@ -273,17 +275,6 @@ func (in *input) signed(header string, body []byte) bool {
 	mac := hmac.New(sha256.New, in.secret)
 	mac.Write(body)
 	return hmac.Equal(got, mac.Sum(nil))
-}
-
-func eventTime(ts gjson.Result) (time.Time, bool) {
-	switch ts.Type {
-	case gjson.Number:
-		return time.Unix(0, int64(ts.Num*1e9)), true
-	case gjson.String:
-		t, err := time.Parse(time.RFC3339Nano, ts.Str)
-		return t, err == nil
-	}
-	return time.Time{}, false
 }
 
 func (in *input) ReadBatch(ctx context.Context) (service.MessageBatch, service.AckFunc, error) {
