@@ -37,6 +37,8 @@ type options struct {
 	latency                   time.Duration
 	latencyRate               int
 	latencyFor                time.Duration
+	stageEvents, stageIPs     int
+	stageRuns                 int
 	stockEvents, stockIPs     int
 	stockLatencies            string
 	stormIPs, stormHot        int
@@ -52,13 +54,16 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenarios, "scenarios", "pipeline,stock,storm,scaling,memory", "scenarios to run, of pipeline (includes the ceiling), stock, storm, scaling, memory, soak")
+	flag.StringVar(&o.scenarios, "scenarios", "pipeline,stages,stock,storm,scaling,memory", "scenarios to run, of pipeline (includes the ceiling), stages, stock, storm, scaling, memory, soak")
 	flag.StringVar(&o.binary, "binary", "bin/decnet-stream", "the decnet-stream binary under test")
 	flag.IntVar(&o.events, "events", 1_000_000, "pipeline: events")
 	flag.IntVar(&o.ips, "ips", 10_000, "pipeline: unique attacker IPs (heavy-tailed)")
 	flag.DurationVar(&o.latency, "latency", 50*time.Millisecond, "pipeline, storm, scaling: provider latency")
 	flag.IntVar(&o.latencyRate, "latency-rate", 2000, "pipeline: events/s produced while latency is measured")
 	flag.DurationVar(&o.latencyFor, "latency-for", 10*time.Second, "pipeline: how long latency is measured")
+	flag.IntVar(&o.stageEvents, "stage-events", 1_000_000, "stages: repeat sightings each stage reads")
+	flag.IntVar(&o.stageIPs, "stage-ips", 10_000, "stages: attacker IPs, all enriched first (heavy-tailed)")
+	flag.IntVar(&o.stageRuns, "stage-runs", 3, "stages: runs of each stage (the median is reported)")
 	flag.IntVar(&o.stockEvents, "stock-events", 100_000, "stock: events")
 	flag.IntVar(&o.stockIPs, "stock-ips", 1_000, "stock: unique attacker IPs")
 	flag.StringVar(&o.stockLatencies, "stock-latencies", "0s,10ms,50ms", "stock: provider latencies compared")
@@ -165,6 +170,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		fn   func(context.Context, options, *report) error
 	}{
 		{"pipeline", l.scenarioPipeline},
+		{"stages", l.scenarioStages},
 		{"stock", l.scenarioStock},
 		{"storm", l.scenarioStorm},
 		{"scaling", l.scenarioScaling},

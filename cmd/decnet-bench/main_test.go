@@ -22,8 +22,9 @@ func TestEveryScenarioRunsAtToySizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := options{
-		scenarios: "pipeline,stock,storm,scaling,memory,soak", binary: bin,
+		scenarios: "pipeline,stages,stock,storm,scaling,memory,soak", binary: bin,
 		events: 5_000, ips: 300, latency: 5 * time.Millisecond, latencyRate: 500, latencyFor: time.Second,
+		stageEvents: 2_000, stageIPs: 100, stageRuns: 1,
 		stockEvents: 2_000, stockIPs: 100, stockLatencies: "0s,5ms",
 		stormIPs: 500, stormHot: 2_000, stormRate: 200,
 		memoryIPs: 2_000, scalingEvents: 4_000, scalingIPs: 200,
@@ -37,7 +38,7 @@ func TestEveryScenarioRunsAtToySizes(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out.String())
 		}
 	}
-	for _, want := range []string{"ceiling", "decnet", "stock", "storm", "scaling", "memory"} {
+	for _, want := range []string{"ceiling", "decnet", "stages", "stock", "storm", "scaling", "memory"} {
 		if !strings.Contains(out.String(), "\n  "+want) {
 			t.Errorf("no %s figures in the output:\n%s", want, out.String())
 		}

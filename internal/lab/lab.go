@@ -6,6 +6,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -39,7 +40,10 @@ const (
 	EnrichedTopic = "attacker.intel.enriched"
 	DLQTopic      = "decnet.dlq"
 	LookupTopic   = "attacker.intel.lookup"
-	Partitions    = 6
+	// WarmLookupTopic is the lookup topic of warm-up runs, so a later run
+	// on LookupTopic reads no lookup requests but its own.
+	WarmLookupTopic = "bench.warm.lookup"
+	Partitions      = 6
 )
 
 // Lab is what every run goes against: the binary under test, a ClickHouse
@@ -81,7 +85,7 @@ func (l *Lab) FreshBroker() error {
 
 func (l *Lab) startBroker(addr string) error {
 	b, err := broker.Start(broker.Config{Addr: addr, Partitions: Partitions, DataDir: l.BrokerDataDir,
-		Topics: append([]string{EnrichedTopic, DLQTopic, LookupTopic, "bench.copy"}, InputTopics...)})
+		Topics: append([]string{EnrichedTopic, DLQTopic, LookupTopic, WarmLookupTopic, "bench.copy"}, InputTopics...)})
 	if err != nil {
 		return err
 	}
@@ -205,16 +209,18 @@ func (l *Lab) WaitCommitted(ctx context.Context, group string, within time.Durat
 }
 
 func (l *Lab) committedAll(ctx context.Context, group string) (bool, error) {
-	// The lookup topic too, when the group reads it: a sighting is
-	// committed once its lookup request is written, the request once its
-	// row and event are.
-	topics := InputTopics
+	// Every other topic the group reads too (its lookup topic): a sighting
+	// is committed once its lookup request is written, the request once
+	// its row and event are.
+	topics := slices.Clone(InputTopics)
 	described, err := l.Admin.DescribeGroups(ctx, group)
 	if err != nil {
 		return false, err
 	}
-	if slices.Contains(described.AssignedPartitions().Topics(), LookupTopic) {
-		topics = append([]string{LookupTopic}, InputTopics...)
+	for _, t := range described.AssignedPartitions().Topics() {
+		if !slices.Contains(topics, t) {
+			topics = append(topics, t)
+		}
 	}
 	ends, err := l.Admin.ListEndOffsets(ctx, topics...)
 	if err != nil {
@@ -491,6 +497,25 @@ func (p *Process) waitFor(ctx context.Context, name string, read func() float64,
 			return time.Time{}, err
 		}
 	}
+}
+
+// CPUSeconds is the user and system CPU time the process has used so far.
+func (p *Process) CPUSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: utime and stime are the 12th and 13th of them, in clock
+	// ticks (USER_HZ, 100 on Linux).
+	rest := b[bytes.LastIndexByte(b, ')')+1:]
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return -1
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100
 }
 
 // PeakRSS is the process's high-water resident set, in bytes.

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/decnet/decnet-stream/internal/lab"
+)
+
+// stage is one configuration of the stages scenario: each reads the same
+// records in its own consumer group.
+type stage struct {
+	name, config, kafkaInput string
+}
+
+var stages = []stage{
+	{"kafka_franz → drop (Benthos passthrough)", "config/bench/stage-passthrough.yaml", "input.kafka_franz"},
+	{"+ topic_router", "config/bench/stage-router.yaml", "input.kafka_franz"},
+	{"pipeline.yaml (router + intel_enrich, all hits)", pipelineConfig, ""},
+}
+
+// stageRun is one run of one stage.
+type stageRun struct {
+	rate, cpuPerM float64 // events/s; CPU-seconds per million events
+	peakRSS       int64   // bytes
+}
+
+// scenarioStages: what each stage of the hot path costs when every event
+// is a repeat sighting. The workload's attackers are enriched and stored
+// first; every stage then reads the same records in a consumer group of its
+// own, three runs each, beside a bare franz-go consumer.
+func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) error {
+	if err := l.FreshBroker(); err != nil {
+		return err
+	}
+	l.ResetSim(0)
+	hot := lab.Population{Set: 30, Size: o.stageIPs}
+	table := l.Table()
+
+	// Warm-up: every attacker enriched and its row complete in ClickHouse,
+	// with lookups on a topic of their own so no later run reads them.
+	warm := make([]int, hot.Size)
+	for i := range warm {
+		warm[i] = i
+	}
+	if err := l.Produce(ctx, hot, warm, 0); err != nil {
+		return err
+	}
+	_, ps, err := l.runPipeline(ctx, lab.RunOpts{Config: pipelineConfig, Sets: benchLimits, Env: []string{
+		"CLICKHOUSE_TABLE=" + table, "KAFKA_CONSUMER_GROUP=bench-stage-warm", "INTEL_MAX_WAIT=60s",
+		"INTEL_LOOKUP_TOPIC=" + lab.WarmLookupTopic,
+	}}, "bench-stage-warm", int64(hot.Size), 1)
+	if err2 := lab.StopAll(ps); err == nil {
+		err = err2
+	}
+	if err == nil {
+		_, err = l.VerifyOutputs(ctx, table, lab.EnrichedTopic, hot.Size)
+	}
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if err := l.Produce(ctx, hot, lab.HeavyTailed(hot, o.stageEvents, 4), hot.Size); err != nil {
+		return err
+	}
+	n := int64(hot.Size + o.stageEvents)
+	enriched, err := l.Total(ctx, lab.EnrichedTopic)
+	if err != nil {
+		return err
+	}
+
+	var bare []float64
+	runs := make([][]stageRun, len(stages))
+	for round := range o.stageRuns {
+		t, err := l.ceiling(ctx, n, false)
+		if err != nil {
+			return err
+		}
+		bare = append(bare, t.rate())
+		for i, s := range stages {
+			group := fmt.Sprintf("bench-stage-%d-%d", i, round)
+			l.ResetSim(0)
+			r, err := l.runStage(ctx, s, group, table, n)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			if req, _ := l.Sim.PerIPCalls(); req > 0 {
+				return fmt.Errorf("%s: %d provider calls in a hit-only run", s.name, req)
+			}
+			runs[i] = append(runs[i], r)
+		}
+	}
+	if after, err := l.Total(ctx, lab.EnrichedTopic); err != nil || after != enriched {
+		return fmt.Errorf("hit-only runs published %d enriched events (%v): they were not all hits", after-enriched, err)
+	}
+
+	rep.add("stages", fmt.Sprintf("bare franz-go consumer, %s records, median of %d", thousands(n), len(bare)), rate(median(bare)), "", nil)
+	pass := medianRun(runs[0])
+	for i, s := range stages {
+		m := medianRun(runs[i])
+		lo, hi := rssRange(runs[i])
+		rep.add("stages", s.name, fmt.Sprintf("%s, %.1f CPU-s/1M, %d–%d MiB", rate(m.rate), m.cpuPerM, lo>>20, hi>>20), "", nil)
+	}
+	pipe := medianRun(runs[len(stages)-1])
+	ratio := pipe.rate / pass.rate
+	rep.add("stages", "pipeline.yaml ÷ passthrough, events/s", fmt.Sprintf("%.2f", ratio), "≥ 0.60", met(ratio >= 0.6))
+	extra := pipe.cpuPerM - pass.cpuPerM
+	rep.add("stages", "CPU of router + enrich hits ÷ passthrough's", fmt.Sprintf("%.2f", extra/pass.cpuPerM), "≤ 1.00", met(extra <= pass.cpuPerM))
+	_, hi := rssRange(runs[len(stages)-1])
+	rep.add("stages", "peak RSS of pipeline.yaml, hit-only", fmt.Sprintf("%d MiB", hi>>20), "≤ 300 MiB", met(hi <= 300<<20))
+	return nil
+}
+
+// runStage runs one stage over the workload and measures it, from its
+// first event to every offset committed.
+func (l *bench) runStage(ctx context.Context, s stage, group, table string, n int64) (stageRun, error) {
+	o := lab.RunOpts{Config: s.config, KafkaInput: s.kafkaInput, Env: []string{"CLICKHOUSE_TABLE=" + table, "KAFKA_CONSUMER_GROUP=" + group}}
+	if s.config == pipelineConfig {
+		o.Sets = benchLimits
+	}
+	t, ps, err := l.runPipeline(ctx, o, group, n, 1)
+	var r stageRun
+	if err == nil {
+		r = stageRun{rate: t.rate(), cpuPerM: ps[0].CPUSeconds() / float64(n) * 1e6, peakRSS: ps[0].PeakRSS()}
+	}
+	if err2 := lab.StopAll(ps); err == nil {
+		err = err2
+	}
+	return r, err
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// medianRun is the run of median rate, and the median CPU per event.
+func medianRun(rs []stageRun) stageRun {
+	rates, cpu := make([]float64, len(rs)), make([]float64, len(rs))
+	for i, r := range rs {
+		rates[i], cpu[i] = r.rate, r.cpuPerM
+	}
+	return stageRun{rate: median(rates), cpuPerM: median(cpu)}
+}
+
+func rssRange(rs []stageRun) (lo, hi int64) {
+	lo = rs[0].peakRSS
+	for _, r := range rs {
+		lo, hi = min(lo, r.peakRSS), max(hi, r.peakRSS)
+	}
+	return lo, hi
+}
