@@ -39,6 +39,7 @@ type options struct {
 	latencyFor                time.Duration
 	stageEvents, stageIPs     int
 	stageRuns                 int
+	stageProfiles             string
 	stockEvents, stockIPs     int
 	stockLatencies            string
 	stormIPs, stormHot        int
@@ -64,6 +65,7 @@ func main() {
 	flag.IntVar(&o.stageEvents, "stage-events", 1_000_000, "stages: repeat sightings each stage reads")
 	flag.IntVar(&o.stageIPs, "stage-ips", 10_000, "stages: attacker IPs, all enriched first (heavy-tailed)")
 	flag.IntVar(&o.stageRuns, "stage-runs", 3, "stages: runs of each stage (the median is reported)")
+	flag.StringVar(&o.stageProfiles, "stage-profiles", "", "stages: a directory for a CPU profile of each run's first 2s (go tool pprof bin/decnet-stream <file>)")
 	flag.IntVar(&o.stockEvents, "stock-events", 100_000, "stock: events")
 	flag.IntVar(&o.stockIPs, "stock-ips", 1_000, "stock: unique attacker IPs")
 	flag.StringVar(&o.stockLatencies, "stock-latencies", "0s,10ms,50ms", "stock: provider latencies compared")
@@ -94,7 +96,10 @@ func main() {
 }
 
 // bench runs the scenarios in one lab.
-type bench struct{ *lab.Lab }
+type bench struct {
+	*lab.Lab
+	profiles string // -stage-profiles: where CPU profiles of stage runs go
+}
 
 // result is one row of the table.
 type result struct{ scenario, figure, value, aim, met string }
@@ -157,7 +162,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 	defer sim.Close()
-	l := &bench{&lab.Lab{Binary: binary, Root: root, Tmp: tmp, CH: ch, Sim: sim, Sets: o.sets}}
+	l := &bench{Lab: &lab.Lab{Binary: binary, Root: root, Tmp: tmp, CH: ch, Sim: sim, Sets: o.sets}, profiles: o.stageProfiles}
 	defer l.CloseBroker()
 
 	rep := &report{w: w}

@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/decnet/decnet-stream/internal/lab"
 )
@@ -118,7 +122,31 @@ func (l *bench) runStage(ctx context.Context, s stage, group, table string, n in
 	if s.config == pipelineConfig {
 		o.Sets = benchLimits
 	}
-	t, ps, err := l.runPipeline(ctx, o, group, n, 1)
+	if l.profiles != "" {
+		o.Debug = true
+	}
+	var ps []*lab.Process
+	p, err := l.Start(o)
+	if err != nil {
+		return stageRun{}, err
+	}
+	ps = append(ps, p)
+	if l.profiles != "" {
+		// Two seconds of the run, from its start: the processes begin
+		// reading at once, and a million hits take a few seconds.
+		path := filepath.Join(l.profiles, strings.NewReplacer(" ", "-", "/", "-").Replace(group)+".pprof")
+		go func() {
+			for p.Sightings() < 0 { // until its HTTP server answers
+				if lab.SleepCtx(ctx, lab.PollEvery) != nil {
+					return
+				}
+			}
+			if err := p.CPUProfile(2*time.Second, path); err != nil {
+				fmt.Fprintf(os.Stderr, "profile %s: %v\n", path, err)
+			}
+		}()
+	}
+	t, err := l.measure(ctx, ps, group, n)
 	var r stageRun
 	if err == nil {
 		r = stageRun{rate: t.rate(), cpuPerM: ps[0].CPUSeconds() / float64(n) * 1e6, peakRSS: ps[0].PeakRSS()}

@@ -458,6 +458,29 @@ func (p *Process) Goroutines() int {
 	return n
 }
 
+// CPUProfile writes a CPU profile of the next d of the process (started
+// with Debug) to path: what a benchmark run spends its time on.
+func (p *Process) CPUProfile(d time.Duration, path string) error {
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(p.metrics, "/metrics"), max(1, int(d.Seconds())))
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // Metrics is the process's json_api metrics document, as served.
 func (p *Process) Metrics() (string, error) {
 	resp, err := http.Get(p.metrics)

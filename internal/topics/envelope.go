@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -48,6 +50,11 @@ type Envelope struct {
 	TS          float64
 	Payload     []byte
 	IDGenerated bool // the body had no id; WithID adds the generated one
+	// Member is the payload member ParseEnvelopeMember was asked for (not
+	// Exists when absent): read in the pass that checks the payload's keys,
+	// so a router's key costs no second scan of the event. Its strings may
+	// point into the event's bytes: clone what must outlive them.
+	Member gjson.Result
 }
 
 // MaxEnvelopeBytes bounds what ParseEnvelope accepts: DECNET events are a
@@ -59,6 +66,12 @@ const MaxEnvelopeBytes = 1 << 20
 // the transport delivered the event on is the truth: a body whose topic
 // names another subject is refused as spoofed.
 func ParseEnvelope(data []byte, subject string) (Envelope, error) {
+	return ParseEnvelopeMember(data, subject, "")
+}
+
+// ParseEnvelopeMember is ParseEnvelope that also returns the payload's
+// member named member (a key, unescaped, not a path) in Envelope.Member.
+func ParseEnvelopeMember(data []byte, subject, member string) (Envelope, error) {
 	var env Envelope
 	if len(data) > MaxEnvelopeBytes {
 		return env, refuse(ReasonBadEnvelope, "event is %d bytes, over the %d limit", len(data), MaxEnvelopeBytes)
@@ -66,7 +79,9 @@ func ParseEnvelope(data []byte, subject string) (Envelope, error) {
 	if !gjson.ValidBytes(data) {
 		return env, refuse(ReasonInvalidJSON, "body is not valid JSON")
 	}
-	root := gjson.ParseBytes(data)
+	// Parsed in place (ParseBytes would copy the event): what outlives this
+	// call is cloned below, and Member is documented to alias data.
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
 	if !root.IsObject() {
 		return env, refuse(ReasonBadEnvelope, "body is not a JSON object")
 	}
@@ -102,7 +117,12 @@ func ParseEnvelope(data []byte, subject string) (Envelope, error) {
 		return env, refuse(ReasonBadEnvelope, "payload must be an object, got %s", orMissing(payload))
 	}
 	var payloadKeys keySet
-	payload.ForEach(func(k, _ gjson.Result) bool { return !payloadKeys.seen(k.Str) })
+	payload.ForEach(func(k, val gjson.Result) bool {
+		if member != "" && k.Str == member {
+			env.Member = val
+		}
+		return !payloadKeys.seen(k.Str)
+	})
 	if payloadKeys.repeated != "" {
 		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the payload", payloadKeys.repeated)
 	}
@@ -123,14 +143,14 @@ func ParseEnvelope(data []byte, subject string) (Envelope, error) {
 	case !id.Exists() || id.Type == gjson.Null:
 		env.ID, env.IDGenerated = NewEventID(), true
 	case id.Type == gjson.String && id.Str != "":
-		env.ID = id.Str
+		env.ID = strings.Clone(id.Str)
 	default:
 		return env, refuse(ReasonBadEnvelope, "id must be a non-empty string, got %s", id.Raw)
 	}
 	if topic.Str != subject {
 		return env, refuse(ReasonSpoofedTopic, "body says topic %q but it was delivered on %q", topic.Str, subject)
 	}
-	env.Topic, env.Type = topic.Str, typ.Str
+	env.Topic, env.Type = subject, strings.Clone(typ.Str)
 	env.Payload = data[payload.Index : payload.Index+len(payload.Raw)]
 	return env, nil
 }

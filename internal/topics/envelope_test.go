@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/decnet/decnet-stream/internal/fixtures"
 )
 
@@ -149,6 +151,28 @@ func TestGeneratedIDIsWrittenIntoTheBody(t *testing.T) {
 		again, err := ParseEnvelope(out, "attacker.observed")
 		if err != nil || again.ID != env.ID || again.IDGenerated {
 			t.Fatalf("rewritten body %s: %+v %v", out, again, err)
+		}
+	}
+}
+
+// The member read in the key-checking pass is the one a path lookup finds,
+// escaped keys included: the router keys by it without a second scan.
+func TestParseEnvelopeMemberIsThePathsValue(t *testing.T) {
+	lines := readLines(t, "valid.jsonl")
+	lines = append(lines,
+		fixtures.EventLine{Subject: "attacker.observed", Event: []byte(`{"v":1,"topic":"attacker.observed","ts":1,"payload":{"attacker\u005fip":"203.0.113.7"}}`)},
+		fixtures.EventLine{Subject: "attacker.observed", Event: []byte(`{"v":1,"topic":"attacker.observed","ts":1,"payload":{"nested":{"attacker_ip":"x"}}}`)},
+		fixtures.EventLine{Subject: "attacker.observed", Event: []byte(`{"v":1,"topic":"attacker.observed","ts":1,"payload":{"attacker_ip":null}}`)},
+	)
+	for _, l := range lines {
+		env, err := ParseEnvelopeMember(l.Event, l.Subject, "attacker_ip")
+		if err != nil {
+			t.Errorf("%s: %v", l.Event, err)
+			continue
+		}
+		want := gjson.GetBytes(l.Event, "payload.attacker_ip")
+		if env.Member.Exists() != want.Exists() || env.Member.Type != want.Type || env.Member.String() != want.String() {
+			t.Errorf("%s: member %v (%q), the path gives %v (%q)", l.Event, env.Member.Type, env.Member.Raw, want.Type, want.Raw)
 		}
 	}
 }
