@@ -147,6 +147,9 @@ func (l *bench) runStage(ctx context.Context, s stage, group, table string, n in
 		}()
 	}
 	t, err := l.measure(ctx, ps, group, n)
+	if err == nil && l.profiles != "" {
+		err = p.HeapProfile(filepath.Join(l.profiles, group+"-heap.pprof"))
+	}
 	var r stageRun
 	if err == nil {
 		r = stageRun{rate: t.rate(), cpuPerM: ps[0].CPUSeconds() / float64(n) * 1e6, peakRSS: ps[0].PeakRSS()}

@@ -461,7 +461,15 @@ func (p *Process) Goroutines() int {
 // CPUProfile writes a CPU profile of the next d of the process (started
 // with Debug) to path: what a benchmark run spends its time on.
 func (p *Process) CPUProfile(d time.Duration, path string) error {
-	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(p.metrics, "/metrics"), max(1, int(d.Seconds())))
+	return p.profile(fmt.Sprintf("profile?seconds=%d", max(1, int(d.Seconds()))), path)
+}
+
+// HeapProfile writes the process's heap profile (started with Debug) to
+// path: what its memory holds now, and what it allocated so far.
+func (p *Process) HeapProfile(path string) error { return p.profile("heap", path) }
+
+func (p *Process) profile(name, path string) error {
+	url := strings.TrimSuffix(p.metrics, "/metrics") + "/debug/pprof/" + name
 	resp, err := http.Get(url)
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -76,56 +75,28 @@ func ParseEnvelopeMember(data []byte, subject, member string) (Envelope, error) 
 	if len(data) > MaxEnvelopeBytes {
 		return env, refuse(ReasonBadEnvelope, "event is %d bytes, over the %d limit", len(data), MaxEnvelopeBytes)
 	}
-	if !gjson.ValidBytes(data) {
+	var sc envelopeScan
+	sc.scan(data, member)
+	if !sc.valid {
 		return env, refuse(ReasonInvalidJSON, "body is not valid JSON")
 	}
-	// Parsed in place (ParseBytes would copy the event): what outlives this
-	// call is cloned below, and Member is documented to alias data.
-	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
-	if !root.IsObject() {
+	if !sc.object {
 		return env, refuse(ReasonBadEnvelope, "body is not a JSON object")
 	}
-	var v, id, topic, typ, ts, payload gjson.Result
-	var dup keySet
-	root.ForEach(func(k, val gjson.Result) bool {
-		if dup.seen(k.Str) {
-			return false
-		}
-		switch k.Str {
-		case "v":
-			v = val
-		case "id":
-			id = val
-		case "topic":
-			topic = val
-		case "type":
-			typ = val
-		case "ts":
-			ts = val
-		case "payload":
-			payload = val
-		}
-		return true
-	})
-	if dup.repeated != "" {
-		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the envelope", dup.repeated)
+	if sc.topKeys.found {
+		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the envelope", sc.topKeys.repeated)
 	}
+	v, id, topic, typ, ts, payload := sc.v, sc.id, sc.topic, sc.typ, sc.ts, sc.payload
 	if v.Type != gjson.Number || v.Raw != "1" && v.Num != 1 {
 		return env, refuse(ReasonBadEnvelope, "v must be the number 1, got %s", orMissing(v))
 	}
 	if payload.Type != gjson.JSON || !payload.IsObject() {
 		return env, refuse(ReasonBadEnvelope, "payload must be an object, got %s", orMissing(payload))
 	}
-	var payloadKeys keySet
-	payload.ForEach(func(k, val gjson.Result) bool {
-		if member != "" && k.Str == member {
-			env.Member = val
-		}
-		return !payloadKeys.seen(k.Str)
-	})
-	if payloadKeys.repeated != "" {
-		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the payload", payloadKeys.repeated)
+	if sc.payloadKeys.found {
+		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the payload", sc.payloadKeys.repeated)
 	}
+	env.Member = sc.member
 	if ts.Type == gjson.Number {
 		env.TS = ts.Num // as sent, not rounded through a time.Time
 	} else if at, ok := EventTime(ts); ok {
@@ -164,12 +135,13 @@ type keySet struct {
 	n        int
 	many     map[string]struct{}
 	repeated string
+	found    bool // a key was repeated (perhaps "")
 }
 
 func (s *keySet) seen(k string) bool {
 	if s.many != nil {
 		if _, ok := s.many[k]; ok {
-			s.repeated = k
+			s.repeated, s.found = k, true
 			return true
 		}
 		s.many[k] = struct{}{}
@@ -177,7 +149,7 @@ func (s *keySet) seen(k string) bool {
 	}
 	for _, f := range s.few[:s.n] {
 		if f == k {
-			s.repeated = k
+			s.repeated, s.found = k, true
 			return true
 		}
 	}

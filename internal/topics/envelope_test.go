@@ -176,3 +176,19 @@ func TestParseEnvelopeMemberIsThePathsValue(t *testing.T) {
 		}
 	}
 }
+
+// A repeated empty key is a repeated key: found by the fuzzer, which the
+// first version of the check let through because it kept the key's name
+// ("") as its flag.
+func TestRepeatedEmptyKeyIsADuplicate(t *testing.T) {
+	for body, where := range map[string]string{
+		`{"":1,"":2,"v":1,"topic":"a.b","ts":1,"payload":{}}`: "envelope",
+		`{"v":1,"topic":"a.b","ts":1,"payload":{"":1,"":2}}`:  "payload",
+	} {
+		_, err := ParseEnvelope([]byte(body), "a.b")
+		var ee *EventError
+		if !errors.As(err, &ee) || ee.Reason != ReasonDuplicateKey || !strings.Contains(ee.Detail, where) {
+			t.Errorf("%s: %v, want a duplicate key in the %s", body, err, where)
+		}
+	}
+}

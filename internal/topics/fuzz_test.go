@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 // FuzzPattern: parsing never panics; a valid pattern's Match agrees with its
@@ -78,6 +80,96 @@ func FuzzParseEnvelope(f *testing.F) {
 			if _, err := ParseEnvelope(WithID(body, env.ID), subject); err != nil {
 				t.Fatalf("WithID broke a valid body: %v", err)
 			}
+		}
+	})
+}
+
+// gjsonScan is what ParseEnvelope did before its one-pass scanner, kept as
+// the oracle: gjson validates, then walks the envelope, then its payload.
+func gjsonScan(data []byte, member string) (sc envelopeScan) {
+	sc.valid = gjson.ValidBytes(data)
+	if !sc.valid {
+		return sc
+	}
+	root := gjson.ParseBytes(data)
+	if sc.object = root.IsObject(); !sc.object {
+		return sc
+	}
+	root.ForEach(func(k, val gjson.Result) bool {
+		if sc.topKeys.seen(k.Str) {
+			return false
+		}
+		switch k.Str {
+		case "v":
+			sc.v = val
+		case "id":
+			sc.id = val
+		case "topic":
+			sc.topic = val
+		case "type":
+			sc.typ = val
+		case "ts":
+			sc.ts = val
+		case "payload":
+			sc.payload = val
+		}
+		return true
+	})
+	if sc.topKeys.found || !sc.payload.IsObject() {
+		return sc
+	}
+	sc.payload.ForEach(func(k, val gjson.Result) bool {
+		if sc.payloadKeys.seen(k.Str) {
+			return false
+		}
+		if k.Str == member {
+			sc.member = val
+		}
+		return true
+	})
+	return sc
+}
+
+// FuzzScanEnvelopeAgreesWithGJSON: the one-pass scanner accepts exactly
+// the JSON gjson accepts, and finds the same members, repeats and values.
+func FuzzScanEnvelopeAgreesWithGJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"v":1,"id":"a","topic":"attacker.observed","ts":1,"payload":{"attacker_ip":"203.0.113.45"}}`,
+		`{"v":1,"v":2}`, `{"payload":{"a":1,"a\u0000":2,"a":3}}`, `{"payload":{"attacker\u005fip":"x"}}`,
+		` [1, -0.5e+3, true, false, null, "\ud83d\ude00", {}] `, `{"a":01}`, `{"a":1.}`, `{"a":"\x"}`, "{\"a\":\"\x01\"}",
+		`{"ts":"2025-06-15T08:00:00Z","payload":{"attacker_ip":null,"n":[{"attacker_ip":1}]}}`, `{"a":tru}`, `{"a" 1}`, `{,}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, want := scanEnvelope(body, "attacker_ip"), gjsonScan(body, "attacker_ip")
+		if got.valid != want.valid || want.valid && got.object != want.object {
+			t.Fatalf("%q: valid %v object %v; gjson says %v %v", body, got.valid, got.object, want.valid, want.object)
+		}
+		if !want.valid || !want.object {
+			return
+		}
+		if got.topKeys.found != want.topKeys.found || got.topKeys.repeated != want.topKeys.repeated {
+			t.Fatalf("%q: repeated %q; gjson says %q", body, got.topKeys.repeated, want.topKeys.repeated)
+		}
+		if want.topKeys.found {
+			return
+		}
+		for i, pair := range [][2]gjson.Result{{got.v, want.v}, {got.id, want.id}, {got.topic, want.topic},
+			{got.typ, want.typ}, {got.ts, want.ts}, {got.payload, want.payload}} {
+			g, w := pair[0], pair[1]
+			if g.Type != w.Type || g.Raw != w.Raw || g.Str != w.Str || g.Num != w.Num || w.Exists() && g.Index != w.Index {
+				t.Fatalf("%q: member %d is %+v; gjson says %+v", body, i, g, w)
+			}
+		}
+		if !want.payload.IsObject() {
+			return
+		}
+		if got.payloadKeys.found != want.payloadKeys.found || got.payloadKeys.repeated != want.payloadKeys.repeated {
+			t.Fatalf("%q: payload repeats %q; gjson says %q", body, got.payloadKeys.repeated, want.payloadKeys.repeated)
+		}
+		if !want.payloadKeys.found && (got.member.Raw != want.member.Raw || got.member.Str != want.member.Str) {
+			t.Fatalf("%q: member %+v; gjson says %+v", body, got.member, want.member)
 		}
 	})
 }

@@ -1,0 +1,313 @@
+package topics
+
+import (
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+)
+
+// maxDepth bounds nesting, so a hostile event cannot make the validator
+// recurse a million levels deep.
+const maxDepth = 10_000
+
+// envelopeScan is what one pass over an event finds: whether it is JSON at
+// all, the envelope's members, the first key repeated in the envelope and
+// in its payload, and one payload member.
+type envelopeScan struct {
+	valid, object                  bool
+	v, id, topic, typ, ts, payload gjson.Result
+	member                         gjson.Result
+	topKeys, payloadKeys           keySet
+	data                           []byte
+	memberName                     string
+	payloadStart, payloadEnd, i    int
+}
+
+// scanEnvelope validates data as JSON (RFC 8259, as gjson.ValidBytes
+// does) and, in the same pass, records the envelope's members and checks
+// the envelope's and the payload's keys for repeats: the event is read
+// once, not validated, then walked, then walked again for its payload.
+func scanEnvelope(data []byte, member string) (s envelopeScan) {
+	s.scan(data, member)
+	return s
+}
+
+// scan is scanEnvelope into s, which the caller may keep on its stack.
+func (s *envelopeScan) scan(data []byte, member string) {
+	s.data, s.memberName = data, member
+	s.ws()
+	s.object = s.i < len(data) && data[s.i] == '{'
+	if s.object {
+		s.valid = s.obj(1, levelTop)
+	} else {
+		s.valid = s.value(0, levelNone)
+	}
+	s.ws()
+	s.valid = s.valid && s.i == len(data)
+}
+
+// level says whose members an object holds: the envelope's and its
+// payload's are recorded, deeper ones only validated.
+type level uint8
+
+const (
+	levelNone level = iota
+	levelTop
+	levelPayload
+)
+
+func (s *envelopeScan) result(start, end int) gjson.Result {
+	r := gjson.Parse(unsafe.String(unsafe.SliceData(s.data[start:end]), end-start))
+	r.Index = start
+	return r
+}
+
+func (s *envelopeScan) onTop(key string, start, end int) {
+	if s.topKeys.found || s.topKeys.seen(key) {
+		return
+	}
+	switch key {
+	case "v":
+		s.v = s.result(start, end)
+	case "id":
+		s.id = s.result(start, end)
+	case "topic":
+		s.topic = s.result(start, end)
+	case "type":
+		s.typ = s.result(start, end)
+	case "ts":
+		s.ts = s.result(start, end)
+	case "payload":
+		s.payload = s.result(start, end)
+	}
+}
+
+func (s *envelopeScan) onPayload(key string, start, end int) {
+	if s.payloadKeys.found || s.payloadKeys.seen(key) {
+		return
+	}
+	if s.memberName != "" && key == s.memberName {
+		s.member = s.result(start, end)
+	}
+}
+
+func (s *envelopeScan) ws() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// value validates the value at s.i and moves past it; on, when set, is
+// told of each member of an object value.
+func (s *envelopeScan) value(depth int, lv level) bool {
+	if s.i >= len(s.data) || depth > maxDepth {
+		return false
+	}
+	switch c := s.data[s.i]; {
+	case c == '{':
+		return s.obj(depth+1, lv)
+	case c == '[':
+		return s.array(depth + 1)
+	case c == '"':
+		_, ok := s.str()
+		return ok
+	case c == '-' || c >= '0' && c <= '9':
+		return s.number()
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	}
+	return false
+}
+
+// obj validates the object at s.i, recording its members (unescaped key,
+// value's extent) when it is the envelope or its payload.
+func (s *envelopeScan) obj(depth int, lv level) bool {
+	if depth > maxDepth {
+		return false
+	}
+	s.i++ // {
+	s.ws()
+	if s.i < len(s.data) && s.data[s.i] == '}' {
+		s.i++
+		return true
+	}
+	for {
+		if s.i >= len(s.data) || s.data[s.i] != '"' {
+			return false
+		}
+		ks := s.i
+		escaped, ok := s.str()
+		if !ok {
+			return false
+		}
+		var key string
+		if lv != levelNone {
+			key = s.key(ks, escaped)
+		}
+		s.ws()
+		if s.i >= len(s.data) || s.data[s.i] != ':' {
+			return false
+		}
+		s.i++
+		s.ws()
+		nested := levelNone
+		if lv == levelTop && key == "payload" && !s.payload.Exists() {
+			nested = levelPayload
+		}
+		vs := s.i
+		if !s.value(depth, nested) {
+			return false
+		}
+		switch lv {
+		case levelTop:
+			s.onTop(key, vs, s.i)
+		case levelPayload:
+			s.onPayload(key, vs, s.i)
+		}
+		s.ws()
+		if s.i >= len(s.data) {
+			return false
+		}
+		switch s.data[s.i] {
+		case ',':
+			s.i++
+			s.ws()
+		case '}':
+			s.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// key is the object key whose quoted text starts at start and ends at s.i,
+// unescaped as gjson does. It may point into the event's bytes.
+func (s *envelopeScan) key(start int, escaped bool) string {
+	raw := s.data[start:s.i]
+	if escaped {
+		return gjson.Parse(string(raw)).Str
+	}
+	return unsafe.String(unsafe.SliceData(raw[1:]), len(raw)-2)
+}
+
+func (s *envelopeScan) array(depth int) bool {
+	s.i++ // [
+	s.ws()
+	if s.i < len(s.data) && s.data[s.i] == ']' {
+		s.i++
+		return true
+	}
+	for {
+		if !s.value(depth, levelNone) {
+			return false
+		}
+		s.ws()
+		if s.i >= len(s.data) {
+			return false
+		}
+		switch s.data[s.i] {
+		case ',':
+			s.i++
+			s.ws()
+		case ']':
+			s.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// str validates the string at s.i, reporting whether it holds escapes.
+func (s *envelopeScan) str() (escaped, ok bool) {
+	s.i++ // "
+	for s.i < len(s.data) {
+		c := s.data[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return escaped, true
+		case c < 0x20:
+			return escaped, false
+		case c == '\\':
+			escaped = true
+			s.i++
+			if s.i >= len(s.data) {
+				return escaped, false
+			}
+			switch s.data[s.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i++
+			case 'u':
+				if s.i+4 >= len(s.data) {
+					return escaped, false
+				}
+				for _, h := range s.data[s.i+1 : s.i+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return escaped, false
+					}
+				}
+				s.i += 5
+			default:
+				return escaped, false
+			}
+		default:
+			s.i++
+		}
+	}
+	return escaped, false
+}
+
+func (s *envelopeScan) digits() bool {
+	start := s.i
+	for s.i < len(s.data) && s.data[s.i] >= '0' && s.data[s.i] <= '9' {
+		s.i++
+	}
+	return s.i > start
+}
+
+// number validates -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (s *envelopeScan) number() bool {
+	if s.data[s.i] == '-' {
+		s.i++
+	}
+	if s.i < len(s.data) && s.data[s.i] == '0' {
+		s.i++
+	} else if !s.digits() {
+		return false
+	}
+	if s.i < len(s.data) && s.data[s.i] == '.' {
+		s.i++
+		if !s.digits() {
+			return false
+		}
+	}
+	if s.i < len(s.data) && (s.data[s.i] == 'e' || s.data[s.i] == 'E') {
+		s.i++
+		if s.i < len(s.data) && (s.data[s.i] == '+' || s.data[s.i] == '-') {
+			s.i++
+		}
+		if !s.digits() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *envelopeScan) literal(lit string) bool {
+	if len(s.data)-s.i < len(lit) || string(s.data[s.i:s.i+len(lit)]) != lit {
+		return false
+	}
+	s.i += len(lit)
+	return true
+}
