@@ -50,6 +50,7 @@ type options struct {
 	soakRate, soakIPs         int
 	plot                      string
 	markdown                  string
+	keepLogs                  bool
 	sets                      []string // -set, passed to every pipeline run
 }
 
@@ -80,6 +81,7 @@ func main() {
 	flag.IntVar(&o.soakRate, "soak-rate", 2000, "soak: events/s")
 	flag.IntVar(&o.soakIPs, "soak-ips", 20_000, "soak: attacker IPs (heavy-tailed)")
 	flag.StringVar(&o.plot, "plot", "docs/bench/throughput-vs-latency.png", "where to draw events/s against provider latency (empty: no plot)")
+	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep every run's log (and ClickHouse's) even when all went well")
 	flag.StringVar(&o.markdown, "markdown", "", "also write the results table, as Markdown, to this file")
 	flag.Func("set", "a --set override passed to every pipeline run (repeatable; for experiments)", func(v string) error {
 		o.sets = append(o.sets, v)
@@ -141,7 +143,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 	defer func() {
-		if err == nil {
+		if err == nil && !o.keepLogs {
 			os.RemoveAll(tmp)
 		} else {
 			fmt.Fprintf(w, "logs kept in %s\n", tmp)

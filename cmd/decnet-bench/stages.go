@@ -144,12 +144,14 @@ func (l *bench) runStage(ctx context.Context, s stage, group, table string, n in
 			if err := p.CPUProfile(2*time.Second, path); err != nil {
 				fmt.Fprintf(os.Stderr, "profile %s: %v\n", path, err)
 			}
+			// What the heap holds mid-run, at full flow.
+			heap := strings.TrimSuffix(path, ".pprof") + "-heap.pprof"
+			if err := p.HeapProfile(heap); err != nil {
+				fmt.Fprintf(os.Stderr, "profile %s: %v\n", heap, err)
+			}
 		}()
 	}
 	t, err := l.measure(ctx, ps, group, n)
-	if err == nil && l.profiles != "" {
-		err = p.HeapProfile(filepath.Join(l.profiles, group+"-heap.pprof"))
-	}
 	var r stageRun
 	if err == nil {
 		r = stageRun{rate: t.rate(), cpuPerM: ps[0].CPUSeconds() / float64(n) * 1e6, peakRSS: ps[0].PeakRSS()}

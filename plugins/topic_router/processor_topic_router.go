@@ -318,7 +318,12 @@ func parseRoute(rc *service.ParsedConfig) (route, error) {
 	if rt.topic, err = newTemplate(topic, caps); err != nil {
 		return rt, fmt.Errorf("%s: %w", fieldTopic, err)
 	}
-	if rt.topic.interp == nil {
+	if rt.topic.literal() {
+		// Checked here once, not per message.
+		if err := validKafkaTopic(rt.topic.parts[0].lit); err != nil {
+			return rt, fmt.Errorf("%s: %w", fieldTopic, err)
+		}
+	} else if rt.topic.interp == nil {
 		// Captures are subject tokens: check the literal text only.
 		for _, p := range rt.topic.parts {
 			if p.capture < 0 {
@@ -374,8 +379,8 @@ func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]
 			var ee *topics.EventError
 			if errors.As(err, &ee) {
 				if !r.writeSubject {
-					if s, err := r.subjectOf(msg); err == nil {
-						r.setSubject(msg, s)
+					if s, fromMeta, err := r.subjectOf(msg); err == nil && !fromMeta {
+						msg.MetaSetMut(MetaSubject, s)
 					}
 				}
 				r.refused.Incr(1, string(ee.Reason))
@@ -402,12 +407,12 @@ func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]
 // route routes one message, reporting false when a drop route removed it,
 // and counts it in routed[route] when routed.
 func (r *router) route(msg *service.Message, caps []string, routed []int64) (bool, error) {
-	subject, err := r.subjectOf(msg)
+	subject, fromMeta, err := r.subjectOf(msg)
 	if err != nil {
 		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
 	}
-	if r.writeSubject {
-		r.setSubject(msg, subject)
+	if r.writeSubject && !fromMeta {
+		msg.MetaSetMut(MetaSubject, subject)
 	}
 	if err := topics.ValidateSubject(subject); err != nil {
 		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
@@ -434,8 +439,8 @@ func (r *router) route(msg *service.Message, caps []string, routed []int64) (boo
 		msg.SetBytes(raw)
 	}
 	topic, err := rt.topic.render(msg, caps)
-	if err == nil {
-		err = validKafkaTopic(topic)
+	if err == nil && !rt.topic.literal() {
+		err = validKafkaTopic(topic) // a literal one was checked at start
 	}
 	if err != nil {
 		return true, &topics.EventError{Reason: topics.ReasonNoRoute, Detail: fmt.Sprintf("route %s: %v", rt.pattern, err)}
@@ -454,31 +459,26 @@ func (r *router) route(msg *service.Message, caps []string, routed []int64) (boo
 	return true, nil
 }
 
-// setSubject writes decnet_subject unless it already holds the subject
-// (it was read from there): a write copies nothing that is already right.
-func (r *router) setSubject(msg *service.Message, subject string) {
-	if s, ok := msg.MetaGet(MetaSubject); !ok || s != subject {
-		msg.MetaSetMut(MetaSubject, subject)
-	}
-}
-
 // plainMember reports whether name is one object key in gjson path syntax:
 // no separators, wildcards, modifiers or escapes.
 func plainMember(name string) bool {
 	return name != "" && !strings.ContainsAny(name, `.*?|#@!\%{}[]`)
 }
 
-func (r *router) subjectOf(msg *service.Message) (string, error) {
+// subjectOf is msg's subject, and whether it was read from decnet_subject
+// (which then needs no writing: a write would only cost a map assignment).
+func (r *router) subjectOf(msg *service.Message) (string, bool, error) {
 	if r.subject != nil {
-		return r.subject.TryString(msg)
+		s, err := r.subject.TryString(msg)
+		return s, false, err
 	}
 	if s, ok := msg.MetaGet(MetaSubject); ok && s != "" {
-		return s, nil
+		return s, true, nil
 	}
 	if s, ok := msg.MetaGet("kafka_topic"); ok {
-		return s, nil
+		return s, false, nil
 	}
-	return "", errors.New("no subject: neither decnet_subject nor kafka_topic metadata is set")
+	return "", false, errors.New("no subject: neither decnet_subject nor kafka_topic metadata is set")
 }
 
 func (rt *route) keyOf(msg *service.Message, raw []byte, member gjson.Result, caps []string) (string, error) {

@@ -211,6 +211,8 @@ func TestBadRoutesFailAtConstruction(t *testing.T) {
 		`routes: [ { match: "a.*", topic: "x.$2" } ]`,
 		`routes: [ { match: "a.b.", topic: "x" } ]`,
 		`routes: [ { match: "a.*", topic: "bad/topic" } ]`,
+		`routes: [ { match: "a.*", topic: "." } ]`,
+		`routes: [ { match: "a.*", topic: ".." } ]`,
 		`routes: [ { match: "a.*", key: "$1", key_path: "payload.x" } ]`,
 		`routes: [ { match: "a.*", key_format: ip } ]`,
 		`routes: []`,

@@ -100,6 +100,12 @@ func (t *template) render(msg *service.Message, caps []string) (string, error) {
 	return b.String(), nil
 }
 
+// literal reports whether the template is plain text, the same for every
+// message.
+func (t *template) literal() bool {
+	return t.interp == nil && len(t.parts) == 1 && t.parts[0].capture < 0
+}
+
 // validKafkaTopic is Kafka's rule for topic names.
 func validKafkaTopic(s string) error {
 	if s == "" || s == "." || s == ".." {
