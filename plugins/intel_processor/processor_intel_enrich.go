@@ -271,7 +271,9 @@ func (p *processor) warmStart(conf *service.ParsedConfig, limit int) {
 // becomes a lookup request, or, inline, a lookup), lookup requests wait for
 // their row and emit it, and with emit: all every event is annotated.
 func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
-	var sightings, lookups requests
+	// Sized once: nearly every event of a batch is a sighting.
+	sightings := requests{reqs: make([]enrich.Request, 0, len(batch)), index: make([]int, 0, len(batch))}
+	var lookups requests
 	keep := make([]bool, len(batch))
 	for i, msg := range batch {
 		if msg.GetError() != nil {
