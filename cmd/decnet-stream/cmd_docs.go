@@ -19,6 +19,7 @@ var OwnComponents = map[string][]string{
 	"inputs":     {"clickhouse_select", "decnet_bus", "decnet_webhook", "kafka_franz"},
 	"outputs":    {"clickhouse", "decnet_bus", "kafka_franz", "worker_control"},
 	"processors": {"dead_letter", "intel_enrich", "topic_router"},
+	"metrics":    {"prometheus"},
 }
 
 // docsCommand is `decnet-stream docs`: writes the configuration reference of
@@ -83,6 +84,7 @@ func RenderDocs(env *service.Environment) (map[string][]byte, error) {
 	env.WalkInputs(render("inputs"))
 	env.WalkOutputs(render("outputs"))
 	env.WalkProcessors(render("processors"))
+	env.WalkMetrics(render("metrics"))
 	for kind, names := range OwnComponents {
 		for _, n := range names {
 			if _, ok := pages[filepath.Join(kind, n+".md")]; !ok {

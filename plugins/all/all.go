@@ -10,5 +10,6 @@ import (
 	_ "github.com/decnet/decnet-stream/plugins/decnet_webhook"
 	_ "github.com/decnet/decnet-stream/plugins/intel_processor"
 	_ "github.com/decnet/decnet-stream/plugins/kafka"
+	_ "github.com/decnet/decnet-stream/plugins/prometheus"
 	_ "github.com/decnet/decnet-stream/plugins/topic_router"
 )
