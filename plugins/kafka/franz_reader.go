@@ -19,6 +19,9 @@ const (
 	metaOffset    = "kafka_offset"
 	metaTimestamp = "kafka_timestamp_ms"
 	metaTombstone = "kafka_tombstone_message"
+	// metaLag is how many records of the partition were behind this one
+	// when it was fetched (high watermark - offset - 1).
+	metaLag = "kafka_lag"
 )
 
 // maxPollRecords caps one poll so that a huge backlog is handed to the
@@ -61,6 +64,7 @@ type franzReader struct {
 	// acked counts records whose batch was acknowledged, per topic: what a
 	// commit may cover.
 	acked *service.MetricCounter
+	lag   lagGauge
 
 	// afterPoll, when set, runs between a poll and the tracking of its
 	// records (tests put a rebalance there).
@@ -76,7 +80,8 @@ type franzReader struct {
 func newFranzReader(conf readerConfig, res *service.Resources) *franzReader {
 	return &franzReader{conf: conf, log: res.Logger(), res: res, replayed: make(chan struct{}, 1),
 		received: res.Metrics().NewCounter("kafka_records_received", "topic"),
-		acked:    res.Metrics().NewCounter("kafka_records_acked", "topic")}
+		acked:    res.Metrics().NewCounter("kafka_records_acked", "topic"),
+		lag:      newLagGauge(res.Metrics())}
 }
 
 func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
@@ -154,6 +159,9 @@ func (r *franzReader) Connect(ctx context.Context) error {
 	r.batches = make(chan readBatch, 4)
 	r.done = make(chan struct{})
 	go r.pollLoop(loopCtx, cl, cp, r.batches, r.done)
+	if r.conf.group != "" {
+		go r.lag.pollGroup(loopCtx, cl, r.conf.group, r.log)
+	}
 	return nil
 }
 
@@ -230,8 +238,9 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 			if pc == nil {
 				return // revoked while in flight from the broker
 			}
+			r.lag.fetched(p)
 			if !batching {
-				enqueue(pc, recordsToBatch(p.Records), p.Records)
+				enqueue(pc, recordsToBatch(p.Records, p.HighWatermark), p.Records)
 				return
 			}
 			buf := buffers[tp]
@@ -254,7 +263,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 			for _, rec := range p.Records {
 				buf.recs = append(buf.recs, rec)
 				buf.n++
-				if buf.batcher.Add(recordToMessage(rec)) && ok {
+				if buf.batcher.Add(recordToMessage(rec, p.HighWatermark)) && ok {
 					ok = r.flush(ctx, buf, enqueue)
 				}
 			}
@@ -313,15 +322,17 @@ func (r *franzReader) flush(ctx context.Context, buf *partitionBuffer, enqueue f
 	return true
 }
 
-func recordsToBatch(recs []*kgo.Record) service.MessageBatch {
+func recordsToBatch(recs []*kgo.Record, highWatermark int64) service.MessageBatch {
 	batch := make(service.MessageBatch, len(recs))
 	for i, rec := range recs {
-		batch[i] = recordToMessage(rec)
+		batch[i] = recordToMessage(rec, highWatermark)
 	}
 	return batch
 }
 
-func recordToMessage(rec *kgo.Record) *service.Message {
+// recordToMessage makes rec a message, with the partition's high watermark
+// as fetched for its kafka_lag.
+func recordToMessage(rec *kgo.Record, highWatermark int64) *service.Message {
 	msg := service.NewMessage(rec.Value)
 	msg.MetaSetMut(metaKey, string(rec.Key))
 	msg.MetaSetMut(metaTopic, rec.Topic)
@@ -329,6 +340,7 @@ func recordToMessage(rec *kgo.Record) *service.Message {
 	msg.MetaSetMut(metaOffset, int(rec.Offset))
 	msg.MetaSetMut(metaTimestamp, rec.Timestamp.UnixMilli())
 	msg.MetaSetMut(metaTombstone, rec.Value == nil)
+	msg.MetaSetMut(metaLag, max(highWatermark-rec.Offset-1, 0))
 	for _, h := range rec.Headers {
 		msg.MetaSetMut(h.Key, string(h.Value))
 	}
@@ -393,7 +405,7 @@ func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFun
 			release()
 			return nil
 		}
-		again := readBatch{msgs: recordsToBatch(failed), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
+		again := readBatch{msgs: recordsToBatch(failed, highWatermarkOf(b.msgs)), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
 		time.AfterFunc(replayBackoff(b.attempt), func() { r.addReplay(again) })
 		return nil
 	}, nil
@@ -420,6 +432,20 @@ func failedRecords(b readBatch, idx *service.Indexer, err error) []*kgo.Record {
 		}
 	}
 	return out
+}
+
+// highWatermarkOf is the high watermark a batch's records were fetched
+// under, read back from its first message's kafka_lag: a replay keeps the
+// lag its records were read with.
+func highWatermarkOf(msgs service.MessageBatch) int64 {
+	if len(msgs) == 0 {
+		return 0
+	}
+	lag, _ := msgs[0].MetaGetMut(metaLag)
+	off, _ := msgs[0].MetaGetMut(metaOffset)
+	l, _ := lag.(int64)
+	o, _ := off.(int)
+	return int64(o) + l + 1
 }
 
 // replayBackoff grows from 1ms to 1s over a message's failed deliveries.

@@ -1,0 +1,70 @@
+package kafka
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// lagPeriod is how often a group member asks the cluster for its lag: a
+// stalled partition returns no records, so lag read from fetches alone
+// would stop growing exactly when it matters.
+var lagPeriod = 15 * time.Second
+
+// lagGauge is kafka_consumer_lag{topic, partition}: records of a partition
+// not yet consumed, from each fetch's high watermark and, for a consumer
+// group, from the group's commits every lagPeriod.
+type lagGauge struct{ g *service.MetricGauge }
+
+func newLagGauge(m *service.Metrics) lagGauge {
+	return lagGauge{m.NewGauge("kafka_consumer_lag", "topic", "partition")}
+}
+
+// fetched records the lag behind the last record of a fetch.
+func (l lagGauge) fetched(p kgo.FetchTopicPartition) {
+	if n := len(p.Records); n > 0 {
+		l.set(p.Topic, p.Partition, p.HighWatermark-p.Records[n-1].Offset-1)
+	}
+}
+
+func (l lagGauge) set(topic string, partition int32, lag int64) {
+	l.g.Set(max(lag, 0), topic, strconv.Itoa(int(partition)))
+}
+
+// pollGroup sets the lag of this member's partitions from the group's
+// commits and the partitions' end offsets until ctx ends.
+func (l lagGauge) pollGroup(ctx context.Context, cl *kgo.Client, group string, log *service.Logger) {
+	adm := kadm.NewClient(cl)
+	t := time.NewTicker(lagPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		member, _ := cl.GroupMetadata()
+		lags, err := adm.Lag(ctx, group)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Debugf("Reading the lag of group %s: %v", group, err)
+			}
+			continue
+		}
+		lag, ok := lags[group]
+		if !ok || lag.Error() != nil {
+			continue
+		}
+		for topic, parts := range lag.Lag {
+			for partition, pl := range parts {
+				if pl.Err == nil && pl.Member != nil && pl.Member.MemberID == member {
+					l.set(topic, partition, pl.Lag)
+				}
+			}
+		}
+	}
+}
