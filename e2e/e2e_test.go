@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -37,6 +39,13 @@ func startBroker(t *testing.T) string {
 // test ends.
 func runConfig(t *testing.T, path string, env map[string]string) {
 	t.Helper()
+	runConfigServing(t, path, env)
+}
+
+// runConfigServing is runConfig that also serves the stream's HTTP
+// endpoints (/metrics, /ready, …) and returns their base URL.
+func runConfigServing(t *testing.T, path string, env map[string]string) string {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", path))
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +58,10 @@ func runConfig(t *testing.T, path string, env map[string]string) {
 	if err := sb.SetLoggerYAML("level: " + logLevel); err != nil {
 		t.Fatal(err)
 	}
+	mux := http.NewServeMux()
+	sb.SetHTTPMux(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
 	s, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +73,7 @@ func runConfig(t *testing.T, path string, env map[string]string) {
 		}
 	}()
 	t.Cleanup(func() { stopped.Store(true); _ = s.StopWithin(10 * time.Second) })
+	return srv.URL
 }
 
 func client(t *testing.T, opts ...kgo.Opt) *kgo.Client {

@@ -98,7 +98,7 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 	env, ps := pipelineEnv(t, addr)
 	chSrv := chtest.Start(t)
 	env["CLICKHOUSE_DSN"] = chSrv.DSN()
-	runConfig(t, "config/pipeline.yaml", env)
+	base := runConfigServing(t, "config/pipeline.yaml", env)
 
 	out := client(t, kgo.SeedBrokers(addr), kgo.ConsumeTopics("attacker.intel.enriched", "decnet.dlq"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation())
@@ -184,6 +184,10 @@ func TestPipelineEnrichesOncePerIPAndDeadLettersTheRest(t *testing.T) {
 		}
 	}
 	t.Logf("in=%d enriched=%d dead=%d skipped=%d (the rest are repeat sightings); %d attacker_intel rows", total, len(enriched), dead, skipped, len(rows))
+
+	// The shipped pipeline serves Prometheus' format at /metrics, with the
+	// lag of what it consumes.
+	checkMetrics(t, base)
 
 	// Warm start: a second pipeline (a restart, or a new replica) reading
 	// the same events starts with the rows from ClickHouse and asks no

@@ -68,6 +68,9 @@ for as long as it takes: those are counted by `+"`clickhouse_insert_retries`"+` 
 a fallback. Only an exception that blames the data (a value that does not parse or fit) is the rows'
 fault: the batch is split until the rows at fault are found, and they fail alone.
 
+Each insert the server accepts is timed by `+"`clickhouse_insert_latency_ns`"+` and its rows counted by
+`+"`clickhouse_rows_inserted`"+`.
+
 ### The attacker_intel table
 
 With `+"`auto_create: true`"+` the output creates `+"`table`"+` as DECNET's `+"`attacker_intel`"+` table when it does
@@ -163,6 +166,10 @@ type output struct {
 	schema     chschema.Options
 	retry      *backoff.ExponentialBackOff
 	retries    *service.MetricCounter
+	// insertLatency times each insert the server accepted; inserted
+	// counts its rows.
+	insertLatency *service.MetricTimer
+	inserted      *service.MetricCounter
 	// retried, when set, is told of each retry (tests wait on it).
 	retried func(code int32)
 	log     *service.Logger
@@ -182,7 +189,9 @@ type output struct {
 const schemaRecheck = 30 * time.Second
 
 func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (*output, error) {
-	o := &output{log: mgr.Logger(), retries: mgr.Metrics().NewCounter("clickhouse_insert_retries", "code")}
+	o := &output{log: mgr.Logger(), retries: mgr.Metrics().NewCounter("clickhouse_insert_retries", "code"),
+		insertLatency: mgr.Metrics().NewTimer("clickhouse_insert_latency_ns"),
+		inserted:      mgr.Metrics().NewCounter("clickhouse_rows_inserted")}
 	dsn, err := conf.FieldString(fDSN)
 	if err != nil {
 		return nil, err
@@ -610,9 +619,12 @@ func (o *output) send(ctx context.Context, conn driver.Conn, insert string, rows
 			return fmt.Errorf("appending to %s: %w", o.table, err)
 		}
 	}
+	start := time.Now()
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("inserting %d rows into %s: %w", len(rows), o.table, err)
 	}
+	o.insertLatency.Timing(time.Since(start).Nanoseconds())
+	o.inserted.Incr(int64(len(rows)))
 	return nil
 }
 

@@ -41,7 +41,9 @@ recognised and found at its sensor. Metadata values longer than `+"`max_metadata
 that fits is left exactly as it is.
 
 `+"`max_bytes`"+` must stay below what the brokers take for one record (Kafka's default `+"`message.max.bytes`"+` is
-1,048,588) and the output's `+"`max_message_bytes`"+`.`).
+1,048,588) and the output's `+"`max_message_bytes`"+`.
+
+`+"`dead_letters{reason}`"+` counts the records it prepares by their `+"`decnet_error`"+` (`+"`unknown`"+` without one).`).
 		Fields(
 			service.NewIntField(fMaxBytes).Description("The largest record (body, key and metadata) left whole.").Default(1_000_000).
 				LintRule(`root = if this < 1024 { [ "max_bytes must be at least 1024" ] }`),
@@ -66,7 +68,12 @@ output:
 func init() {
 	err := service.RegisterProcessor("dead_letter", spec(),
 		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Processor, error) {
-			return newProcessor(conf)
+			p, err := newProcessor(conf)
+			if err != nil {
+				return nil, err
+			}
+			p.letters = mgr.Metrics().NewCounter("dead_letters", "reason")
+			return p, nil
 		})
 	if err != nil {
 		panic(err)
@@ -75,6 +82,8 @@ func init() {
 
 type processor struct {
 	maxBytes, keepBytes, maxMeta int
+	// letters counts dead letters by their decnet_error reason.
+	letters *service.MetricCounter
 }
 
 func newProcessor(conf *service.ParsedConfig) (*processor, error) {
@@ -93,6 +102,13 @@ func newProcessor(conf *service.ParsedConfig) (*processor, error) {
 }
 
 func (p *processor) Process(_ context.Context, msg *service.Message) (service.MessageBatch, error) {
+	if p.letters != nil {
+		reason, ok := msg.MetaGet("decnet_error")
+		if !ok || reason == "" {
+			reason = "unknown"
+		}
+		p.letters.Incr(1, reason)
+	}
 	body, err := msg.AsBytes()
 	if err != nil {
 		return service.MessageBatch{msg}, nil

@@ -60,7 +60,8 @@ why. Only a validated, canonical address ever reaches a provider's URL or body.
 ### Metrics
 
 ` + "`intel_cache_hits`" + `, ` + "`intel_cache_misses`" + `, ` + "`intel_cache_partial`" + ` (sightings), ` + "`intel_lookup_requests`" + `,
-` + "`intel_lookups`" + `, ` + "`intel_cache_coalesced`" + `, ` + "`intel_enriched`" + ` (rows emitted), ` + "`intel_cache_evictions`" + `,
+` + "`intel_lookups`" + `, ` + "`intel_cache_coalesced`" + `, ` + "`intel_enriched`" + ` (rows emitted), ` + "`intel_verdicts{verdict}`" + ` (rows emitted by
+aggregate verdict), ` + "`intel_cache_evictions`" + `,
 ` + "`intel_provider_requests{provider}`" + `, ` + "`intel_provider_errors{provider,kind}`" + `,
 ` + "`intel_provider_latency_ns{provider}`" + `, ` + "`intel_provider_budget_remaining{provider}`" + `,
 ` + "`intel_deferred{provider}`" + `, ` + "`intel_skipped{reason}`" + `, ` + "`intel_invalid_ip`" + `.

@@ -13,6 +13,7 @@ type metrics struct {
 	requests, lookedUp, emitted                 *service.MetricCounter
 	calls, errors, deferred, skipped            *service.MetricCounter
 	invalid                                     *service.MetricCounter
+	verdicts                                    *service.MetricCounter // emitted rows by aggregate verdict
 	latency                                     *service.MetricTimer
 	budget                                      *service.MetricGauge
 	budgeted                                    map[string]enrich.BudgetedProvider
@@ -28,6 +29,7 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 		requests:  m.NewCounter("intel_lookup_requests"),
 		lookedUp:  m.NewCounter("intel_lookups"),
 		emitted:   m.NewCounter("intel_enriched"),
+		verdicts:  m.NewCounter("intel_verdicts", "verdict"),
 		calls:     m.NewCounter("intel_provider_requests", "provider"),
 		errors:    m.NewCounter("intel_provider_errors", "provider", "kind"),
 		deferred:  m.NewCounter("intel_deferred", "provider"),
@@ -66,6 +68,7 @@ func (m *metrics) sightings(answers []enrich.Answer) {
 		if a.Emit && !a.Cached {
 			emitted++
 			countVerdict(a.Verdict())
+			m.verdicts.Incr(1, a.Verdict())
 		}
 	}
 	add(m.hits, hits)
@@ -96,6 +99,7 @@ func (m *metrics) lookups(answers []enrich.Answer) {
 		if a.Emit {
 			emitted++
 			countVerdict(a.Verdict())
+			m.verdicts.Incr(1, a.Verdict())
 		}
 	}
 	add(m.lookedUp, looked)
