@@ -16,6 +16,7 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
@@ -30,6 +31,8 @@ const (
 	fieldSASLMechanism = "mechanism"
 	fieldSASLUsername  = "username"
 	fieldSASLPassword  = "password"
+	fieldSASLToken     = "token"
+	fieldSASLExt       = "extensions"
 )
 
 // SASL mechanisms this build supports.
@@ -38,6 +41,7 @@ const (
 	saslPlain       = "PLAIN"
 	saslScramSHA256 = "SCRAM-SHA-256"
 	saslScramSHA512 = "SCRAM-SHA-512"
+	saslOAuthBearer = "OAUTHBEARER"
 )
 
 // clientFields are the connection fields every kafka_franz component has.
@@ -60,6 +64,7 @@ func clientFields() []*service.ConfigField {
 				saslPlain:       "Plain text authentication.",
 				saslScramSHA256: "SCRAM based authentication as specified in RFC5802.",
 				saslScramSHA512: "SCRAM based authentication as specified in RFC5802.",
+				saslOAuthBearer: "OAuth Bearer based authentication (RFC 7628), with `token`.",
 			}).Description("The SASL mechanism to use."),
 			service.NewStringField(fieldSASLUsername).
 				Description("A username to provide for PLAIN or SCRAM-* authentication.").
@@ -68,6 +73,13 @@ func clientFields() []*service.ConfigField {
 				Description("A password to provide for PLAIN or SCRAM-* authentication.").
 				Default("").
 				Secret(),
+			service.NewStringField(fieldSASLToken).
+				Description("The token for OAUTHBEARER authentication.").
+				Default("").
+				Secret(),
+			service.NewStringMapField(fieldSASLExt).
+				Description("Key/value pairs sent with an OAUTHBEARER token (RFC 7628's extensions).").
+				Optional(),
 		).
 			Description("Specify one or more methods of SASL authentication. SASL is tried in order; if the broker supports the first mechanism, all connections will use that mechanism. If the first mechanism fails, the client will pick the first supported mechanism. If the broker does not support any client mechanisms, connections will fail.").
 			Example([]any{map[string]any{"mechanism": saslScramSHA512, "username": "foo", "password": "${KAFKA_PASSWORD}"}}).
@@ -138,7 +150,17 @@ func parseSASL(conf *service.ParsedConfig) ([]sasl.Mechanism, error) {
 		if err != nil {
 			return nil, err
 		}
-		m, err := saslMechanism(mech, user, pass)
+		token, err := sc.FieldString(fieldSASLToken)
+		if err != nil {
+			return nil, err
+		}
+		var ext map[string]string
+		if sc.Contains(fieldSASLExt) {
+			if ext, err = sc.FieldStringMap(fieldSASLExt); err != nil {
+				return nil, err
+			}
+		}
+		m, err := saslMechanism(mech, user, pass, token, ext)
 		if err != nil {
 			return nil, fmt.Errorf("%s[%d]: %w", fieldSASL, i, err)
 		}
@@ -149,7 +171,7 @@ func parseSASL(conf *service.ParsedConfig) ([]sasl.Mechanism, error) {
 	return mechs, nil
 }
 
-func saslMechanism(mech, user, pass string) (sasl.Mechanism, error) {
+func saslMechanism(mech, user, pass, token string, ext map[string]string) (sasl.Mechanism, error) {
 	switch mech {
 	case saslNone, "":
 		return nil, nil
@@ -159,6 +181,11 @@ func saslMechanism(mech, user, pass string) (sasl.Mechanism, error) {
 		return scram.Auth{User: user, Pass: pass}.AsSha256Mechanism(), nil
 	case saslScramSHA512:
 		return scram.Auth{User: user, Pass: pass}.AsSha512Mechanism(), nil
+	case saslOAuthBearer:
+		if token == "" {
+			return nil, errors.New("OAUTHBEARER needs a token")
+		}
+		return oauth.Auth{Token: token, Extensions: ext}.AsMechanism(), nil
 	}
 	return nil, errors.New("unsupported sasl mechanism: " + mech)
 }
