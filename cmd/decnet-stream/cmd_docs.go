@@ -16,8 +16,8 @@ import (
 // command renders a reference page for each from its spec, so the docs are
 // the specs and cannot drift from them.
 var OwnComponents = map[string][]string{
-	"inputs":     {"clickhouse_select", "decnet_bus", "decnet_webhook", "kafka_franz"},
-	"outputs":    {"clickhouse", "decnet_bus", "kafka_franz", "worker_control"},
+	"inputs":     {"clickhouse_select", "decnet_bus", "decnet_webhook", "kafka_franz", "redpanda"},
+	"outputs":    {"clickhouse", "decnet_bus", "kafka_franz", "redpanda", "worker_control"},
 	"processors": {"dead_letter", "intel_enrich", "topic_router"},
 	"metrics":    {"prometheus"},
 }

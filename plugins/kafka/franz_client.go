@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -95,6 +96,9 @@ type clientConfig struct {
 	clientID    string
 	tls         *tls.Config
 	sasl        []sasl.Mechanism
+	// Settable under the redpanda components' names (redpanda.go); zero
+	// keeps franz-go's default.
+	requestTimeoutOverhead, connIdleTimeout, metadataMaxAge time.Duration
 }
 
 func parseClientConfig(conf *service.ParsedConfig) (clientConfig, error) {
@@ -127,6 +131,9 @@ func parseClientConfig(conf *service.ParsedConfig) (clientConfig, error) {
 		if c.sasl, err = parseSASL(conf); err != nil {
 			return c, err
 		}
+	}
+	if err := parseUpstreamClient(conf, &c); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -202,6 +209,15 @@ func (c clientConfig) opts(log *service.Logger) []kgo.Opt {
 	}
 	if len(c.sasl) > 0 {
 		opts = append(opts, kgo.SASL(c.sasl...))
+	}
+	if c.requestTimeoutOverhead > 0 {
+		opts = append(opts, kgo.RequestTimeoutOverhead(c.requestTimeoutOverhead))
+	}
+	if c.connIdleTimeout > 0 {
+		opts = append(opts, kgo.ConnIdleTimeout(c.connIdleTimeout))
+	}
+	if c.metadataMaxAge > 0 {
+		opts = append(opts, kgo.MetadataMaxAge(c.metadataMaxAge))
 	}
 	return opts
 }

@@ -10,7 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// lagPeriod is how often a group member asks the cluster for its lag: a
+// lagPeriod is how often a group member asks the cluster for its lag, by
+// default (the redpanda input's topic_lag_refresh_period sets it): a
 // stalled partition returns no records, so lag read from fetches alone
 // would stop growing exactly when it matters.
 var lagPeriod = 15 * time.Second
@@ -37,9 +38,9 @@ func (l lagGauge) set(topic string, partition int32, lag int64) {
 
 // pollGroup sets the lag of this member's partitions from the group's
 // commits and the partitions' end offsets until ctx ends.
-func (l lagGauge) pollGroup(ctx context.Context, cl *kgo.Client, group string, log *service.Logger) {
+func (l lagGauge) pollGroup(ctx context.Context, cl *kgo.Client, group string, every time.Duration, log *service.Logger) {
 	adm := kadm.NewClient(cl)
-	t := time.NewTicker(lagPeriod)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -100,6 +101,18 @@ func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
 	if r.conf.rackID != "" {
 		opts = append(opts, kgo.Rack(r.conf.rackID))
 	}
+	if len(r.conf.excludeTopics) > 0 {
+		opts = append(opts, kgo.ConsumeExcludeTopics(r.conf.excludeTopics...))
+	}
+	if r.conf.readCommitted {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	if r.conf.fetchMinBytes > 0 {
+		opts = append(opts, kgo.FetchMinBytes(r.conf.fetchMinBytes))
+	}
+	if r.conf.instanceID != "" && r.conf.group != "" {
+		opts = append(opts, kgo.InstanceID(r.conf.instanceID))
+	}
 	if r.conf.group != "" {
 		opts = append(opts,
 			kgo.ConsumerGroup(r.conf.group),
@@ -160,7 +173,7 @@ func (r *franzReader) Connect(ctx context.Context) error {
 	r.done = make(chan struct{})
 	go r.pollLoop(loopCtx, cl, cp, r.batches, r.done)
 	if r.conf.group != "" {
-		go r.lag.pollGroup(loopCtx, cl, r.conf.group, r.log)
+		go r.lag.pollGroup(loopCtx, cl, r.conf.group, cmp.Or(r.conf.lagPeriod, lagPeriod), r.log)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -34,9 +35,6 @@ func (w *franzWriter) Connect(ctx context.Context) error {
 		kgo.RecordPartitioner(w.conf.partitioner),
 		kgo.ProducerBatchCompression(w.conf.compression),
 		kgo.ProducerBatchMaxBytes(w.conf.maxMessageBytes),
-		kgo.AllowAutoTopicCreation(),
-		// Produce requests are bounded by the write timeout instead.
-		kgo.RecordDeliveryTimeout(w.conf.timeout),
 		kgo.MaxBufferedRecords(50000),
 		// Benthos has already batched: lingering would only add latency to
 		// every synchronous batch write.
@@ -44,6 +42,19 @@ func (w *franzWriter) Connect(ctx context.Context) error {
 	)
 	if !w.conf.idempotent {
 		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	if w.conf.timestampMS == nil {
+		// Produce requests are bounded by the write timeout instead.
+		// franz-go times a record out from its Timestamp: with timestamp_ms
+		// an old one would time out at once, so only the write's context
+		// (timeout, below) bounds it then.
+		opts = append(opts, kgo.RecordDeliveryTimeout(w.conf.timeout))
+	}
+	if !w.conf.noAutoCreate {
+		opts = append(opts, kgo.AllowAutoTopicCreation())
+	}
+	if w.conf.brokerWriteMax > 0 {
+		opts = append(opts, kgo.BrokerMaxWriteBytes(w.conf.brokerWriteMax))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -106,8 +117,8 @@ func (w *franzWriter) WriteBatch(ctx context.Context, batch service.MessageBatch
 // batchExecutors evaluate the interpolated fields over one batch. A static
 // topic skips interpolation altogether.
 type batchExecutors struct {
-	staticTopic           string
-	topic, key, partition *service.MessageBatchInterpolationExecutor
+	staticTopic                      string
+	topic, key, partition, timestamp *service.MessageBatchInterpolationExecutor
 }
 
 func (w *franzWriter) executors(batch service.MessageBatch) batchExecutors {
@@ -116,6 +127,9 @@ func (w *franzWriter) executors(batch service.MessageBatch) batchExecutors {
 		ex.staticTopic = t
 	} else {
 		ex.topic = batch.InterpolationExecutor(w.conf.topic)
+	}
+	if w.conf.timestampMS != nil {
+		ex.timestamp = batch.InterpolationExecutor(w.conf.timestampMS)
 	}
 	if w.conf.key != nil {
 		ex.key = batch.InterpolationExecutor(w.conf.key)
@@ -158,6 +172,17 @@ func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*k
 			return nil, fmt.Errorf("partition interpolation: %q is not a partition number", s)
 		}
 		rec.Partition = int32(p)
+	}
+	if ex.timestamp != nil {
+		s, err := ex.timestamp.TryString(i)
+		if err != nil {
+			return nil, fmt.Errorf("timestamp_ms interpolation: %w", err)
+		}
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("timestamp_ms interpolation: %q is not milliseconds since the epoch", s)
+		}
+		rec.Timestamp = time.UnixMilli(ms)
 	}
 	if w.conf.metadata != nil {
 		_ = w.conf.metadata.Walk(msg, func(k, v string) error {

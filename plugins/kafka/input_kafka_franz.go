@@ -36,6 +36,9 @@ const (
 
 	startEarliest = "earliest"
 	startLatest   = "latest"
+	// startCommitted refuses to start a partition without a committed
+	// offset (upstream's value).
+	startCommitted = "committed"
 )
 
 func inputSpec() *service.ConfigSpec {
@@ -126,12 +129,13 @@ Each message carries:
 					Default("5s").
 					Advanced(),
 				service.NewStringAnnotatedEnumField(fieldStartOffset, map[string]string{
-					startEarliest: "Start from the earliest offset when the group has no committed offset.",
-					startLatest:   "Start from the latest offset when the group has no committed offset.",
+					startEarliest:  "Start from the earliest offset when the group has no committed offset.",
+					startLatest:    "Start from the latest offset when the group has no committed offset.",
+					startCommitted: "Consume only partitions with a committed offset; others wait (and log) until one is committed.",
 				}).
 					Description("Where to start consuming a partition that has no committed offset.").
 					Default(startEarliest).
-					LintRule(enumLint(fieldStartOffset, startEarliest, startLatest)).
+					LintRule(enumLint(fieldStartOffset, startEarliest, startLatest, startCommitted)).
 					Advanced(),
 				service.NewStringField(fieldFetchMaxBytes).
 					Description("The maximum number of bytes a broker returns for one fetch request.").
@@ -173,7 +177,7 @@ Each message carries:
 				service.NewAutoRetryNacksToggleField(),
 			},
 		)...).
-		LintRule(`root = if this.topics.length().or(0) + this.subjects.length().or(0) == 0 { [ "topics or subjects must list at least one topic" ] } else if (this.regexp_topics.or(false) || this.subjects.filter(s -> s.contains("*") || s.contains(">")).length().or(0) > 0) && this.consumer_group.or("") == "" { [ "regexp_topics and wildcard subjects require a consumer_group" ] }`).
+		LintRule(`root = if this.topics.length().or(0) + this.subjects.length().or(0) + this.regexp_topics_include.length().or(0) == 0 { [ "topics or subjects must list at least one topic" ] } else if (this.regexp_topics.or(false) || this.regexp_topics_include.length().or(0) > 0 || this.subjects.filter(s -> s.contains("*") || s.contains(">")).length().or(0) > 0) && this.consumer_group.or("") == "" { [ "regexp_topics and wildcard subjects require a consumer_group" ] }`).
 		Example("Consume DECNET attacker events", "Read the attacker subjects in a consumer group, committing as outputs acknowledge.", `
 input:
   kafka_franz:
@@ -218,6 +222,12 @@ type readerConfig struct {
 	replayNacks     bool
 	orderedTopics   []string
 	balancer        kgo.GroupBalancer
+	// Settable under the redpanda input's names (redpanda.go).
+	excludeTopics []string
+	readCommitted bool
+	fetchMinBytes int32
+	instanceID    string
+	lagPeriod     time.Duration
 }
 
 const (
@@ -272,6 +282,20 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		}
 		for _, p := range patterns {
 			rc.topics = append(rc.topics, p.Regexp())
+		}
+	}
+	if conf.Contains(fieldRegexpInclude) { // the redpanda input's name for regexp topics
+		include, err := conf.FieldStringList(fieldRegexpInclude)
+		if err != nil {
+			return rc, err
+		}
+		if len(include) > 0 {
+			if len(rc.topics) > 0 && !rc.regexpTopics {
+				for i, t := range rc.topics {
+					rc.topics[i] = "^" + regexp.QuoteMeta(t) + "$"
+				}
+			}
+			rc.topics, rc.regexpTopics = append(rc.topics, include...), true
 		}
 	}
 	if len(rc.topics) == 0 {
@@ -329,6 +353,8 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		rc.startOffset = kgo.NewOffset().AtStart()
 	case startLatest:
 		rc.startOffset = kgo.NewOffset().AtEnd()
+	case startCommitted:
+		rc.startOffset = kgo.NoResetOffset()
 	default:
 		return rc, fmt.Errorf("%s: unknown value %q", fieldStartOffset, start)
 	}
@@ -357,6 +383,9 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 		return rc, err
 	}
 	if rc.rebalance, err = conf.FieldDuration(fieldRebalance); err != nil {
+		return rc, err
+	}
+	if err := parseUpstreamReader(conf, &rc); err != nil {
 		return rc, err
 	}
 	if rc.heartbeat >= rc.sessionTimeout {

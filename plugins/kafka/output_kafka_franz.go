@@ -109,24 +109,26 @@ output:
 }
 
 func init() {
-	err := service.RegisterBatchOutput("kafka_franz", outputSpec(),
-		func(conf *service.ParsedConfig, mgr *service.Resources) (out service.BatchOutput, pol service.BatchPolicy, maxInFlight int, err error) {
-			if maxInFlight, err = conf.FieldMaxInFlight(); err != nil {
-				return
-			}
-			if pol, err = conf.FieldBatchPolicy(fieldBatching); err != nil {
-				return
-			}
-			wc, err := parseWriterConfig(conf)
-			if err != nil {
-				return
-			}
-			out = newFranzWriter(wc, mgr)
-			return
-		})
+	err := service.RegisterBatchOutput("kafka_franz", outputSpec(), newOutput)
 	if err != nil {
 		panic(err)
 	}
+}
+
+// newOutput builds a kafka_franz (or redpanda) output from its config.
+func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (out service.BatchOutput, pol service.BatchPolicy, maxInFlight int, err error) {
+	if maxInFlight, err = conf.FieldMaxInFlight(); err != nil {
+		return
+	}
+	if pol, err = conf.FieldBatchPolicy(fieldBatching); err != nil {
+		return
+	}
+	wc, err := parseWriterConfig(conf)
+	if err != nil {
+		return
+	}
+	out = newFranzWriter(wc, mgr)
+	return
 }
 
 // writerConfig is the parsed kafka_franz output config.
@@ -141,6 +143,10 @@ type writerConfig struct {
 	idempotent      bool
 	timeout         time.Duration
 	maxMessageBytes int32
+	// Settable under the redpanda output's names (redpanda.go).
+	timestampMS    *service.InterpolatedString
+	noAutoCreate   bool
+	brokerWriteMax int32
 }
 
 func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) {
@@ -213,6 +219,28 @@ func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) 
 	}
 	if wc.maxMessageBytes, err = byteField(conf, fieldMaxMessageBytes); err != nil {
 		return wc, err
+	}
+	if conf.Contains(fieldTimestampMS) {
+		if wc.timestampMS, err = conf.FieldInterpolatedString(fieldTimestampMS); err != nil {
+			return wc, err
+		}
+	}
+	if conf.Contains(fieldAutoCreate) {
+		auto, err := conf.FieldBool(fieldAutoCreate)
+		if err != nil {
+			return wc, err
+		}
+		wc.noAutoCreate = !auto
+	}
+	if conf.Contains(fieldBrokerWriteMax) {
+		if wc.brokerWriteMax, err = byteField(conf, fieldBrokerWriteMax); err != nil {
+			return wc, err
+		}
+	}
+	if conf.Contains(fieldMetadataMaxAge) {
+		if wc.client.metadataMaxAge, err = conf.FieldDuration(fieldMetadataMaxAge); err != nil {
+			return wc, err
+		}
 	}
 	return wc, nil
 }
