@@ -192,3 +192,25 @@ func TestRepeatedEmptyKeyIsADuplicate(t *testing.T) {
 		}
 	}
 }
+
+// Nesting as deep as the size limit allows is validated without
+// recursion: valid deep JSON inside a payload is accepted, outside an
+// object it is refused as what it is, and an unclosed one is not JSON.
+func TestDeepNestingIsValidatedWithoutRecursion(t *testing.T) {
+	deep := strings.Repeat("[", 500_000) + strings.Repeat("]", 500_000)
+	body := `{"v":1,"id":"d","topic":"a.b","ts":1,"payload":{"attacker_ip":"45.9.0.3","x":` + deep + `}}`
+	if _, err := ParseEnvelope([]byte(body), "a.b"); err != nil {
+		t.Fatalf("deep payload refused: %v", err)
+	}
+	for body, want := range map[string]Reason{
+		deep:                     ReasonBadEnvelope,
+		deep[:len(deep)-1]:       ReasonInvalidJSON,
+		`{"a":{"b":[{"c":1},]}}`: ReasonInvalidJSON,
+	} {
+		_, err := ParseEnvelope([]byte(body), "a.b")
+		var ee *EventError
+		if !errors.As(err, &ee) || ee.Reason != want {
+			t.Errorf("%.20q…: %v, want %s", body, err, want)
+		}
+	}
+}

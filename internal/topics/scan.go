@@ -6,10 +6,6 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// maxDepth bounds nesting, so a hostile event cannot make the validator
-// recurse a million levels deep.
-const maxDepth = 10_000
-
 // envelopeScan is what one pass over an event finds: whether it is JSON at
 // all, the envelope's members, the first key repeated in the envelope and
 // in its payload, and one payload member.
@@ -38,9 +34,9 @@ func (s *envelopeScan) scan(data []byte, member string) {
 	s.ws()
 	s.object = s.i < len(data) && data[s.i] == '{'
 	if s.object {
-		s.valid = s.obj(1, levelTop)
+		s.valid = s.obj(levelTop)
 	} else {
-		s.valid = s.value(0, levelNone)
+		s.valid = s.value(levelNone)
 	}
 	s.ws()
 	s.valid = s.valid && s.i == len(data)
@@ -102,20 +98,33 @@ func (s *envelopeScan) ws() {
 	}
 }
 
-// value validates the value at s.i and moves past it; on, when set, is
-// told of each member of an object value.
-func (s *envelopeScan) value(depth int, lv level) bool {
-	if s.i >= len(s.data) || depth > maxDepth {
+// value validates the value at s.i and moves past it. An object is the
+// envelope's or its payload's when lv says so, and its members are
+// recorded; anything nested deeper is only validated, without recursion.
+func (s *envelopeScan) value(lv level) bool {
+	if s.i >= len(s.data) {
 		return false
 	}
 	switch c := s.data[s.i]; {
-	case c == '{':
-		return s.obj(depth+1, lv)
-	case c == '[':
-		return s.array(depth + 1)
 	case c == '"':
 		_, ok := s.str()
 		return ok
+	case c == '{' && lv != levelNone:
+		return s.obj(lv)
+	case c == '{' || c == '[':
+		return s.nested()
+	case c == '-' || c >= '0' && c <= '9':
+		return s.number()
+	}
+	return s.scalar()
+}
+
+// scalar validates the number or literal at s.i.
+func (s *envelopeScan) scalar() bool {
+	if s.i >= len(s.data) {
+		return false
+	}
+	switch c := s.data[s.i]; {
 	case c == '-' || c >= '0' && c <= '9':
 		return s.number()
 	case c == 't':
@@ -128,12 +137,88 @@ func (s *envelopeScan) value(depth int, lv level) bool {
 	return false
 }
 
-// obj validates the object at s.i, recording its members (unescaped key,
-// value's extent) when it is the envelope or its payload.
-func (s *envelopeScan) obj(depth int, lv level) bool {
-	if depth > maxDepth {
+// nested validates the object or array at s.i with a stack of the open
+// brackets instead of recursion: an event may nest as deep as its size
+// allows (a megabyte of brackets), and no goroutine stack grows with it.
+func (s *envelopeScan) nested() bool {
+	var buf [32]byte
+	open := buf[:0]
+	for {
+		// A value is expected at s.i.
+		if s.i >= len(s.data) {
+			return false
+		}
+		switch c := s.data[s.i]; c {
+		case '{', '[':
+			s.i++
+			s.ws()
+			if s.i < len(s.data) && s.data[s.i] == c+2 { // {} or []
+				s.i++
+				break
+			}
+			open = append(open, c)
+			if c == '{' && !s.memberKey() {
+				return false
+			}
+			continue
+		case '"':
+			if _, ok := s.str(); !ok {
+				return false
+			}
+		default:
+			if !s.scalar() {
+				return false
+			}
+		}
+		// A value ended: close what it ends, or go on to the next one.
+		for {
+			if len(open) == 0 {
+				return true
+			}
+			s.ws()
+			if s.i >= len(s.data) {
+				return false
+			}
+			top, c := open[len(open)-1], s.data[s.i]
+			if c == top+2 { // } closes {, ] closes [
+				s.i++
+				open = open[:len(open)-1]
+				continue
+			}
+			if c != ',' {
+				return false
+			}
+			s.i++
+			s.ws()
+			if top == '{' && !s.memberKey() {
+				return false
+			}
+			break
+		}
+	}
+}
+
+// memberKey validates an object key and its colon, leaving s.i at the
+// value.
+func (s *envelopeScan) memberKey() bool {
+	if s.i >= len(s.data) || s.data[s.i] != '"' {
 		return false
 	}
+	if _, ok := s.str(); !ok {
+		return false
+	}
+	s.ws()
+	if s.i >= len(s.data) || s.data[s.i] != ':' {
+		return false
+	}
+	s.i++
+	s.ws()
+	return true
+}
+
+// obj validates the object at s.i, recording its members (unescaped key,
+// value's extent) when it is the envelope or its payload.
+func (s *envelopeScan) obj(lv level) bool {
 	s.i++ // {
 	s.ws()
 	if s.i < len(s.data) && s.data[s.i] == '}' {
@@ -164,7 +249,7 @@ func (s *envelopeScan) obj(depth int, lv level) bool {
 			nested = levelPayload
 		}
 		vs := s.i
-		if !s.value(depth, nested) {
+		if !s.value(nested) {
 			return false
 		}
 		switch lv {
@@ -198,34 +283,6 @@ func (s *envelopeScan) key(start int, escaped bool) string {
 		return gjson.Parse(string(raw)).Str
 	}
 	return unsafe.String(unsafe.SliceData(raw[1:]), len(raw)-2)
-}
-
-func (s *envelopeScan) array(depth int) bool {
-	s.i++ // [
-	s.ws()
-	if s.i < len(s.data) && s.data[s.i] == ']' {
-		s.i++
-		return true
-	}
-	for {
-		if !s.value(depth, levelNone) {
-			return false
-		}
-		s.ws()
-		if s.i >= len(s.data) {
-			return false
-		}
-		switch s.data[s.i] {
-		case ',':
-			s.i++
-			s.ws()
-		case ']':
-			s.i++
-			return true
-		default:
-			return false
-		}
-	}
 }
 
 // str validates the string at s.i, reporting whether it holds escapes.
