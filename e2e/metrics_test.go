@@ -124,6 +124,8 @@ func TestDashboardQueriesResolve(t *testing.T) {
 	}))
 	t.Cleanup(failing.Close)
 	env["GREYNOISE_BASE_URL"] = failing.URL
+	const key = "sekrit-abuseipdb-key-123"
+	env["DECNET_ABUSEIPDB_API_KEY"] = key
 	env["CLICKHOUSE_DSN"] = chtest.Start(t).DSN()
 	base := runConfigServing(t, "config/pipeline.yaml", env)
 
@@ -144,6 +146,9 @@ func TestDashboardQueriesResolve(t *testing.T) {
 	waitConsumed(t, addr, "decnet-intel", "attacker.observed")
 
 	families, text := scrape(t, base)
+	if strings.Contains(text, key) {
+		t.Error("/metrics shows an API key")
+	}
 	for name, panels := range refs {
 		base := name
 		for _, suffix := range []string{"_sum", "_count", "_bucket"} {

@@ -52,6 +52,7 @@ func NewAbuseIPDB(c AbuseIPDBConfig) *AbuseIPDB {
 		c.MaxAgeInDays = 30
 	}
 	a := &AbuseIPDB{httpProvider: newHTTPProvider(NameAbuseIPDB, c.Common), conf: c}
+	a.keyID = KeyID(c.APIKey)
 	a.ask = a.lookup
 	return a
 }

@@ -43,6 +43,7 @@ func NewGreyNoise(c GreyNoiseConfig) *GreyNoise {
 		c.BaseURL = "https://api.greynoise.io"
 	}
 	g := &GreyNoise{httpProvider: newHTTPProvider(NameGreyNoise, c.Common), key: c.APIKey}
+	g.keyID = KeyID(c.APIKey)
 	g.ask = g.lookup
 	return g
 }

@@ -3,6 +3,8 @@ package providers
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -45,6 +47,7 @@ type httpProvider struct {
 	common Common
 	gate   *gate
 	ask    func(ctx context.Context, ip netip.Addr) Result
+	keyID  string // KeyID of the provider's API key
 }
 
 // Name is the provider's name, as in results and metrics.
@@ -62,6 +65,17 @@ func (p *httpProvider) Lookup(ctx context.Context, ip netip.Addr) Result {
 
 // sentKey carries a lookup's count of requests sent, retries included.
 type sentKey struct{}
+
+// KeyID names an API key in metrics without revealing it: the first 8 hex
+// digits of its SHA-256, or "none" for keyless use. A budget belongs to a
+// key, so a rotated key is a new series.
+func KeyID(key string) string {
+	if key == "" {
+		return "none"
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:4])
+}
 
 func newHTTPProvider(name string, c Common) *httpProvider {
 	if c.Client == nil {
@@ -90,7 +104,11 @@ func newHTTPProvider(name string, c Common) *httpProvider {
 func (p *httpProvider) Remaining() int { return p.gate.Remaining() }
 
 // Quota is the provider's standing against its limits now.
-func (p *httpProvider) Quota() Quota { return p.gate.quota() }
+func (p *httpProvider) Quota() Quota {
+	q := p.gate.quota()
+	q.KeyID = p.keyID
+	return q
+}
 
 // DailyBudget is the configured daily budget, 0 when unlimited.
 func (p *httpProvider) DailyBudget() int { return p.common.Limits.DailyBudget }

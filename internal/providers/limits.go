@@ -321,6 +321,7 @@ type Quota struct {
 	Remaining    int    // what is left today, -1 when unlimited
 	BlockedUntil time.Time
 	BlockKind    ErrorKind // why blocked: rate_limited, quota_exhausted, auth
+	KeyID        string    // which API key the budget belongs to (KeyID)
 }
 
 // Blocked reports whether requests are held back at now.

@@ -133,3 +133,14 @@ func TestBudgetFileIsWrittenAtomically(t *testing.T) {
 		t.Fatalf("temporary files left behind: %v", left)
 	}
 }
+
+// A key is named in metrics by a fingerprint that does not reveal it.
+func TestKeyIDNamesAKeyWithoutRevealingIt(t *testing.T) {
+	id := KeyID("sekrit-abuseipdb-key-123")
+	if len(id) != 8 || strings.Contains("sekrit-abuseipdb-key-123", id) || id != KeyID("sekrit-abuseipdb-key-123") {
+		t.Fatalf("KeyID = %q", id)
+	}
+	if KeyID("") != "none" || KeyID("a") == KeyID("b") {
+		t.Fatal("keyless or distinct keys not told apart")
+	}
+}

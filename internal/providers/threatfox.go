@@ -43,6 +43,7 @@ func NewThreatFox(c ThreatFoxConfig) *ThreatFox {
 		c.BaseURL = "https://threatfox-api.abuse.ch"
 	}
 	t := &ThreatFox{httpProvider: newHTTPProvider(NameThreatFox, c.Common), key: c.AuthKey}
+	t.keyID = KeyID(c.AuthKey)
 	t.ask = t.lookup
 	return t
 }

@@ -64,5 +64,8 @@ why. Only a validated, canonical address ever reaches a provider's URL or body.
 aggregate verdict), ` + "`intel_cache_evictions`" + `,
 ` + "`intel_provider_requests{provider}`" + `, ` + "`intel_provider_errors{provider,kind}`" + `,
 ` + "`intel_provider_latency_ns{provider}`" + `, ` + "`intel_provider_budget_remaining{provider}`" + `,
+` + "`intel_provider_calls_today{provider,key}`" + `, ` + "`intel_provider_daily_budget{provider,key}`" + `,
+` + "`intel_provider_blocked_until_seconds{provider,key}`" + ` (0 when not blocked; ` + "`key`" + ` is a fingerprint of the API key,
+never the key), ` + "`intel_provider_answers{provider,source}`" + ` (` + "`feed`" + ` or ` + "`per_ip`" + `),
 ` + "`intel_deferred{provider}`" + `, ` + "`intel_skipped{reason}`" + `, ` + "`intel_invalid_ip`" + `.
 `

@@ -2,6 +2,7 @@ package intel_processor
 
 import (
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"time"
 
 	"github.com/decnet/decnet-stream/internal/enrich"
 	"github.com/decnet/decnet-stream/internal/providers"
@@ -17,31 +18,48 @@ type metrics struct {
 	latency                                     *service.MetricTimer
 	budget                                      *service.MetricGauge
 	budgeted                                    map[string]enrich.BudgetedProvider
+	// Quota per provider and key, and answers by where they came from.
+	callsToday, dailyBudget, blockedUntil *service.MetricGauge
+	answers                               *service.MetricCounter
+	quotas                                map[string]interface{ Quota() providers.Quota }
+	feeds                                 map[string]bool
 }
 
 func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 	mt := &metrics{
-		hits:      m.NewCounter("intel_cache_hits"),
-		misses:    m.NewCounter("intel_cache_misses"),
-		coalesced: m.NewCounter("intel_cache_coalesced"),
-		partial:   m.NewCounter("intel_cache_partial"),
-		evictions: m.NewCounter("intel_cache_evictions"),
-		requests:  m.NewCounter("intel_lookup_requests"),
-		lookedUp:  m.NewCounter("intel_lookups"),
-		emitted:   m.NewCounter("intel_enriched"),
-		verdicts:  m.NewCounter("intel_verdicts", "verdict"),
-		calls:     m.NewCounter("intel_provider_requests", "provider"),
-		errors:    m.NewCounter("intel_provider_errors", "provider", "kind"),
-		deferred:  m.NewCounter("intel_deferred", "provider"),
-		skipped:   m.NewCounter("intel_skipped", "reason"),
-		invalid:   m.NewCounter("intel_invalid_ip"),
-		latency:   m.NewTimer("intel_provider_latency_ns", "provider"),
-		budget:    m.NewGauge("intel_provider_budget_remaining", "provider"),
-		budgeted:  map[string]enrich.BudgetedProvider{},
+		hits:         m.NewCounter("intel_cache_hits"),
+		misses:       m.NewCounter("intel_cache_misses"),
+		coalesced:    m.NewCounter("intel_cache_coalesced"),
+		partial:      m.NewCounter("intel_cache_partial"),
+		evictions:    m.NewCounter("intel_cache_evictions"),
+		requests:     m.NewCounter("intel_lookup_requests"),
+		lookedUp:     m.NewCounter("intel_lookups"),
+		emitted:      m.NewCounter("intel_enriched"),
+		verdicts:     m.NewCounter("intel_verdicts", "verdict"),
+		calls:        m.NewCounter("intel_provider_requests", "provider"),
+		errors:       m.NewCounter("intel_provider_errors", "provider", "kind"),
+		deferred:     m.NewCounter("intel_deferred", "provider"),
+		skipped:      m.NewCounter("intel_skipped", "reason"),
+		invalid:      m.NewCounter("intel_invalid_ip"),
+		latency:      m.NewTimer("intel_provider_latency_ns", "provider"),
+		budget:       m.NewGauge("intel_provider_budget_remaining", "provider"),
+		budgeted:     map[string]enrich.BudgetedProvider{},
+		callsToday:   m.NewGauge("intel_provider_calls_today", "provider", "key"),
+		dailyBudget:  m.NewGauge("intel_provider_daily_budget", "provider", "key"),
+		blockedUntil: m.NewGauge("intel_provider_blocked_until_seconds", "provider", "key"),
+		answers:      m.NewCounter("intel_provider_answers", "provider", "source"),
+		quotas:       map[string]interface{ Quota() providers.Quota }{},
+		feeds:        map[string]bool{},
 	}
 	for _, p := range provs {
 		if bp, ok := p.(enrich.BudgetedProvider); ok && bp.DailyBudget() > 0 {
 			mt.budgeted[p.Name()] = bp
+		}
+		if qp, ok := p.(interface{ Quota() providers.Quota }); ok {
+			mt.quotas[p.Name()] = qp
+		}
+		if _, ok := p.(*providers.Feodo); ok {
+			mt.feeds[p.Name()] = true
 		}
 	}
 	return mt
@@ -140,6 +158,23 @@ func (m *metrics) ProviderResult(res providers.Result) {
 	}
 	if bp, ok := m.budgeted[res.Provider]; ok {
 		m.budget.Set(int64(bp.Remaining()), res.Provider)
+	}
+	if res.OK() {
+		source := "per_ip"
+		if m.feeds[res.Provider] {
+			source = "feed"
+		}
+		m.answers.Incr(1, res.Provider, source)
+	}
+	if qp, ok := m.quotas[res.Provider]; ok {
+		q := qp.Quota()
+		m.callsToday.Set(int64(q.Used), res.Provider, q.KeyID)
+		m.dailyBudget.Set(int64(q.Budget), res.Provider, q.KeyID)
+		var until int64
+		if q.Blocked(time.Now()) {
+			until = q.BlockedUntil.Unix()
+		}
+		m.blockedUntil.Set(until, res.Provider, q.KeyID)
 	}
 }
 
