@@ -99,6 +99,7 @@ type clientConfig struct {
 	// Settable under the redpanda components' names (redpanda.go); zero
 	// keeps franz-go's default.
 	requestTimeoutOverhead, connIdleTimeout, metadataMaxAge time.Duration
+	tcp                                                     tcpConfig
 }
 
 func parseClientConfig(conf *service.ParsedConfig) (clientConfig, error) {
@@ -204,7 +205,10 @@ func (c clientConfig) opts(log *service.Logger) []kgo.Opt {
 		kgo.ClientID(c.clientID),
 		kgo.WithLogger(&kgoLogger{log: log}),
 	}
-	if c.tls != nil {
+	switch {
+	case c.tcp.set:
+		opts = append(opts, kgo.Dialer(c.tcp.dial(c.tls)))
+	case c.tls != nil:
 		opts = append(opts, kgo.DialTLSConfig(c.tls))
 	}
 	if len(c.sasl) > 0 {

@@ -44,9 +44,7 @@ func upstreamClientFields() []*service.ConfigField {
 		service.NewDurationField(fieldConnIdle).
 			Description("How long an unused connection is kept.").
 			Default("20s").Advanced(),
-		service.NewAnyField(fieldTCP).
-			Description("Upstream's TCP dialer settings: accepted, not applied (the operating system's defaults are used); reported at start.").
-			Optional().Advanced(),
+		tcpField(),
 	}
 }
 
@@ -61,7 +59,8 @@ func parseUpstreamClient(conf *service.ParsedConfig, c *clientConfig) (err error
 			return err
 		}
 	}
-	return nil
+	c.tcp, err = parseTCP(conf)
+	return err
 }
 
 func redpandaInputSpec() *service.ConfigSpec {
@@ -74,9 +73,10 @@ upstream's ` + "`redpanda`" + ` input that ours names differently or lacks: ` + 
 ` + "`regexp_topics_exclude`" + `, ` + "`transaction_isolation_level`" + `, ` + "`fetch_min_bytes`" + `, ` + "`instance_id`" + ` (static
 membership), ` + "`topic_lag_refresh_period`" + `, ` + "`request_timeout_overhead`" + `, ` + "`conn_idle_timeout`" + `.
 
+The ` + "`tcp`" + ` object (connect timeout, keep-alive probes, TCP_USER_TIMEOUT on Linux) applies as upstream's does.
 Accepted but without effect here, and reported at start: ` + "`partition_buffer_bytes`" + ` and
-` + "`max_yield_batch_bytes`" + ` (` + "`checkpoint_limit`" + ` bounds what a partition holds), ` + "`timely_nacks_maximum_wait`" + `
-and ` + "`tcp`" + `.`).
+` + "`max_yield_batch_bytes`" + ` (` + "`checkpoint_limit`" + ` bounds what a partition holds) and
+` + "`timely_nacks_maximum_wait`" + `.`).
 		Fields(slices.Concat(upstreamClientFields(), []*service.ConfigField{
 			service.NewStringListField(fieldRegexpInclude).
 				Description("Regular expressions of topics to consume (consumed as with `regexp_topics`).").
@@ -155,7 +155,7 @@ func redpandaOutputSpec() *service.ConfigSpec {
 		Description(`
 Everything [` + "`kafka_franz`" + `](kafka_franz.md) does, plus the fields of upstream's ` + "`redpanda`" + ` output that ours
 lacks: ` + "`timestamp_ms`" + `, ` + "`allow_auto_topic_creation`" + `, ` + "`broker_write_max_bytes`" + `, ` + "`metadata_max_age`" + `,
-` + "`request_timeout_overhead`" + `, ` + "`conn_idle_timeout`" + `. ` + "`tcp`" + ` is accepted without effect, and reported at start.`).
+` + "`request_timeout_overhead`" + `, ` + "`conn_idle_timeout`" + `, ` + "`tcp`" + `.`).
 		Fields(slices.Concat(upstreamClientFields(), []*service.ConfigField{
 			service.NewInterpolatedStringField(fieldTimestampMS).
 				Description("The record's timestamp in milliseconds since the epoch; by default the time it is written.").
@@ -179,7 +179,7 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			reportUnused(conf, mgr.Logger(), "redpanda input", fieldTCP, fieldPartitionBuffer, fieldMaxYieldBytes, fieldTimelyNacks)
+			reportUnused(conf, mgr.Logger(), "redpanda input", fieldPartitionBuffer, fieldMaxYieldBytes, fieldTimelyNacks)
 			return newFranzReader(rc, mgr), nil
 		})
 	if err != nil {
@@ -187,7 +187,6 @@ func init() {
 	}
 	err = service.RegisterBatchOutput("redpanda", redpandaOutputSpec(),
 		func(conf *service.ParsedConfig, mgr *service.Resources) (out service.BatchOutput, pol service.BatchPolicy, maxInFlight int, err error) {
-			reportUnused(conf, mgr.Logger(), "redpanda output", fieldTCP)
 			return newOutput(conf, mgr)
 		})
 	if err != nil {

@@ -92,9 +92,11 @@ input:
     consumer_group: rp-group
     transaction_isolation_level: read_committed
     topic_lag_refresh_period: 1s
+    tcp: { connect_timeout: 5s, keep_alive: { idle: 10s, interval: 5s, count: 3 }, tcp_user_timeout: 30s }
 output:
   redpanda:
     seed_brokers: [ %[1]q ]
+    tcp: { connect_timeout: 5s, tcp_user_timeout: 30s }
     topic: rp.out
     key: ${! @kafka_key }
     timestamp_ms: "1750000000123"

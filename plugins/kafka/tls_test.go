@@ -16,11 +16,20 @@ import (
 // TLS to Kafka is verified unless a config says otherwise: a listener whose
 // certificate no CA vouches for is refused at the handshake.
 func TestTLSIsVerifiedByDefault(t *testing.T) {
+	for _, tcp := range []string{"", "tcp: { connect_timeout: 5s, tcp_user_timeout: 30s }\n"} {
+		t.Run(map[bool]string{true: "franz-go's TLS dialer", false: "our dialer, with tcp settings"}[tcp == ""], func(t *testing.T) {
+			tlsVerified(t, tcp)
+		})
+	}
+}
+
+// tlsVerified pings an unverifiable TLS listener with extra client config.
+func tlsVerified(t *testing.T, extra string) {
 	srv := httptest.NewTLSServer(http.NotFoundHandler())
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "https://")
-	spec := service.NewConfigSpec().Fields(clientFields()...)
-	conf, err := spec.ParseYAML(fmt.Sprintf("seed_brokers: [ %q ]\ntls: { enabled: true }\n", addr), nil)
+	spec := service.NewConfigSpec().Fields(append(clientFields(), upstreamClientFields()...)...)
+	conf, err := spec.ParseYAML(fmt.Sprintf("seed_brokers: [ %q ]\ntls: { enabled: true }\n%s", addr, extra), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
