@@ -270,6 +270,13 @@ func limitsLine(p intel_processor.ProviderStatus, now time.Time) string {
 	if n := p.Errors["rate_limited"]; n > 0 {
 		parts = append(parts, fmt.Sprintf("%d lookups waited past max_wait for the rate limit", n))
 	}
+	switch q.KeyID {
+	case "":
+	case "none":
+		parts = append(parts, "keyless")
+	default:
+		parts = append(parts, "key "+q.KeyID) // a fingerprint, never the key
+	}
 	return strings.Join(parts, "; ")
 }
 

@@ -178,14 +178,16 @@ func withoutEnv(keys ...string) []string {
 func TestLimitsLineSaysWhichLimitBites(t *testing.T) {
 	now := time.Date(2026, 11, 29, 22, 30, 0, 0, time.UTC)
 	spent := providers.Quota{Used: 100, Budget: 100, Remaining: 0}
-	blocked := providers.Quota{Used: 12, Budget: 1000, Remaining: 988, BlockedUntil: now.Add(90 * time.Second), BlockKind: providers.ErrRateLimited}
+	blocked := providers.Quota{Used: 12, Budget: 1000, Remaining: 988, BlockedUntil: now.Add(90 * time.Second), BlockKind: providers.ErrRateLimited,
+		KeyID: providers.KeyID("abuseipdb-key")}
 	for _, c := range []struct {
 		status intel_processor.ProviderStatus
 		want   string
 	}{
 		{intel_processor.ProviderStatus{Quota: &spent}, "daily budget 100/100 spent, next at 00:00 UTC (in 1h30m0s)"},
 		{intel_processor.ProviderStatus{Quota: &blocked, Errors: map[string]int64{"rate_limited": 3}},
-			"budget left 988/1000 today; blocked until 22:31:30 UTC (rate_limited); 3 lookups waited past max_wait for the rate limit"},
+			"budget left 988/1000 today; blocked until 22:31:30 UTC (rate_limited); 3 lookups waited past max_wait for the rate limit; key " + providers.KeyID("abuseipdb-key")},
+		{intel_processor.ProviderStatus{Quota: &providers.Quota{Remaining: -1, KeyID: "none"}}, "no daily cap; keyless"},
 		{intel_processor.ProviderStatus{Quota: &providers.Quota{Remaining: -1}}, "no daily cap"},
 		{intel_processor.ProviderStatus{FeedEntries: 29, FeedAge: 39 * time.Second}, "bulk feed, 29 entries, 39s old"},
 	} {
