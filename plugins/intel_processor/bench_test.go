@@ -216,3 +216,56 @@ func BenchmarkHitPathWhileMissesTakeOneSecond(b *testing.B) {
 		b.ReportMetric(float64(misses.Load()), "slow_misses")
 	}
 }
+
+// pipelineMessage is a sighting as config/pipeline.yaml hands it to
+// intel_enrich: the seven kafka_* keys of a real record and the router's
+// decnet_key, the IP it validated.
+func pipelineMessage(topic, ip string, offset int) *service.Message {
+	m := service.NewMessage([]byte(event(`"` + ip + `"`)))
+	m.MetaSetMut("kafka_key", ip)
+	m.MetaSetMut("kafka_topic", topic)
+	m.MetaSetMut("kafka_partition", 0)
+	m.MetaSetMut("kafka_offset", offset)
+	m.MetaSetMut("kafka_timestamp_ms", int64(1750000000000))
+	m.MetaSetMut("kafka_tombstone_message", false)
+	m.MetaSetMut("kafka_lag", int64(0))
+	m.MetaSetMut("decnet_key", ip)
+	return m
+}
+
+// BenchmarkHitPathAsPipelineRoutes: repeat sightings of 10,000 cached IPs
+// through intel_enrich configured as config/pipeline.yaml (IP from
+// decnet_key, misses to the lookup topic), messages made afresh per batch
+// as the input makes them: the hit path's cost per event, allocations
+// included.
+//
+//	go test ./plugins/intel_processor -run '^$' -bench AsPipelineRoutes -benchmem -cpu 1
+func BenchmarkHitPathAsPipelineRoutes(b *testing.B) {
+	p := newTestProcessor(b, feedOnlyYAML(b, "ip_metadata: decnet_key\nlookup_topic: attacker.intel.lookup"))
+	const warm = 10_000
+	ips := make([]string, warm)
+	for i := range ips {
+		ips[i] = strings.Trim(ipOf(i), `"`)
+	}
+	for start := 0; start < warm; start += 500 { // looked up: now cached
+		batch := make(service.MessageBatch, 0, 500)
+		for i := start; i < start+500; i++ {
+			batch = append(batch, pipelineMessage("attacker.intel.lookup", ips[i], i))
+		}
+		run(b, p, batch)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	offset := 0
+	for n := 0; n < b.N; n++ {
+		batch := make(service.MessageBatch, 500)
+		for i := range batch {
+			offset++
+			batch[i] = pipelineMessage("attacker.observed", ips[(offset*7919)%warm], offset)
+		}
+		if out := run(b, p, batch); len(out) != 0 {
+			b.Fatalf("%d of 500 repeat sightings left the processor: not all hits", len(out))
+		}
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "msgs/s")
+}
