@@ -31,27 +31,27 @@ import (
 )
 
 type options struct {
-	scenarios                 string
-	binary                    string
-	events, ips               int
-	latency                   time.Duration
-	latencyRate               int
-	latencyFor                time.Duration
-	stageEvents, stageIPs     int
-	stageRuns                 int
-	stageProfiles             string
-	stockEvents, stockIPs     int
-	stockLatencies            string
-	stormIPs, stormHot        int
-	stormRate                 float64
-	memoryIPs                 int
-	scalingEvents, scalingIPs int
-	soakFor, soakEvery        time.Duration
-	soakRate, soakIPs         int
-	plot                      string
-	markdown                  string
-	keepLogs                  bool
-	sets                      []string // -set, passed to every pipeline run
+	scenarios                  string
+	binary                     string
+	events, ips                int
+	latency                    time.Duration
+	latencyRate                int
+	latencyFor                 time.Duration
+	stageEvents, stageIPs      int
+	stageRuns                  int
+	stageProfiles              string
+	stockEvents, stockIPs      int
+	stockLatencies             string
+	stormIPs, stormHot         int
+	stormRate, stormClientRate float64
+	memoryIPs                  int
+	scalingEvents, scalingIPs  int
+	soakFor, soakEvery         time.Duration
+	soakRate, soakIPs          int
+	plot                       string
+	markdown                   string
+	keepLogs                   bool
+	sets                       []string // -set, passed to every pipeline run
 }
 
 func main() {
@@ -73,6 +73,7 @@ func main() {
 	flag.IntVar(&o.stormIPs, "storm-ips", 100_000, "storm: never-seen IPs at once")
 	flag.IntVar(&o.stormHot, "storm-hot-events", 300_000, "storm: repeat sightings of cached IPs, with and without the storm")
 	flag.Float64Var(&o.stormRate, "storm-rate", 100, "storm: each per-IP provider's rate limit, requests/s")
+	flag.Float64Var(&o.stormClientRate, "storm-client-rate", 0, "storm: the rate the pipeline is configured with (0: -storm-rate, the provider's own)")
 	flag.IntVar(&o.memoryIPs, "memory-ips", 1_000_000, "memory: cached IPs")
 	flag.IntVar(&o.scalingEvents, "scaling-events", 500_000, "scaling: events")
 	flag.IntVar(&o.scalingIPs, "scaling-ips", 10_000, "scaling: unique attacker IPs")
