@@ -44,6 +44,8 @@ type options struct {
 	stockLatencies             string
 	stormIPs, stormHot         int
 	stormRate, stormClientRate float64
+	stormProviderLimit         bool
+	stormClientBurst           int
 	memoryIPs                  int
 	scalingEvents, scalingIPs  int
 	soakFor, soakEvery         time.Duration
@@ -73,6 +75,8 @@ func main() {
 	flag.IntVar(&o.stormIPs, "storm-ips", 100_000, "storm: never-seen IPs at once")
 	flag.IntVar(&o.stormHot, "storm-hot-events", 300_000, "storm: repeat sightings of cached IPs, with and without the storm")
 	flag.Float64Var(&o.stormRate, "storm-rate", 100, "storm: each per-IP provider's rate limit, requests/s")
+	flag.BoolVar(&o.stormProviderLimit, "storm-provider-limit", true, "storm: the simulated providers answer 429 above -storm-rate (false: only the pipeline's own limit holds it, to see what 429s cost)")
+	flag.IntVar(&o.stormClientBurst, "storm-client-burst", 0, "storm: the burst the pipeline is configured with (0: the provider's, 10)")
 	flag.Float64Var(&o.stormClientRate, "storm-client-rate", 0, "storm: the rate the pipeline is configured with (0: -storm-rate, the provider's own)")
 	flag.IntVar(&o.memoryIPs, "memory-ips", 1_000_000, "memory: cached IPs")
 	flag.IntVar(&o.scalingEvents, "scaling-events", 500_000, "scaling: events")

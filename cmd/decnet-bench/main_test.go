@@ -26,7 +26,7 @@ func TestEveryScenarioRunsAtToySizes(t *testing.T) {
 		events: 5_000, ips: 300, latency: 5 * time.Millisecond, latencyRate: 500, latencyFor: time.Second,
 		stageEvents: 2_000, stageIPs: 100, stageRuns: 1,
 		stockEvents: 2_000, stockIPs: 100, stockLatencies: "0s,5ms",
-		stormIPs: 500, stormHot: 2_000, stormRate: 200,
+		stormIPs: 500, stormHot: 2_000, stormRate: 200, stormProviderLimit: true,
 		memoryIPs: 2_000, scalingEvents: 4_000, scalingIPs: 200,
 		soakFor: 4 * time.Second, soakEvery: 250 * time.Millisecond, soakRate: 500, soakIPs: 200,
 		plot: filepath.Join(t.TempDir(), "plot.png"),

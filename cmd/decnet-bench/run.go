@@ -184,8 +184,10 @@ func (l *bench) scenarioStorm(ctx context.Context, o options, rep *report) error
 
 	// The same group, restarted with the storm's rate limits: it warm-starts
 	// every hot IP from ClickHouse.
-	limited := providerLimits(cmp.Or(o.stormClientRate, o.stormRate), 10, 64)
-	l.Sim.SetRate(o.stormRate, 10)
+	limited := providerLimits(cmp.Or(o.stormClientRate, o.stormRate), cmp.Or(o.stormClientBurst, 10), 64)
+	if o.stormProviderLimit {
+		l.Sim.SetRate(o.stormRate, 10)
+	}
 	p, err := l.Start(lab.RunOpts{Config: pipelineConfig, Env: env, Sets: limited})
 	if err != nil {
 		return err

@@ -265,6 +265,16 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 			return nil, ErrRateLimited, "concurrency limit: deadline while waiting for a slot"
 		}
 	}
+	// A block may have come while this request waited for its token or
+	// slot (another request was answered 429): honour it now, or the
+	// request goes out during the Retry-After and earns another block.
+	if (g.bucket != nil || g.sem != nil) && g.blockedAt(g.now()) {
+		if g.sem != nil {
+			<-g.sem
+		}
+		refund()
+		return nil, ErrRateLimited, "blocked while waiting for a token (Retry-After)"
+	}
 	if g.limits.DailyBudget > 0 {
 		g.persist(false) // without a budget there is no count worth keeping
 	}
@@ -273,6 +283,13 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 			<-g.sem
 		}
 	}, ErrNone, ""
+}
+
+// blockedAt reports whether requests are held back at now.
+func (g *gate) blockedAt(now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return now.Before(g.blockedUntil)
 }
 
 // block stops all requests until until (Retry-After, the daily reset, an
