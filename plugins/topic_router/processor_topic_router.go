@@ -378,11 +378,6 @@ func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]
 		if err != nil {
 			var ee *topics.EventError
 			if errors.As(err, &ee) {
-				if !r.writeSubject {
-					if s, fromMeta, err := r.subjectOf(msg); err == nil && !fromMeta {
-						msg.MetaSetMut(MetaSubject, s)
-					}
-				}
 				r.refused.Incr(1, string(ee.Reason))
 				msg.MetaSetMut(MetaError, string(ee.Reason))
 				msg.MetaSetMut(MetaErrorDetail, ee.Detail)
@@ -405,15 +400,23 @@ func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]
 }
 
 // route routes one message, reporting false when a drop route removed it,
-// and counts it in routed[route] when routed.
+// and counts it in routed[route] when routed. The subject is written to
+// decnet_subject when metadata asks for it, and always for a refused
+// message: its dead letter names what it arrived on.
 func (r *router) route(msg *service.Message, caps []string, routed []int64) (bool, error) {
 	subject, fromMeta, err := r.subjectOf(msg)
 	if err != nil {
 		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
 	}
-	if r.writeSubject && !fromMeta {
+	keep, err := r.routeSubject(msg, subject, caps, routed)
+	if !fromMeta && (r.writeSubject || err != nil) {
 		msg.MetaSetMut(MetaSubject, subject)
 	}
+	return keep, err
+}
+
+// routeSubject routes msg, delivered on subject.
+func (r *router) routeSubject(msg *service.Message, subject string, caps []string, routed []int64) (bool, error) {
 	if err := topics.ValidateSubject(subject); err != nil {
 		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
 	}
