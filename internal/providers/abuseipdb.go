@@ -51,8 +51,7 @@ func NewAbuseIPDB(c AbuseIPDBConfig) *AbuseIPDB {
 	if c.MaxAgeInDays < 1 || c.MaxAgeInDays > 365 {
 		c.MaxAgeInDays = 30
 	}
-	a := &AbuseIPDB{httpProvider: newHTTPProvider(NameAbuseIPDB, c.Common), conf: c}
-	a.keyID = KeyID(c.APIKey)
+	a := &AbuseIPDB{httpProvider: newHTTPProvider(NameAbuseIPDB, c.APIKey, c.Common), conf: c}
 	a.ask = a.lookup
 	return a
 }

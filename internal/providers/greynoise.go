@@ -42,8 +42,7 @@ func NewGreyNoise(c GreyNoiseConfig) *GreyNoise {
 	if c.BaseURL == "" {
 		c.BaseURL = "https://api.greynoise.io"
 	}
-	g := &GreyNoise{httpProvider: newHTTPProvider(NameGreyNoise, c.Common), key: c.APIKey}
-	g.keyID = KeyID(c.APIKey)
+	g := &GreyNoise{httpProvider: newHTTPProvider(NameGreyNoise, c.APIKey, c.Common), key: c.APIKey}
 	g.ask = g.lookup
 	return g
 }

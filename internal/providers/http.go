@@ -77,7 +77,9 @@ func KeyID(key string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-func newHTTPProvider(name string, c Common) *httpProvider {
+// newHTTPProvider is the machinery of provider name using API key key
+// (empty: keyless), which names its budget in metrics (KeyID).
+func newHTTPProvider(name, key string, c Common) *httpProvider {
 	if c.Client == nil {
 		c.Client = DefaultHTTPClient()
 	}
@@ -97,7 +99,7 @@ func newHTTPProvider(name string, c Common) *httpProvider {
 		p := DECNETPolicy()
 		c.Policy = &p
 	}
-	return &httpProvider{name: name, common: c, gate: newGate(name, c.Limits, c.Budget, c.Shared, c.Now)}
+	return &httpProvider{name: name, keyID: KeyID(key), common: c, gate: newGate(name, c.Limits, c.Budget, c.Shared, c.Now)}
 }
 
 // Remaining is today's budget left, or -1 when unlimited.

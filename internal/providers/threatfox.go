@@ -42,8 +42,7 @@ func NewThreatFox(c ThreatFoxConfig) *ThreatFox {
 	if c.BaseURL == "" {
 		c.BaseURL = "https://threatfox-api.abuse.ch"
 	}
-	t := &ThreatFox{httpProvider: newHTTPProvider(NameThreatFox, c.Common), key: c.AuthKey}
-	t.keyID = KeyID(c.AuthKey)
+	t := &ThreatFox{httpProvider: newHTTPProvider(NameThreatFox, c.AuthKey, c.Common), key: c.AuthKey}
 	t.ask = t.lookup
 	return t
 }
