@@ -341,6 +341,9 @@ type Quota struct {
 	KeyID        string    // which API key the budget belongs to (KeyID)
 }
 
+// Quoted is a provider with a Quota to report (the HTTP providers).
+type Quoted interface{ Quota() Quota }
+
 // Blocked reports whether requests are held back at now.
 func (q Quota) Blocked(now time.Time) bool { return now.Before(q.BlockedUntil) }
 

@@ -1,8 +1,9 @@
 package intel_processor
 
 import (
-	"github.com/redpanda-data/benthos/v4/public/service"
 	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
 
 	"github.com/decnet/decnet-stream/internal/enrich"
 	"github.com/decnet/decnet-stream/internal/providers"
@@ -16,13 +17,12 @@ type metrics struct {
 	invalid                                     *service.MetricCounter
 	verdicts                                    *service.MetricCounter // emitted rows by aggregate verdict
 	latency                                     *service.MetricTimer
-	budget                                      *service.MetricGauge
-	budgeted                                    map[string]enrich.BudgetedProvider
-	// Quota per provider and key, and answers by where they came from.
-	callsToday, dailyBudget, blockedUntil *service.MetricGauge
-	answers                               *service.MetricCounter
-	quotas                                map[string]interface{ Quota() providers.Quota }
-	feeds                                 map[string]bool
+	// Quota per provider (budget left) and per provider and key, and
+	// answers by where they came from.
+	budget, callsToday, dailyBudget, blockedUntil *service.MetricGauge
+	answers                                       *service.MetricCounter
+	quoted                                        map[string]providers.Quoted
+	feeds                                         map[string]bool
 }
 
 func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
@@ -43,20 +43,16 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 		invalid:      m.NewCounter("intel_invalid_ip"),
 		latency:      m.NewTimer("intel_provider_latency_ns", "provider"),
 		budget:       m.NewGauge("intel_provider_budget_remaining", "provider"),
-		budgeted:     map[string]enrich.BudgetedProvider{},
 		callsToday:   m.NewGauge("intel_provider_calls_today", "provider", "key"),
 		dailyBudget:  m.NewGauge("intel_provider_daily_budget", "provider", "key"),
 		blockedUntil: m.NewGauge("intel_provider_blocked_until_seconds", "provider", "key"),
 		answers:      m.NewCounter("intel_provider_answers", "provider", "source"),
-		quotas:       map[string]interface{ Quota() providers.Quota }{},
+		quoted:       map[string]providers.Quoted{},
 		feeds:        map[string]bool{},
 	}
 	for _, p := range provs {
-		if bp, ok := p.(enrich.BudgetedProvider); ok && bp.DailyBudget() > 0 {
-			mt.budgeted[p.Name()] = bp
-		}
-		if qp, ok := p.(interface{ Quota() providers.Quota }); ok {
-			mt.quotas[p.Name()] = qp
+		if qp, ok := p.(providers.Quoted); ok {
+			mt.quoted[p.Name()] = qp
 		}
 		if _, ok := p.(*providers.Feodo); ok {
 			mt.feeds[p.Name()] = true
@@ -85,8 +81,7 @@ func (m *metrics) sightings(answers []enrich.Answer) {
 		}
 		if a.Emit && !a.Cached {
 			emitted++
-			countVerdict(a.Verdict())
-			m.verdicts.Incr(1, a.Verdict())
+			m.verdict(a.Verdict())
 		}
 	}
 	add(m.hits, hits)
@@ -116,8 +111,7 @@ func (m *metrics) lookups(answers []enrich.Answer) {
 		}
 		if a.Emit {
 			emitted++
-			countVerdict(a.Verdict())
-			m.verdicts.Incr(1, a.Verdict())
+			m.verdict(a.Verdict())
 		}
 	}
 	add(m.lookedUp, looked)
@@ -156,9 +150,6 @@ func (m *metrics) ProviderResult(res providers.Result) {
 	if !res.OK() {
 		m.errors.Incr(1, res.Provider, string(res.ErrKind))
 	}
-	if bp, ok := m.budgeted[res.Provider]; ok {
-		m.budget.Set(int64(bp.Remaining()), res.Provider)
-	}
 	if res.OK() {
 		source := "per_ip"
 		if m.feeds[res.Provider] {
@@ -166,8 +157,11 @@ func (m *metrics) ProviderResult(res providers.Result) {
 		}
 		m.answers.Incr(1, res.Provider, source)
 	}
-	if qp, ok := m.quotas[res.Provider]; ok {
+	if qp, ok := m.quoted[res.Provider]; ok {
 		q := qp.Quota()
+		if q.Budget > 0 {
+			m.budget.Set(int64(q.Remaining), res.Provider)
+		}
 		m.callsToday.Set(int64(q.Used), res.Provider, q.KeyID)
 		m.dailyBudget.Set(int64(q.Budget), res.Provider, q.KeyID)
 		var until int64
@@ -176,6 +170,13 @@ func (m *metrics) ProviderResult(res providers.Result) {
 		}
 		m.blockedUntil.Set(until, res.Provider, q.KeyID)
 	}
+}
+
+// verdict counts an emitted row's aggregate verdict, in the metrics and
+// the heartbeat's counters.
+func (m *metrics) verdict(v string) {
+	countVerdict(v)
+	m.verdicts.Incr(1, v)
 }
 
 func (m *metrics) Deferred(provider string) { m.deferred.Incr(1, provider) }

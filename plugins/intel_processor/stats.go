@@ -139,7 +139,7 @@ func ProviderStatuses() []ProviderStatus {
 			return true
 		})
 		switch p := v.(type) {
-		case interface{ Quota() providers.Quota }:
+		case providers.Quoted:
 			q := p.Quota()
 			st.Quota = &q
 		case *providers.Feodo:
