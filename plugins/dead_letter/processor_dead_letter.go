@@ -68,12 +68,7 @@ output:
 func init() {
 	err := service.RegisterProcessor("dead_letter", spec(),
 		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Processor, error) {
-			p, err := newProcessor(conf)
-			if err != nil {
-				return nil, err
-			}
-			p.letters = mgr.Metrics().NewCounter("dead_letters", "reason")
-			return p, nil
+			return newProcessor(conf, mgr)
 		})
 	if err != nil {
 		panic(err)
@@ -86,8 +81,8 @@ type processor struct {
 	letters *service.MetricCounter
 }
 
-func newProcessor(conf *service.ParsedConfig) (*processor, error) {
-	p := &processor{}
+func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processor, error) {
+	p := &processor{letters: mgr.Metrics().NewCounter("dead_letters", "reason")}
 	var err error
 	if p.maxBytes, err = conf.FieldInt(fMaxBytes); err != nil {
 		return nil, err
@@ -102,13 +97,11 @@ func newProcessor(conf *service.ParsedConfig) (*processor, error) {
 }
 
 func (p *processor) Process(_ context.Context, msg *service.Message) (service.MessageBatch, error) {
-	if p.letters != nil {
-		reason, ok := msg.MetaGet("decnet_error")
-		if !ok || reason == "" {
-			reason = "unknown"
-		}
-		p.letters.Incr(1, reason)
+	reason, ok := msg.MetaGet("decnet_error")
+	if !ok || reason == "" {
+		reason = "unknown"
 	}
+	p.letters.Incr(1, reason)
 	body, err := msg.AsBytes()
 	if err != nil {
 		return service.MessageBatch{msg}, nil

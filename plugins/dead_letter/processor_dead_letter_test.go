@@ -17,7 +17,7 @@ func newTestProcessor(t *testing.T, yaml string) *processor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := newProcessor(conf)
+	p, err := newProcessor(conf, service.MockResources())
 	if err != nil {
 		t.Fatal(err)
 	}
