@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -16,29 +17,45 @@ import (
 // would stop growing exactly when it matters.
 var lagPeriod = 15 * time.Second
 
-// lagGauge is kafka_consumer_lag{topic, partition}: records of a partition
-// not yet consumed, from each fetch's high watermark and, for a consumer
-// group, from the group's commits every lagPeriod.
-type lagGauge struct{ g *service.MetricGauge }
-
-func newLagGauge(m *service.Metrics) lagGauge {
-	return lagGauge{m.NewGauge("kafka_consumer_lag", "topic", "partition")}
+// lags keeps each partition's lag: the gauge kafka_consumer_lag{topic,
+// partition} (records not yet consumed), from each fetch's high watermark
+// and, for a consumer group, from the group's commits every lagPeriod; and
+// the last high watermark fetched, for the kafka_lag of a redelivery.
+type lags struct {
+	g  *service.MetricGauge
+	mu sync.Mutex
+	hw map[topicPartition]int64
 }
 
-// fetched records the lag behind the last record of a fetch.
-func (l lagGauge) fetched(p kgo.FetchTopicPartition) {
+func newLags(m *service.Metrics) *lags {
+	return &lags{g: m.NewGauge("kafka_consumer_lag", "topic", "partition"), hw: map[topicPartition]int64{}}
+}
+
+// fetched records a fetch of a partition: its high watermark, and the lag
+// behind its last record.
+func (l *lags) fetched(p kgo.FetchTopicPartition) {
 	if n := len(p.Records); n > 0 {
+		l.mu.Lock()
+		l.hw[topicPartition{p.Topic, p.Partition}] = p.HighWatermark
+		l.mu.Unlock()
 		l.set(p.Topic, p.Partition, p.HighWatermark-p.Records[n-1].Offset-1)
 	}
 }
 
-func (l lagGauge) set(topic string, partition int32, lag int64) {
+// highWatermark is the partition's high watermark as last fetched.
+func (l *lags) highWatermark(topic string, partition int32) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hw[topicPartition{topic, partition}]
+}
+
+func (l *lags) set(topic string, partition int32, lag int64) {
 	l.g.Set(max(lag, 0), topic, strconv.Itoa(int(partition)))
 }
 
 // pollGroup sets the lag of this member's partitions from the group's
 // commits and the partitions' end offsets until ctx ends.
-func (l lagGauge) pollGroup(ctx context.Context, cl *kgo.Client, group string, every time.Duration, log *service.Logger) {
+func (l *lags) pollGroup(ctx context.Context, cl *kgo.Client, group string, every time.Duration, log *service.Logger) {
 	adm := kadm.NewClient(cl)
 	t := time.NewTicker(every)
 	defer t.Stop()

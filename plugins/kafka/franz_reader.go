@@ -65,7 +65,7 @@ type franzReader struct {
 	// acked counts records whose batch was acknowledged, per topic: what a
 	// commit may cover.
 	acked *service.MetricCounter
-	lag   lagGauge
+	lag   *lags
 
 	// afterPoll, when set, runs between a poll and the tracking of its
 	// records (tests put a rebalance there).
@@ -82,7 +82,7 @@ func newFranzReader(conf readerConfig, res *service.Resources) *franzReader {
 	return &franzReader{conf: conf, log: res.Logger(), res: res, replayed: make(chan struct{}, 1),
 		received: res.Metrics().NewCounter("kafka_records_received", "topic"),
 		acked:    res.Metrics().NewCounter("kafka_records_acked", "topic"),
-		lag:      newLagGauge(res.Metrics())}
+		lag:      newLags(res.Metrics())}
 }
 
 func (r *franzReader) clientOpts(cp *checkpointer) []kgo.Opt {
@@ -418,7 +418,10 @@ func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFun
 			release()
 			return nil
 		}
-		again := readBatch{msgs: recordsToBatch(failed, highWatermarkOf(b.msgs)), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
+		// A redelivery's kafka_lag counts from the partition's end as now
+		// known: it is being read again now.
+		hw := r.lag.highWatermark(failed[0].Topic, failed[0].Partition)
+		again := readBatch{msgs: recordsToBatch(failed, hw), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
 		time.AfterFunc(replayBackoff(b.attempt), func() { r.addReplay(again) })
 		return nil
 	}, nil
@@ -445,20 +448,6 @@ func failedRecords(b readBatch, idx *service.Indexer, err error) []*kgo.Record {
 		}
 	}
 	return out
-}
-
-// highWatermarkOf is the high watermark a batch's records were fetched
-// under, read back from its first message's kafka_lag: a replay keeps the
-// lag its records were read with.
-func highWatermarkOf(msgs service.MessageBatch) int64 {
-	if len(msgs) == 0 {
-		return 0
-	}
-	lag, _ := msgs[0].MetaGetMut(metaLag)
-	off, _ := msgs[0].MetaGetMut(metaOffset)
-	l, _ := lag.(int64)
-	o, _ := off.(int)
-	return int64(o) + l + 1
 }
 
 // replayBackoff grows from 1ms to 1s over a message's failed deliveries.

@@ -81,7 +81,7 @@ Each message carries:
 - kafka_offset
 - kafka_timestamp_ms
 - kafka_tombstone_message
-- kafka_lag (records of the partition behind this one when it was fetched)
+- kafka_lag (records of the partition behind this one when it was fetched, or, for a redelivery, redelivered)
 - All record headers
 `+"```"+`
 `).

@@ -123,6 +123,9 @@ func TestNackIsRedelivered(t *testing.T) {
 	failed := map[string]bool{} // first record of each batch failed once
 	redelivered := 0
 	acked := newCollector()
+	type lagAt struct{ offset, lag int64 }
+	again := map[int][]lagAt{} // redelivered messages by partition
+	end := map[int]int64{}     // records per partition
 	startStream(t, inputYAML(addr, "in", "nack", ""), 1,
 		func(_ context.Context, b service.MessageBatch) error {
 			p, _ := b[0].MetaGetMut(metaPartition)
@@ -135,6 +138,13 @@ func TestNackIsRedelivered(t *testing.T) {
 				return errors.New("transient failure")
 			}
 			redelivered++
+			for _, m := range b {
+				p, _ := m.MetaGetMut(metaPartition)
+				o, _ := m.MetaGetMut(metaOffset)
+				l, _ := m.MetaGetMut(metaLag)
+				again[p.(int)] = append(again[p.(int)], lagAt{int64(o.(int)), l.(int64)})
+				end[p.(int)] = max(end[p.(int)], int64(o.(int))+1)
+			}
 			acked.add(t, b)
 			return nil
 		})
@@ -143,6 +153,15 @@ func TestNackIsRedelivered(t *testing.T) {
 	defer mu.Unlock()
 	if redelivered == 0 || redelivered < len(failed)-1 {
 		t.Fatalf("%d batches nacked but only %d redelivered", len(failed), redelivered)
+	}
+	// Everything was produced first, so a redelivery lags by what follows
+	// it in its partition, whichever fetch it came from.
+	for p, lags := range again {
+		for _, l := range lags {
+			if l.lag != end[p]-l.offset-1 {
+				t.Fatalf("partition %d offset %d redelivered with kafka_lag %d, want %d", p, l.offset, l.lag, end[p]-l.offset-1)
+			}
+		}
 	}
 }
 
