@@ -15,7 +15,7 @@ import (
 // default (the redpanda input's topic_lag_refresh_period sets it): a
 // stalled partition returns no records, so lag read from fetches alone
 // would stop growing exactly when it matters.
-var lagPeriod = 15 * time.Second
+const lagPeriod = 15 * time.Second
 
 // lags keeps each partition's lag: the gauge kafka_consumer_lag{topic,
 // partition} (records not yet consumed), from each fetch's high watermark

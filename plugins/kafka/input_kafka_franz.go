@@ -272,31 +272,14 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 			rc.topics = append(rc.topics, p.String())
 		}
 	case len(patterns) > 0:
-		// Subscribing by pattern means consuming by regexp: literal topics
-		// are quoted to keep meaning what they said.
-		if !rc.regexpTopics {
-			for i, t := range rc.topics {
-				rc.topics[i] = "^" + regexp.QuoteMeta(t) + "$"
-			}
-			rc.regexpTopics = true
-		}
 		for _, p := range patterns {
-			rc.topics = append(rc.topics, p.Regexp())
+			rc.addRegexp(p.Regexp())
 		}
 	}
-	if conf.Contains(fieldRegexpInclude) { // the redpanda input's name for regexp topics
-		include, err := conf.FieldStringList(fieldRegexpInclude)
-		if err != nil {
-			return rc, err
-		}
-		if len(include) > 0 {
-			if len(rc.topics) > 0 && !rc.regexpTopics {
-				for i, t := range rc.topics {
-					rc.topics[i] = "^" + regexp.QuoteMeta(t) + "$"
-				}
-			}
-			rc.topics, rc.regexpTopics = append(rc.topics, include...), true
-		}
+	// The redpanda input's names (regexp_topics_include, …); none in a
+	// kafka_franz config.
+	if err := parseUpstreamReader(conf, &rc); err != nil {
+		return rc, err
 	}
 	if len(rc.topics) == 0 {
 		return rc, fmt.Errorf("%s or %s: at least one topic is required", fieldTopics, fieldSubjects)
@@ -385,13 +368,23 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 	if rc.rebalance, err = conf.FieldDuration(fieldRebalance); err != nil {
 		return rc, err
 	}
-	if err := parseUpstreamReader(conf, &rc); err != nil {
-		return rc, err
-	}
 	if rc.heartbeat >= rc.sessionTimeout {
 		return rc, fmt.Errorf("%s (%v) must be below %s (%v)", fieldHeartbeat, rc.heartbeat, fieldSessionTimeout, rc.sessionTimeout)
 	}
 	return rc, nil
+}
+
+// addRegexp adds a topic regexp. Consuming by regexp is all or nothing, so
+// the literal topics listed so far are quoted, to keep meaning what they
+// said.
+func (rc *readerConfig) addRegexp(re string) {
+	if !rc.regexpTopics {
+		for i, t := range rc.topics {
+			rc.topics[i] = "^" + regexp.QuoteMeta(t) + "$"
+		}
+		rc.regexpTopics = true
+	}
+	rc.topics = append(rc.topics, re)
 }
 
 // splitList reads a string list whose items may hold comma separated values.

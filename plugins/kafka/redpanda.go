@@ -102,7 +102,18 @@ Accepted but without effect here, and reported at start: ` + "`partition_buffer_
 		})...)
 }
 
+// parseUpstreamReader reads the redpanda input's own fields into rc, whose
+// topics are parsed already: regexp_topics_include adds regexps.
 func parseUpstreamReader(conf *service.ParsedConfig, rc *readerConfig) (err error) {
+	if conf.Contains(fieldRegexpInclude) {
+		include, err := conf.FieldStringList(fieldRegexpInclude)
+		if err != nil {
+			return err
+		}
+		for _, re := range include {
+			rc.addRegexp(re)
+		}
+	}
 	if conf.Contains(fieldRegexpExclude) {
 		if rc.excludeTopics, err = conf.FieldStringList(fieldRegexpExclude); err != nil {
 			return err
