@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -36,11 +35,7 @@ func OpenLedger(dsn, table string) (*Ledger, error) {
 	if !identifier.MatchString(table) {
 		return nil, fmt.Errorf("table name %q is not a plain [database.]identifier", table)
 	}
-	opts, err := ch.ParseDSN(dsn)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := ch.Open(opts)
+	conn, err := connect(dsn)
 	if err != nil {
 		return nil, err
 	}

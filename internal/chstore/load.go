@@ -33,15 +33,20 @@ type Store struct {
 
 // Open connects to the table's server.
 func Open(dsn, table string) (*Store, error) {
-	opts, err := ch.ParseDSN(dsn)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := ch.Open(opts)
+	conn, err := connect(dsn)
 	if err != nil {
 		return nil, err
 	}
 	return &Store{conn: conn, table: table}, nil
+}
+
+// connect opens a connection pool to the server dsn names.
+func connect(dsn string) (driver.Conn, error) {
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return ch.Open(opts)
 }
 
 // Close releases the connections.
