@@ -63,9 +63,18 @@ type Options struct {
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
 
+// CheckTable refuses a table name that is not a plain [database.]identifier:
+// table names go into SQL as they are.
+func CheckTable(name string) error {
+	if !identifier.MatchString(name) {
+		return fmt.Errorf("table name %q is not a plain [database.]identifier", name)
+	}
+	return nil
+}
+
 func (o Options) check() error {
-	if !identifier.MatchString(o.Table) {
-		return fmt.Errorf("table name %q is not a plain [database.]identifier", o.Table)
+	if err := CheckTable(o.Table); err != nil {
+		return err
 	}
 	if o.Cluster != "" && !regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`).MatchString(o.Cluster) {
 		return fmt.Errorf("cluster name %q is not a plain identifier", o.Cluster)

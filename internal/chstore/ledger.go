@@ -6,12 +6,13 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/decnet/decnet-stream/internal/chschema"
 )
 
 // Ledger is the daily budget ledger that the replicas of one consumer
@@ -24,16 +25,14 @@ type Ledger struct {
 	ready atomic.Bool // the table exists
 }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
-
 // ActiveWithin is how recently a replica must have synced to count as
 // active, and so to take a share of what is left.
 const ActiveWithin = time.Minute
 
 // OpenLedger connects to dsn; table is created on first use.
 func OpenLedger(dsn, table string) (*Ledger, error) {
-	if !identifier.MatchString(table) {
-		return nil, fmt.Errorf("table name %q is not a plain [database.]identifier", table)
+	if err := chschema.CheckTable(table); err != nil {
+		return nil, err
 	}
 	conn, err := connect(dsn)
 	if err != nil {

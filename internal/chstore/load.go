@@ -14,6 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/decnet/decnet-stream/internal/aggregate"
+	"github.com/decnet/decnet-stream/internal/chschema"
 	"github.com/decnet/decnet-stream/internal/providers"
 )
 
@@ -33,6 +34,9 @@ type Store struct {
 
 // Open connects to the table's server.
 func Open(dsn, table string) (*Store, error) {
+	if err := chschema.CheckTable(table); err != nil {
+		return nil, err
+	}
 	conn, err := connect(dsn)
 	if err != nil {
 		return nil, err
