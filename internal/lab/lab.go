@@ -611,19 +611,20 @@ func StopAll(ps []*Process) error {
 }
 
 // VerifyOutputs checks what a pipeline run must have written for ips
-// distinct attackers: one attacker_intel row each (FINAL), at least one
-// enriched event each on topic and never the same one twice (a later event
-// of an IP must be a newer row: a deferred provider's answer), nothing
-// dead-lettered, and no provider asked about a non-routable address. It
-// returns the enriched events beyond one per IP.
+// distinct attackers: one attacker_intel row each whose newest version is
+// its IP's last enriched event on topic (VerifyNewestRowsHaveTheirEvents;
+// without a table, as for the stock job, at least one event each), never
+// the same event twice (a later event of an IP must be a newer row),
+// nothing dead-lettered, and no provider asked about a non-routable
+// address. It returns the enriched events beyond one per IP.
 func (l *Lab) VerifyOutputs(ctx context.Context, table, topic string, ips int) (updates int64, err error) {
 	if table != "" {
-		rows, err := chserver.Query(ctx, l.CH.DSN(), "SELECT count() FROM "+table+" FINAL")
+		got, err := l.VerifyNewestRowsHaveTheirEvents(ctx, table, topic, "")
 		if err != nil {
 			return 0, err
 		}
-		if rows[0][0] != fmt.Sprint(ips) {
-			return 0, fmt.Errorf("%s holds %s IPs, want %d: rows were lost", table, rows[0][0], ips)
+		if got.IPs != ips {
+			return 0, fmt.Errorf("%s holds rows of %d IPs, want %d: rows were lost", table, got.IPs, ips)
 		}
 	}
 	perIP, n, repeats, err := l.EnrichedByIP(ctx, topic)
