@@ -125,16 +125,14 @@ func (l *bench) runStage(ctx context.Context, s stage, group, table string, n in
 	if l.profiles != "" {
 		o.Debug = true
 	}
-	var ps []*lab.Process
 	p, err := l.Start(o)
 	if err != nil {
 		return stageRun{}, err
 	}
-	ps = append(ps, p)
 	if l.profiles != "" {
 		// Two seconds of the run, from its start: the processes begin
 		// reading at once, and a million hits take a few seconds.
-		path := filepath.Join(l.profiles, strings.NewReplacer(" ", "-", "/", "-").Replace(group)+".pprof")
+		path := filepath.Join(l.profiles, group+".pprof")
 		go func() {
 			for p.Sightings() < 0 { // until its HTTP server answers
 				if lab.SleepCtx(ctx, lab.PollEvery) != nil {
@@ -151,12 +149,12 @@ func (l *bench) runStage(ctx context.Context, s stage, group, table string, n in
 			}
 		}()
 	}
-	t, err := l.measure(ctx, ps, group, n)
+	t, err := l.measure(ctx, []*lab.Process{p}, group, n)
 	var r stageRun
 	if err == nil {
-		r = stageRun{rate: t.rate(), cpuPerM: ps[0].CPUSeconds() / float64(n) * 1e6, peakRSS: ps[0].PeakRSS()}
+		r = stageRun{rate: t.rate(), cpuPerM: p.CPUSeconds() / float64(n) * 1e6, peakRSS: p.PeakRSS()}
 	}
-	if err2 := lab.StopAll(ps); err == nil {
+	if err2 := p.Stop(); err == nil {
 		err = err2
 	}
 	return r, err
