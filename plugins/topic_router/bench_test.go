@@ -23,20 +23,23 @@ func kafkaMessage(topic string, body []byte, offset int) *service.Message {
 	return m
 }
 
-// BenchmarkRouteBatch routes batches of 500 attacker envelopes through the
-// processor with config/pipeline.yaml's route, each batch made afresh as
-// the input makes it (that cost is counted too: it is a floor, not ours).
-//
-//	go test ./plugins/topic_router -run '^$' -bench RouteBatch -benchmem -cpu 1
-func BenchmarkRouteBatch(b *testing.B) {
-	r := newTestRouter(b, `
+// pipelineRouter is config/pipeline.yaml's topic_router.
+const pipelineRouter = `
 metadata: [ key ]
 routes:
   - match: "attacker.>"
     topic: attacker.intel.enriched
     key_path: payload.attacker_ip
     key_format: ip
-`)
+`
+
+// BenchmarkRouteBatch routes batches of 500 attacker envelopes through the
+// processor with config/pipeline.yaml's route, each batch made afresh as
+// the input makes it (that cost is counted too: it is a floor, not ours).
+//
+//	go test ./plugins/topic_router -run '^$' -bench RouteBatch -benchmem -cpu 1
+func BenchmarkRouteBatch(b *testing.B) {
+	r := newTestRouter(b, pipelineRouter)
 	bodies := make([][]byte, 500)
 	for i := range bodies {
 		bodies[i] = fmt.Appendf(nil, `{"v":1,"id":"6513270e269e0d37f2a74de452e6b%03d","topic":"attacker.observed","type":"observed","ts":1750000000.0,"payload":{"attacker_ip":"203.0.113.%d","decky":"decky-01","service":"ssh","event_type":"login_attempt","first_seen":"2025-06-15T08:00:00+00:00"}}`, i, i%250)

@@ -232,14 +232,7 @@ func TestBadRoutesFailAtConstruction(t *testing.T) {
 // event), keeps the contract for what it does get, and a refused one still
 // names its subject for the dead letter.
 func TestMetadataListKeepsARoutedMessageAtEightKeys(t *testing.T) {
-	r := newTestRouter(t, `
-metadata: [ key ]
-routes:
-  - match: "attacker.>"
-    topic: attacker.intel.enriched
-    key_path: payload.attacker_ip
-    key_format: ip
-`)
+	r := newTestRouter(t, pipelineRouter)
 	good := `{"v":1,"id":"a","topic":"attacker.observed","ts":1,"payload":{"attacker_ip":"::ffff:203.0.113.9"}}`
 	m := processOne(t, r, kafkaMessage("attacker.observed", []byte(good), 7))
 	if m.GetError() != nil || meta(m, MetaKey) != "203.0.113.9" {
