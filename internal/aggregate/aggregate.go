@@ -13,7 +13,7 @@ import (
 
 // SchemaVersion is the version of the row's shape; it is stored with every
 // row so readers can tell rows of different builds apart.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // VerdictNone is the aggregate when no provider has an opinion. It is not
 // benign. Rows and events write it as null, as DECNET does.
@@ -102,6 +102,16 @@ type Row struct {
 	ThreatFoxRaw             *string    `json:"threatfox_raw"`
 	ThreatFoxQueriedAt       *time.Time `json:"threatfox_queried_at"`
 
+	// Lists are the bulk lists' answers, in providers.ListNames order;
+	// written as <list>_* columns (see TableRow's and Enrichment's JSON).
+	Lists [NumLists]ListAnswer `json:"-"`
+
+	// Where the address is routed from, from the operator's MMDB files
+	// (nil: no file, or not in it). Not a provider: no status, no verdict.
+	ASN     *uint32 `json:"asn"`
+	ASOrg   *string `json:"as_org"`
+	Country *string `json:"country"`
+
 	AggregateVerdict Aggregate `json:"aggregate_verdict"`
 	// Providers are the configured providers, in order.
 	Providers []string `json:"providers"`
@@ -111,6 +121,18 @@ type Row struct {
 	verdicts  [providers.NumProviders]providers.Verdict
 	CachedAt  time.Time `json:"cached_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// NumLists is how many bulk lists a row has columns for.
+const NumLists = 3
+
+// ListAnswer is a bulk list's columns in a row.
+type ListAnswer struct {
+	Listed    *bool
+	Score     *int
+	Tags      []string
+	Raw       *string
+	QueriedAt *time.Time
 }
 
 // Statuses are the providers' statuses, kept in an array (rows are cached
@@ -180,6 +202,16 @@ func NewRow(ip string, configured []string) *Row {
 // a provider that had one keeps it, marked stale, and one that had none
 // records why.
 func (r *Row) Merge(res providers.Result) {
+	if res.ErrKind == providers.ErrCovered {
+		// A bulk list answered for this provider: its earlier answer, if
+		// any, is not current, and it will not be asked.
+		r.Status.set(res.Provider, string(providers.ErrCovered))
+		if i := providers.Index(res.Provider); i >= 0 {
+			r.verdicts[i] = providers.VerdictNone
+		}
+		r.recompute()
+		return
+	}
 	if !res.OK() {
 		r.markUnanswered(res.Provider, string(res.ErrKind))
 		return
@@ -218,6 +250,12 @@ func (r *Row) Merge(res providers.Result) {
 		r.ThreatFoxThreatTypes, r.ThreatFoxIOCTypes = nonNil(d.ThreatTypes), nonNil(d.IOCTypes)
 		r.ThreatFoxMalwareFamilies = nonNil(d.MalwareFamilies)
 		r.ThreatFoxRaw, r.ThreatFoxQueriedAt = raw, &at
+	case res.List != nil:
+		if i := providers.ListIndex(res.Provider); i >= 0 {
+			d := res.List
+			listed := d.Listed
+			r.Lists[i] = ListAnswer{Listed: &listed, Score: d.Score, Tags: nonNil(d.Tags), Raw: raw, QueriedAt: &at}
+		}
 	}
 	r.recompute()
 }
@@ -264,6 +302,10 @@ func (r *Row) AnsweredBefore(provider string, t time.Time) bool {
 		at = r.FeodoQueriedAt
 	case providers.NameThreatFox:
 		at = r.ThreatFoxQueriedAt
+	default:
+		if i := providers.ListIndex(provider); i >= 0 {
+			at = r.Lists[i].QueriedAt
+		}
 	}
 	return at != nil && at.Before(t)
 }
@@ -287,7 +329,7 @@ func (r *Row) Pending() []string {
 	var out []string
 	for _, p := range r.Providers {
 		switch s := r.Status.Of(p); s {
-		case StatusOK, string(providers.ErrDisabled), string(providers.ErrSkipped):
+		case StatusOK, string(providers.ErrDisabled), string(providers.ErrSkipped), string(providers.ErrCovered):
 		default:
 			out = append(out, p)
 		}
@@ -303,6 +345,24 @@ func (r *Row) Complete() bool { return len(r.Pending()) == 0 }
 // for rows kept only to answer lookups.
 func (r *Row) StripRaw() {
 	r.GreyNoiseRaw, r.AbuseIPDBRaw, r.FeodoRaw, r.ThreatFoxRaw = nil, nil, nil, nil
+	for i := range r.Lists {
+		r.Lists[i].Raw = nil
+	}
+}
+
+// Listed reports whether a feed provider (Feodo or a bulk list) lists the
+// IP in the row's answer: what skip_when asks.
+func (r *Row) Listed(provider string) bool {
+	if !r.HasAnswer(provider) {
+		return false
+	}
+	if provider == providers.NameFeodo {
+		return r.FeodoListed != nil && *r.FeodoListed
+	}
+	if i := providers.ListIndex(provider); i >= 0 {
+		return r.Lists[i].Listed != nil && *r.Lists[i].Listed
+	}
+	return false
 }
 
 // Clone is a deep enough copy for a cached row to be merged into without
@@ -351,9 +411,26 @@ type Enrichment struct {
 	ThreatFoxThreatTypes     []string  `json:"threatfox_threat_types"`
 	ThreatFoxIOCTypes        []string  `json:"threatfox_ioc_types"`
 	ThreatFoxMalwareFamilies []string  `json:"threatfox_malware_families"`
+	ASN                      *uint32   `json:"asn"`
+	ASOrg                    *string   `json:"as_org"`
+	Country                  *string   `json:"country"`
 	ProviderStatus           Statuses  `json:"provider_status"`
 	CachedAt                 time.Time `json:"cached_at"`
 	ExpiresAt                time.Time `json:"expires_at"`
+	// lists are written as <list>_listed, <list>_score and <list>_tags,
+	// for the configured lists.
+	lists      [NumLists]ListAnswer
+	configured []string
+}
+
+// MarshalJSON writes the enrichment with its configured lists' columns.
+func (e Enrichment) MarshalJSON() ([]byte, error) {
+	type plain Enrichment
+	b, err := json.Marshal(plain(e))
+	if err != nil {
+		return nil, err
+	}
+	return appendLists(b, &e.lists, e.configured, nil), nil
 }
 
 // Enrichment is the consumer-facing view of the row.
@@ -365,7 +442,9 @@ func (r *Row) Enrichment() Enrichment {
 		FeodoListed: r.FeodoListed, FeodoMalwareFamily: r.FeodoMalwareFamily,
 		ThreatFoxListed: r.ThreatFoxListed, ThreatFoxThreatTypes: r.ThreatFoxThreatTypes, ThreatFoxIOCTypes: r.ThreatFoxIOCTypes,
 		ThreatFoxMalwareFamilies: r.ThreatFoxMalwareFamilies, ProviderStatus: r.Status,
+		ASN: r.ASN, ASOrg: r.ASOrg, Country: r.Country,
 		CachedAt: r.CachedAt, ExpiresAt: r.ExpiresAt,
+		lists: r.Lists, configured: r.Providers,
 	}
 }
 
@@ -383,6 +462,56 @@ type TableRow struct {
 	FeodoVerdict     *string `json:"feodo_verdict"`
 	ThreatFoxVerdict *string `json:"threatfox_verdict"`
 	Version          uint64  `json:"version"`
+}
+
+// MarshalJSON writes the table row with every list's columns (the table
+// has them all, NULL for a list not configured).
+func (t TableRow) MarshalJSON() ([]byte, error) {
+	type plain TableRow
+	b, err := json.Marshal(plain(t))
+	if err != nil {
+		return nil, err
+	}
+	return appendLists(b, &t.Row.Lists, providers.ListNames, t.Row), nil
+}
+
+// appendLists adds the lists' columns to the JSON object b: listed, score
+// and tags for each list in names, and with a row (the table's shape) raw,
+// queried_at, status and verdict too.
+func appendLists(b []byte, lists *[NumLists]ListAnswer, names []string, row *Row) []byte {
+	b = b[:len(b)-1] // the closing brace
+	field := func(name, col string, v any) {
+		b = append(b, ',')
+		b = strconv.AppendQuote(b, name+"_"+col)
+		b = append(b, ':')
+		enc, _ := json.Marshal(v)
+		b = append(b, enc...)
+	}
+	for _, name := range names {
+		i := providers.ListIndex(name)
+		if i < 0 {
+			continue
+		}
+		l := lists[i]
+		tags := l.Tags
+		if tags == nil {
+			tags = []string{}
+		}
+		field(name, "listed", l.Listed)
+		field(name, "score", l.Score)
+		field(name, "tags", tags)
+		if row != nil {
+			field(name, "raw", l.Raw)
+			field(name, "queried_at", l.QueriedAt)
+			var status *string // NULL: not configured
+			if st := row.Status.Of(name); st != "" {
+				status = &st
+			}
+			field(name, "status", status)
+			field(name, "verdict", row.storedVerdict(name))
+		}
+	}
+	return append(b, '}')
 }
 
 // Table is the row in the attacker_intel table's shape.

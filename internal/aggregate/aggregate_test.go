@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -129,5 +130,50 @@ func BenchmarkAggregateRow(b *testing.B) {
 		if r.AggregateVerdict != "malicious" {
 			b.Fatal(r.AggregateVerdict)
 		}
+	}
+}
+
+// A per-IP provider skipped because a bulk list lists the IP is final (the
+// row is complete without it), says so, and leaves no verdict of its own;
+// the list's columns are in the table row and the enrichment.
+func TestCoveredIsFinalAndListsAreColumns(t *testing.T) {
+	configured := append(slices.Clone(all), providers.NameAbuseIPDBBlacklist)
+	r := NewRow("203.0.113.45", configured)
+	for _, p := range []string{providers.NameGreyNoise, providers.NameFeodo, providers.NameThreatFox} {
+		r.Merge(ok(p, providers.VerdictNone))
+	}
+	r.Merge(ok(providers.NameAbuseIPDB, providers.VerdictBenign)) // an older answer
+	score := 100
+	r.Merge(providers.Result{Provider: providers.NameAbuseIPDBBlacklist, Verdict: providers.VerdictMalicious,
+		FetchedAt: time.Date(2025, 6, 15, 6, 0, 0, 0, time.UTC), List: &providers.ListData{Listed: true, Score: &score}})
+	r.Merge(providers.Result{Provider: providers.NameAbuseIPDB, ErrKind: providers.ErrCovered, Err: "listed by abuseipdb_blacklist"})
+	if !r.Complete() || r.Status.Of(providers.NameAbuseIPDB) != "covered" || r.Verdict(providers.NameAbuseIPDB) != providers.VerdictNone {
+		t.Fatalf("complete %v, status %q, verdict %q", r.Complete(), r.Status.Of(providers.NameAbuseIPDB), r.Verdict(providers.NameAbuseIPDB))
+	}
+	if !r.Listed(providers.NameAbuseIPDBBlacklist) || r.AggregateVerdict != "malicious" {
+		t.Fatalf("listed %v, aggregate %s", r.Listed(providers.NameAbuseIPDBBlacklist), r.AggregateVerdict)
+	}
+	var table map[string]any
+	b, _ := json.Marshal(r.Table())
+	if err := json.Unmarshal(b, &table); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	for k, want := range map[string]any{
+		"abuseipdb_blacklist_listed": true, "abuseipdb_blacklist_score": 100.0, "abuseipdb_blacklist_status": "ok",
+		"abuseipdb_blacklist_verdict": "malicious", "abuseipdb_status": "covered", "spamhaus_drop_listed": nil,
+		"spamhaus_drop_status": nil, "threatfox_export_tags": []any{},
+	} {
+		if got, ok := table[k]; !ok || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("table %s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
+	var enr map[string]any
+	b, _ = json.Marshal(r.Enrichment())
+	_ = json.Unmarshal(b, &enr)
+	if enr["abuseipdb_blacklist_listed"] != true || enr["abuseipdb_blacklist_score"] != 100.0 {
+		t.Errorf("enrichment: %s", b)
+	}
+	if _, ok := enr["spamhaus_drop_listed"]; ok {
+		t.Errorf("enrichment has a list that is not configured: %s", b)
 	}
 }

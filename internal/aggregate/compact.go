@@ -22,7 +22,12 @@ type Compact struct {
 	abScore                   int16 // -1 = nil
 	status                    [providers.NumProviders]uint8
 	verdicts                  [providers.NumProviders]uint8
-	feodoListed, tfListed     int8 // -1 = nil
+	feodoListed, tfListed     int8             // -1 = nil
+	listListed                [NumLists]int8   // -1 = nil
+	listScore                 [NumLists]int16  // -1 = nil
+	listTags                  [NumLists]uint32 // interned lists; 0 = nil
+	asn                       int64            // -1 = nil
+	asOrg, country            uint32           // interned strings; 0 = nil
 }
 
 // interned is the process-wide table of provider strings and lists. It is
@@ -130,7 +135,7 @@ func unints(id uint32) []int {
 var statusCodes = []string{"", StatusOK, StatusDeferred, StatusReserved, StatusStale,
 	string(providers.ErrNetwork), string(providers.ErrTimeout), string(providers.ErrHTTPStatus), string(providers.ErrParse),
 	string(providers.ErrAuth), string(providers.ErrRateLimited), string(providers.ErrQuotaExhausted),
-	string(providers.ErrDisabled), string(providers.ErrSkipped)}
+	string(providers.ErrDisabled), string(providers.ErrSkipped), string(providers.ErrCovered)}
 
 var verdictCodes = []providers.Verdict{providers.VerdictNone, providers.VerdictUnknown, providers.VerdictBenign,
 	providers.VerdictSuspicious, providers.VerdictMalicious}
@@ -182,7 +187,7 @@ func untri(v int8) *bool {
 func (r *Row) Pack() (Compact, bool) {
 	p := packer{ok: true}
 	c := Compact{
-		queried:   [4]int64{nanos(r.GreyNoiseQueriedAt), nanos(r.AbuseIPDBQueriedAt), nanos(r.FeodoQueriedAt), nanos(r.ThreatFoxQueriedAt)},
+		queried:   [providers.NumProviders]int64{nanos(r.GreyNoiseQueriedAt), nanos(r.AbuseIPDBQueriedAt), nanos(r.FeodoQueriedAt), nanos(r.ThreatFoxQueriedAt)},
 		cachedAt:  r.CachedAt.UnixNano(),
 		expiresAt: r.ExpiresAt.UnixNano(),
 		gnClass:   p.str(r.GreyNoiseClassification), gnName: p.str(r.GreyNoiseName), feodoFam: p.str(r.FeodoMalwareFamily),
@@ -193,6 +198,17 @@ func (r *Row) Pack() (Compact, bool) {
 	}
 	if r.AbuseIPDBScore != nil {
 		c.abScore = int16(*r.AbuseIPDBScore)
+	}
+	for i, l := range r.Lists {
+		c.queried[providers.Index(providers.ListNames[i])] = nanos(l.QueriedAt)
+		c.listListed[i], c.listScore[i], c.listTags[i] = tri(l.Listed), -1, p.list(l.Tags)
+		if l.Score != nil {
+			c.listScore[i] = int16(*l.Score)
+		}
+	}
+	c.asn, c.asOrg, c.country = -1, p.str(r.ASOrg), p.str(r.Country)
+	if r.ASN != nil {
+		c.asn = int64(*r.ASN)
 	}
 	for i := range c.status {
 		s, ok := code(statusCodes, r.Status.of[i])
@@ -216,6 +232,20 @@ func (c *Compact) Unpack(ip string, configured []string) *Row {
 		r.AbuseIPDBScore = &s
 	}
 	r.FeodoListed, r.ThreatFoxListed = untri(c.feodoListed), untri(c.tfListed)
+	for i := range r.Lists {
+		l := ListAnswer{Listed: untri(c.listListed[i]), Tags: unlist(c.listTags[i]),
+			QueriedAt: fromNanos(c.queried[providers.Index(providers.ListNames[i])])}
+		if c.listScore[i] >= 0 {
+			s := int(c.listScore[i])
+			l.Score = &s
+		}
+		r.Lists[i] = l
+	}
+	if c.asn >= 0 {
+		asn := uint32(c.asn)
+		r.ASN = &asn
+	}
+	r.ASOrg, r.Country = unstr(c.asOrg), unstr(c.country)
 	for i := range c.status {
 		r.Status.of[i] = statusCodes[c.status[i]]
 		r.verdicts[i] = verdictCodes[c.verdicts[i]]

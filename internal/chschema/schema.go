@@ -113,7 +113,7 @@ func Columns(v Version) []Column {
 	if v.LowCardinality() {
 		enum, nullEnum = "LowCardinality(String)", "LowCardinality(Nullable(String))"
 	}
-	return []Column{
+	cols := []Column{
 		{"attacker_ip", "String"},
 		{"attacker_uuid", "Nullable(String)"},
 		{"schema_version", "UInt16"},
@@ -154,7 +154,32 @@ func Columns(v Version) []Column {
 		{"carrier_offset", "Int64"},
 		{"version", "UInt64"},
 	}
+	// The bulk lists (schema 2): each a provider with its own status, and
+	// listed/score/tags as every list has them. Added at the end, so that
+	// an older table gains them by ALTER … ADD COLUMN in this order.
+	for _, l := range Lists {
+		cols = append(cols,
+			Column{l + "_listed", "Nullable(UInt8)"},
+			Column{l + "_score", "Nullable(UInt8)"},
+			Column{l + "_tags", "Array(String)"},
+			Column{l + "_raw", "Nullable(String)"},
+			Column{l + "_queried_at", "Nullable(DateTime)"},
+			// NULL: the list is not configured (or the row is older).
+			Column{l + "_status", nullEnum},
+			Column{l + "_verdict", nullEnum},
+		)
+	}
+	// Where the address is routed from, from the operator's MMDB files.
+	return append(cols,
+		Column{"asn", "Nullable(UInt32)"},
+		Column{"as_org", "Nullable(String)"},
+		Column{"country", nullEnum},
+	)
 }
+
+// Lists are the bulk lists with columns in the table (the providers
+// package's list names; chschema does not import it).
+var Lists = []string{"abuseipdb_blacklist", "threatfox_export", "spamhaus_drop"}
 
 // ColumnNames are the names of Columns, in order (the same on every server).
 func ColumnNames() []string {

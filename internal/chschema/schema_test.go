@@ -1,6 +1,7 @@
 package chschema
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -78,7 +79,8 @@ func TestClusterRendersReplicatedShardsBehindADistributedTable(t *testing.T) {
 
 func TestUpgradeFrom1816AddsAndWidens(t *testing.T) {
 	old := Columns(Version{18, 16})
-	old = old[:len(old)-4] // an older release: no carrier columns, no version
+	old = old[:slices.IndexFunc(old, func(c Column) bool { return c.Name == "version" })+1]
+	old = old[:len(old)-4] // an older release: no carrier columns, no version, no lists, no ASN
 	current := Version{26, 5}
 	p, err := Upgrade(Options{Table: "attacker_intel", RetentionDays: 30}, current, old, "ReplacingMergeTree(version) ORDER BY attacker_ip SETTINGS index_granularity = 8192")
 	if err != nil {
@@ -91,6 +93,9 @@ func TestUpgradeFrom1816AddsAndWidens(t *testing.T) {
 		"ALTER TABLE attacker_intel MODIFY COLUMN greynoise_verdict LowCardinality(Nullable(String))",
 		"ALTER TABLE attacker_intel ADD COLUMN carrier_topic String AFTER expires_at",
 		"ALTER TABLE attacker_intel ADD COLUMN version UInt64 AFTER carrier_offset",
+		"ALTER TABLE attacker_intel ADD COLUMN abuseipdb_blacklist_listed Nullable(UInt8) AFTER version",
+		"ALTER TABLE attacker_intel ADD COLUMN spamhaus_drop_status LowCardinality(Nullable(String)) AFTER spamhaus_drop_queried_at",
+		"ALTER TABLE attacker_intel ADD COLUMN country LowCardinality(Nullable(String)) AFTER as_org",
 		"ALTER TABLE attacker_intel MODIFY TTL expires_at + INTERVAL 30 DAY",
 	} {
 		if !strings.Contains(joined, want) {
@@ -136,8 +141,8 @@ func TestUpgradeOnAClusterAltersShardsAndTheDistributedTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"ALTER TABLE attacker_intel_local ON CLUSTER decnet ADD COLUMN version UInt64 AFTER carrier_offset",
-		"ALTER TABLE attacker_intel ON CLUSTER decnet ADD COLUMN version UInt64 AFTER carrier_offset",
+		"ALTER TABLE attacker_intel_local ON CLUSTER decnet ADD COLUMN country LowCardinality(Nullable(String)) AFTER as_org",
+		"ALTER TABLE attacker_intel ON CLUSTER decnet ADD COLUMN country LowCardinality(Nullable(String)) AFTER as_org",
 	}
 	if strings.Join(p.Statements, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("got %q", p.Statements)

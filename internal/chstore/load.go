@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -30,6 +31,9 @@ type Stored struct {
 type Store struct {
 	conn  driver.Conn
 	table string
+	// lists: the table has the bulk lists' and the ASN columns (schema 2);
+	// a table the output has not upgraded yet is read without them.
+	lists bool
 }
 
 // Open connects to the table's server.
@@ -42,6 +46,31 @@ func Open(dsn, table string) (*Store, error) {
 		return nil, err
 	}
 	return &Store{conn: conn, table: table}, nil
+}
+
+// learnColumns finds out whether the table has schema 2's columns.
+func (s *Store) learnColumns(ctx context.Context) error {
+	rows, err := s.conn.Query(ctx, "DESCRIBE TABLE "+s.table)
+	if err != nil {
+		return fmt.Errorf("describing %s: %w", s.table, err)
+	}
+	defer rows.Close()
+	cols := rows.Columns()
+	for rows.Next() {
+		dest := make([]any, len(cols))
+		var name string
+		dest[0] = &name
+		for i := 1; i < len(dest); i++ {
+			dest[i] = new(string)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("describing %s: %w", s.table, err)
+		}
+		if name == "country" {
+			s.lists = true
+		}
+	}
+	return rows.Err()
 }
 
 // connect opens a connection pool to the server dsn names.
@@ -75,32 +104,61 @@ func Load(ctx context.Context, dsn, table string, limit int, configured []string
 	if exists == 0 {
 		return nil, ErrNoTable
 	}
-	return s.query(ctx, WarmStartQuery(table, limit), configured)
+	if err := s.learnColumns(ctx); err != nil {
+		return nil, err
+	}
+	return s.query(ctx, WarmStartQuery(table, limit, s.lists), configured)
 }
 
 // Get returns ip's unexpired row, or nil when there is none: the cache
 // that every replica shares.
 func (s *Store) Get(ctx context.Context, ip netip.Addr, configured []string) (*Stored, error) {
-	rows, err := s.query(ctx, LookupQuery(s.table, ip), configured)
+	if !s.lists {
+		if err := s.learnColumns(ctx); err != nil {
+			return nil, err
+		}
+	}
+	rows, err := s.query(ctx, LookupQuery(s.table, ip, s.lists), configured)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
 	return &rows[0], nil
 }
 
-// WarmStartQuery reads the newest unexpired rows of table, at most limit.
-func WarmStartQuery(table string, limit int) string {
-	return selectRows(table, fmt.Sprintf("expires_at > now() ORDER BY cached_at DESC LIMIT %d", limit))
+// WarmStartQuery reads the newest unexpired rows of table, at most limit
+// (lists: with schema 2's columns).
+func WarmStartQuery(table string, limit int, lists bool) string {
+	return selectRows(table, fmt.Sprintf("expires_at > now() ORDER BY cached_at DESC LIMIT %d", limit), lists)
 }
 
 // LookupQuery reads ip's unexpired row.
-func LookupQuery(table string, ip netip.Addr) string {
-	return selectRows(table, "attacker_ip = '"+ip.String()+"' AND expires_at > now() LIMIT 1")
+func LookupQuery(table string, ip netip.Addr, lists bool) string {
+	return selectRows(table, "attacker_ip = '"+ip.String()+"' AND expires_at > now() LIMIT 1", lists)
+}
+
+// listColumns are the columns read back per bulk list (raw answers stay in
+// the table).
+var listColumns = []string{"listed", "score", "tags", "queried_at", "status", "verdict"}
+
+// schema2Columns are the bulk lists' and the ASN columns, in scan order.
+func schema2Columns() string {
+	var b strings.Builder
+	for _, l := range chschema.Lists {
+		for _, c := range listColumns {
+			b.WriteString(", " + l + "_" + c)
+		}
+	}
+	b.WriteString(", asn, as_org, country")
+	return b.String()
 }
 
 // selectRows reads the columns a Stored row needs (where is built only
 // from validated values).
-func selectRows(table, where string) string {
+func selectRows(table, where string, lists bool) string {
+	extra := ""
+	if lists {
+		extra = schema2Columns()
+	}
 	return fmt.Sprintf(`SELECT attacker_ip,
   greynoise_classification, greynoise_name, greynoise_tags, greynoise_queried_at,
   abuseipdb_score, abuseipdb_categories, abuseipdb_queried_at,
@@ -108,12 +166,13 @@ func selectRows(table, where string) string {
   threatfox_listed, threatfox_threat_types, threatfox_ioc_types, threatfox_malware_families, threatfox_queried_at,
   aggregate_verdict, greynoise_status, abuseipdb_status, feodo_status, threatfox_status, cached_at, expires_at,
   carrier_topic, carrier_partition, carrier_offset,
-  greynoise_verdict, abuseipdb_verdict, feodo_verdict, threatfox_verdict
-FROM %s FINAL WHERE %s`, table, where)
+  greynoise_verdict, abuseipdb_verdict, feodo_verdict, threatfox_verdict%s
+FROM %s FINAL WHERE %s`, extra, table, where)
 }
 
 // query reads rows with q.
 func (s *Store) query(ctx context.Context, q string, configured []string) ([]Stored, error) {
+	lists := s.lists
 	conn, table := s.conn, s.table
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
@@ -136,12 +195,23 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 			carrierPartition               int32
 			carrierOffset                  int64
 			gnV, abV, feodoV, tfV          *string
+			list                           [aggregate.NumLists]storedList
+			asn                            *uint32
+			asOrg, country                 *string
 		)
-		if err := rows.Scan(&ip, &gnClass, &gnName, &gnTags, &gnAt, &abScore, &abCats, &abAt,
+		dest := []any{&ip, &gnClass, &gnName, &gnTags, &gnAt, &abScore, &abCats, &abAt,
 			&feodoListed, &feodoFam, &feodoAt, &tfListed, &tfThreat, &tfIOC, &tfFam, &tfAt,
 			&verdict, &gnSt, &abSt, &feodoSt, &tfSt, &cachedAt, &expiresAt,
 			&carrierTopic, &carrierPartition, &carrierOffset,
-			&gnV, &abV, &feodoV, &tfV); err != nil {
+			&gnV, &abV, &feodoV, &tfV}
+		if lists {
+			for i := range list {
+				l := &list[i]
+				dest = append(dest, &l.listed, &l.score, &l.tags, &l.at, &l.status, &l.verdict)
+			}
+			dest = append(dest, &asn, &asOrg, &country)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("reading %s: %w", table, err)
 		}
 		r := aggregate.NewRow(ip, configured)
@@ -170,6 +240,21 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 		r.Restore(providers.NameAbuseIPDB, abSt, storedOr(abV, scoreVerdict(r.AbuseIPDBScore)))
 		r.Restore(providers.NameFeodo, feodoSt, storedOr(feodoV, listedVerdict(r.FeodoListed)))
 		r.Restore(providers.NameThreatFox, tfSt, storedOr(tfV, listedVerdict(r.ThreatFoxListed)))
+		for i, l := range list {
+			name := providers.ListNames[i]
+			if l.status == nil {
+				continue
+			}
+			if answered(*l.status) {
+				r.Lists[i] = aggregate.ListAnswer{Listed: boolOf(l.listed), Tags: l.tags, QueriedAt: utc(l.at)}
+				if l.score != nil {
+					s := int(*l.score)
+					r.Lists[i].Score = &s
+				}
+			}
+			r.Restore(name, *l.status, storedOr(l.verdict, providers.VerdictNone))
+		}
+		r.ASN, r.ASOrg, r.Country = asn, asOrg, country
 		if gnV == nil && abV == nil && feodoV == nil && tfV == nil {
 			// An older row: its stored aggregate is the truth.
 			r.AggregateVerdict = aggregate.VerdictNone
@@ -181,6 +266,15 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 		out = append(out, Stored{Row: r, Topic: carrierTopic, Partition: carrierPartition, Offset: carrierOffset})
 	}
 	return out, rows.Err()
+}
+
+// storedList is a bulk list's columns as read back.
+type storedList struct {
+	listed, score *uint8
+	tags          []string
+	at            *time.Time
+	status        *string // NULL: not configured when written
+	verdict       *string
 }
 
 func utc(t *time.Time) *time.Time {

@@ -77,6 +77,15 @@ type Config struct {
 	// store every replica shares (ClickHouse). It returns the IP's
 	// unexpired row, or nil.
 	SecondLevel func(ctx context.Context, ip netip.Addr) (*aggregate.Row, Carrier)
+	// SkipWhen names, per per-IP provider, the feeds (Feodo, bulk lists)
+	// whose listing of an IP makes asking that provider unnecessary: the
+	// feeds answer first, and a provider whose IP one of them lists is
+	// "covered" in the row, its per-IP budget kept for attackers nobody
+	// has listed.
+	SkipWhen map[string][]string
+	// Geo, when set, says where an address is routed from (ASN, AS
+	// organisation, country): written into each new row, free of quota.
+	Geo func(ip netip.Addr) (asn *uint32, org, country *string)
 	// KeepRaw keeps providers' raw responses in cached rows (for a
 	// ClickHouse row); without it rows are a fraction of the memory.
 	KeepRaw bool
@@ -604,23 +613,40 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	// negative_ttl.
 	ctx := providers.WithAcquireDeadline(context.Background(), time.Now().Add(e.conf.MaxWait))
 	var answered atomic.Bool
-	var wg sync.WaitGroup
-	for _, p := range run {
-		wg.Add(1)
-		go func(p providers.Provider) {
-			defer wg.Done()
-			res := p.Lookup(ctx, ip)
-			e.obs.ProviderResult(res)
-			if res.OK() {
-				answered.Store(true)
-			}
-			j.mu.Lock()
-			j.row.Merge(res)
-			delete(j.waiting, p.Name())
-			j.mu.Unlock()
-		}(p)
+	lookUp := func(ps []providers.Provider) {
+		var wg sync.WaitGroup
+		for _, p := range ps {
+			wg.Add(1)
+			go func(p providers.Provider) {
+				defer wg.Done()
+				res := p.Lookup(ctx, ip)
+				e.obs.ProviderResult(res)
+				if res.OK() {
+					answered.Store(true)
+				}
+				j.mu.Lock()
+				j.row.Merge(res)
+				delete(j.waiting, p.Name())
+				j.mu.Unlock()
+			}(p)
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	if len(e.conf.SkipWhen) == 0 {
+		lookUp(run)
+	} else {
+		// Feeds first (answered from memory), then the per-IP providers
+		// that no feed named in their skip_when has covered.
+		feeds, perIP := splitFeeds(run)
+		lookUp(feeds)
+		lookUp(e.uncovered(j, perIP))
+	}
+	if e.conf.Geo != nil { // cheap: every lookup takes the current file's answer
+		asn, org, country := e.conf.Geo(ip)
+		j.mu.Lock()
+		j.row.ASN, j.row.ASOrg, j.row.Country = asn, org, country
+		j.mu.Unlock()
+	}
 
 	now := e.conf.Now()
 	j.mu.Lock()
@@ -648,6 +674,45 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	}
 	row.ExpiresAt = now.Add(ttl).UTC()
 	e.finish(ip, j, e.newEntry(row, now.Add(ttl)))
+}
+
+// splitFeeds separates the providers answered from memory (Feodo, bulk
+// lists) from those that cost a request per IP.
+func splitFeeds(ps []providers.Provider) (feeds, perIP []providers.Provider) {
+	for _, p := range ps {
+		if _, ok := p.(providers.Feed); ok {
+			feeds = append(feeds, p)
+		} else {
+			perIP = append(perIP, p)
+		}
+	}
+	return feeds, perIP
+}
+
+// uncovered are the providers of ps that no feed in their skip_when lists
+// ip for; the others are recorded covered in the job's row, unasked.
+func (e *Engine) uncovered(j *job, ps []providers.Provider) []providers.Provider {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []providers.Provider
+	for _, p := range ps {
+		by := ""
+		for _, f := range e.conf.SkipWhen[p.Name()] {
+			if j.row.Listed(f) {
+				by = f
+				break
+			}
+		}
+		if by == "" {
+			out = append(out, p)
+			continue
+		}
+		res := providers.Result{Provider: p.Name(), ErrKind: providers.ErrCovered, Err: "listed by " + by, FetchedAt: e.conf.Now()}
+		e.obs.ProviderResult(res)
+		j.row.Merge(res)
+		delete(j.waiting, p.Name())
+	}
+	return out
 }
 
 // dueOf are the providers of a partial row to ask again: the pending ones,

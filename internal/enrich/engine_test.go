@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -499,5 +500,47 @@ func TestAnnotateDefersASlowProviderAndFillsTheCacheLater(t *testing.T) {
 	}
 	if ps.total(providers.NameGreyNoise) != 1 {
 		t.Fatalf("greynoise asked %d times", ps.total(providers.NameGreyNoise))
+	}
+}
+
+// skip_when: the bulk lists answer first, and a per-IP provider whose
+// skip_when names a list that lists the IP is not asked: covered, the row
+// complete without it. An IP no list has is asked as before.
+func TestSkipWhenSpendsNoPerIPCallOnAListedIP(t *testing.T) {
+	ps := newProviderServer(t)
+	var blacklist strings.Builder
+	blacklist.WriteString(`{"data":[`)
+	for i := 0; i < 500; i++ { // the first 500 of the IPs below
+		if i > 0 {
+			blacklist.WriteByte(',')
+		}
+		fmt.Fprintf(&blacklist, `{"ipAddress":%q,"abuseConfidenceScore":100}`, ipN(i))
+	}
+	blacklist.WriteString(`]}`)
+	lists := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, blacklist.String()) }))
+	defer lists.Close()
+	provs := allProviders(ps)
+	provs = append(provs, providers.NewAbuseIPDBBlacklist(providers.BulkListConfig{URLs: []string{lists.URL + "/api/v2/blacklist"}, Key: "k"}))
+	e := New(Config{Providers: provs, MaxWait: 30 * time.Second, SkipWhen: map[string][]string{
+		providers.NameAbuseIPDB: {providers.NameAbuseIPDBBlacklist, providers.NameFeodo},
+		providers.NameGreyNoise: {providers.NameAbuseIPDBBlacklist},
+		providers.NameThreatFox: {providers.NameFeodo},
+	}})
+	for _, a := range e.Lookup(reqs(1000, "t"), nil) {
+		r := a.Row()
+		listed := r.Listed(providers.NameAbuseIPDBBlacklist)
+		if !r.Complete() || r.AggregateVerdict != "malicious" {
+			t.Fatalf("%s: complete %v, verdict %s", r.AttackerIP, r.Complete(), r.AggregateVerdict)
+		}
+		wantAbuse := map[bool]string{true: "covered", false: "ok"}[listed]
+		if r.Status.Of(providers.NameAbuseIPDB) != wantAbuse || r.Status.Of(providers.NameGreyNoise) != wantAbuse {
+			t.Fatalf("%s listed %v: abuseipdb %s, greynoise %s", r.AttackerIP, listed, r.Status.Of(providers.NameAbuseIPDB), r.Status.Of(providers.NameGreyNoise))
+		}
+		if n := ps.ipCalls(providers.NameAbuseIPDB, r.AttackerIP); (n == 0) != listed || n > 1 {
+			t.Fatalf("%s listed %v: %d /check calls", r.AttackerIP, listed, n)
+		}
+	}
+	if a, g, tf := ps.total(providers.NameAbuseIPDB), ps.total(providers.NameGreyNoise), ps.total(providers.NameThreatFox); a != 500 || g != 500 || tf != 1000 {
+		t.Fatalf("calls: abuseipdb %d, greynoise %d (want 500 each: the unlisted IPs), threatfox %d (want 1,000)", a, g, tf)
 	}
 }

@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +44,9 @@ type FeodoConfig struct {
 	MaxBodyBytes    int64 // default 16 MiB
 	Timeout         time.Duration
 	Now             func() time.Time
+	// CacheDir keeps the last good feed on disk (feodo.feed): a restart or
+	// an outage of abuse.ch serves it, with its age, until a refresh works.
+	CacheDir string
 	// Policy makes answers verdicts; default DECNET's rules.
 	Policy *Policy
 }
@@ -58,16 +59,16 @@ const DefaultFeodoURL = "https://feodotracker.abuse.ch/downloads/ipblocklist.jso
 // failed refresh keeps serving the last good feed; lookups fail only while
 // no feed has ever loaded.
 type Feodo struct {
-	conf  FeodoConfig
-	index atomic.Pointer[feodoIndex]
-	load  singleflight.Group
+	conf   FeodoConfig
+	source *feedSource
+	index  atomic.Pointer[feodoIndex]
+	load   singleflight.Group
 
-	mu        sync.Mutex
-	lastErr   error
-	fetches   atomic.Int64
-	stopOnce  sync.Once
-	stop      chan struct{}
-	cacheKeys struct{ etag, lastModified string }
+	mu       sync.Mutex
+	lastErr  error
+	fetches  atomic.Int64
+	stopOnce sync.Once
+	stop     chan struct{}
 }
 
 type feodoIndex struct {
@@ -104,7 +105,12 @@ func NewFeodo(c FeodoConfig) *Feodo {
 		p := DECNETPolicy()
 		c.Policy = &p
 	}
-	return &Feodo{conf: c, stop: make(chan struct{})}
+	src := &feedSource{url: c.URL, client: c.Client, maxBody: c.MaxBodyBytes, timeout: c.Timeout,
+		cacheFile: cacheFileName(c.CacheDir, NameFeodo, 0)}
+	if c.AuthKey != "" {
+		src.setHeader = func(r *http.Request) { r.Header.Set("Auth-Key", c.AuthKey) }
+	}
+	return &Feodo{conf: c, source: src, stop: make(chan struct{})}
 }
 
 func (f *Feodo) Name() string { return NameFeodo }
@@ -112,8 +118,17 @@ func (f *Feodo) Name() string { return NameFeodo }
 // Fetches counts feed downloads attempted (conditional or not).
 func (f *Feodo) Fetches() int64 { return f.fetches.Load() }
 
-// Start refreshes the feed every RefreshInterval until Stop.
+// Start serves the last good copy on disk at once, if there is one, and
+// refreshes the feed every RefreshInterval until Stop (at once when the
+// copy is older than that).
 func (f *Feodo) Start() {
+	if f.index.Load() == nil && f.loadSaved() == nil && f.conf.Now().Sub(f.index.Load().loadedAt) >= f.conf.RefreshInterval {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), f.conf.Timeout)
+			defer cancel()
+			_ = f.Refresh(ctx)
+		}()
+	}
 	go func() {
 		t := time.NewTicker(f.conf.RefreshInterval)
 		defer t.Stop()
@@ -148,7 +163,17 @@ func (f *Feodo) Refresh(ctx context.Context) error {
 
 func (f *Feodo) refresh(ctx context.Context) error {
 	f.fetches.Add(1)
-	body, notModified, err := f.fetch(ctx)
+	err := f.download(ctx)
+	if err != nil && f.index.Load() == nil && f.loadSaved() == nil {
+		// Nothing served yet: the last good copy, with its age, beats
+		// nothing. The error still stands for the status.
+		return fmt.Errorf("%w (serving the copy saved %s)", err, f.index.Load().loadedAt.UTC().Format(time.RFC3339))
+	}
+	return err
+}
+
+func (f *Feodo) download(ctx context.Context) error {
+	body, notModified, err := f.source.fetch(ctx, f.index.Load() != nil)
 	if err != nil {
 		return err
 	}
@@ -156,6 +181,7 @@ func (f *Feodo) refresh(ctx context.Context) error {
 	if notModified {
 		if old := f.index.Load(); old != nil {
 			f.index.Store(&feodoIndex{byIP: old.byIP, raw: old.raw, skipped: old.skipped, loadedAt: now})
+			f.source.touch(now)
 			return nil
 		}
 		return errors.New("feed not modified, but none loaded yet")
@@ -166,6 +192,24 @@ func (f *Feodo) refresh(ctx context.Context) error {
 	}
 	idx.loadedAt = now
 	f.index.Store(idx)
+	if err := f.source.save(body, now); err != nil {
+		return fmt.Errorf("feed loaded, but not saved: %w", err)
+	}
+	return nil
+}
+
+// loadSaved serves the copy kept on disk, dated when it was downloaded.
+func (f *Feodo) loadSaved() error {
+	body, at, err := f.source.saved()
+	if err != nil {
+		return err
+	}
+	idx, err := parseFeodo(body, feedFormat(f.conf.URL))
+	if err != nil {
+		return err
+	}
+	idx.loadedAt = at
+	f.index.CompareAndSwap(nil, idx)
 	return nil
 }
 
@@ -181,71 +225,6 @@ func feedFormat(u string) string {
 		return "txt"
 	}
 	return "json"
-}
-
-func (f *Feodo) fetch(ctx context.Context) (body []byte, notModified bool, err error) {
-	if strings.HasPrefix(f.conf.URL, "file:") {
-		u, err := url.Parse(f.conf.URL)
-		if err != nil {
-			return nil, false, err
-		}
-		path := u.Path
-		if u.Opaque != "" || u.Host != "" { // file:relative or file://../relative
-			path = strings.TrimPrefix(strings.TrimPrefix(f.conf.URL, "file://"), "file:")
-		}
-		fh, err := os.Open(path)
-		if err != nil {
-			return nil, false, err
-		}
-		defer fh.Close()
-		body, err = io.ReadAll(io.LimitReader(fh, f.conf.MaxBodyBytes+1))
-		if err == nil && int64(len(body)) > f.conf.MaxBodyBytes {
-			err = fmt.Errorf("feed over %d bytes", f.conf.MaxBodyBytes)
-		}
-		return body, false, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.conf.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.conf.URL, nil)
-	if err != nil {
-		return nil, false, err
-	}
-	f.mu.Lock()
-	etag, lm := f.cacheKeys.etag, f.cacheKeys.lastModified
-	f.mu.Unlock()
-	if f.index.Load() != nil {
-		if etag != "" {
-			req.Header.Set("If-None-Match", etag)
-		}
-		if lm != "" {
-			req.Header.Set("If-Modified-Since", lm)
-		}
-	}
-	if f.conf.AuthKey != "" {
-		req.Header.Set("Auth-Key", f.conf.AuthKey)
-	}
-	resp, err := f.conf.Client.Do(req)
-	if err != nil {
-		return nil, false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotModified {
-		return nil, true, nil
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, false, fmt.Errorf("feed HTTP %d", resp.StatusCode)
-	}
-	body, err = io.ReadAll(io.LimitReader(resp.Body, f.conf.MaxBodyBytes+1))
-	if err != nil {
-		return nil, false, err
-	}
-	if int64(len(body)) > f.conf.MaxBodyBytes {
-		return nil, false, fmt.Errorf("feed over %d bytes", f.conf.MaxBodyBytes)
-	}
-	f.mu.Lock()
-	f.cacheKeys.etag, f.cacheKeys.lastModified = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
-	f.mu.Unlock()
-	return body, false, nil
 }
 
 type feodoEntry struct {

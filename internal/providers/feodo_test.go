@@ -221,3 +221,25 @@ func BenchmarkFeodoLookup10k(b *testing.B) {
 		f.Lookup(ctx, ips[i&1])
 	}
 }
+
+// Feodo keeps its last good feed on disk too: a restart during an outage
+// of abuse.ch serves it, dated when it was downloaded.
+func TestFeodoServesItsSavedCopyAfterARestart(t *testing.T) {
+	dir := t.TempDir()
+	srv := newFeedServer(t, bigFeed(10))
+	ctx := context.Background()
+	first := NewFeodo(FeodoConfig{URL: srv.URL + "/ipblocklist.json", Guard: testGuard(), CacheDir: dir})
+	if err := first.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv.set(503, []byte("down"))
+	second := NewFeodo(FeodoConfig{URL: srv.URL + "/ipblocklist.json", Guard: testGuard(), CacheDir: dir})
+	second.Start()
+	defer second.Stop()
+	if res := second.Lookup(ctx, netip.MustParseAddr("45.0.0.7")); res.Verdict != VerdictMalicious {
+		t.Fatalf("after a restart during an outage: %+v", res)
+	}
+	if srv.requests.Load() != 1 {
+		t.Fatalf("%d downloads: the saved copy is current", srv.requests.Load())
+	}
+}

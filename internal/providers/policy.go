@@ -11,7 +11,14 @@ type Policy struct {
 	AbuseIPDB AbuseIPDBPolicy
 	Feodo     FeodoPolicy
 	ThreatFox ThreatFoxPolicy
+	// AbuseIPDB's blacklist scores use AbuseIPDB's thresholds; ThreatFox's
+	// export, ThreatFox's listed verdict.
+	SpamhausDROP SpamhausDROPPolicy
 }
+
+// SpamhausDROPPolicy is the verdict of an IP in a DROP network (not
+// listed: no opinion).
+type SpamhausDROPPolicy struct{ Listed Verdict }
 
 // GreyNoisePolicy maps the Community API's classification to a verdict.
 type GreyNoisePolicy struct {
@@ -48,7 +55,21 @@ func DECNETPolicy() Policy {
 		AbuseIPDB: AbuseIPDBPolicy{MaliciousAt: 75, SuspiciousAt: 25, Below: VerdictBenign, NoReports: VerdictBenign},
 		Feodo:     FeodoPolicy{Online: VerdictMalicious, Offline: VerdictMalicious},
 		ThreatFox: ThreatFoxPolicy{Listed: VerdictMalicious},
+		// DECNET has no Spamhaus: DROP networks are hijacked or run by
+		// criminals ("drop all traffic"), so malicious.
+		SpamhausDROP: SpamhausDROPPolicy{Listed: VerdictMalicious},
 	}
+}
+
+// listed is the verdict of an abuse confidence score.
+func (a AbuseIPDBPolicy) listed(score int) Verdict {
+	switch {
+	case score >= a.MaliciousAt:
+		return VerdictMalicious
+	case score >= a.SuspiciousAt:
+		return VerdictSuspicious
+	}
+	return a.Below
 }
 
 // ParseVerdict reads a verdict as configured: one of the four, or "none"
@@ -95,15 +116,10 @@ func (p Policy) Verdict(res Result) Verdict {
 		}
 	case res.AbuseIPDB != nil:
 		d, a := res.AbuseIPDB, p.AbuseIPDB
-		switch {
-		case d.Score >= a.MaliciousAt:
-			return VerdictMalicious
-		case d.Score >= a.SuspiciousAt:
-			return VerdictSuspicious
-		case d.TotalReports == 0:
+		if d.Score < a.SuspiciousAt && d.TotalReports == 0 {
 			return a.NoReports
 		}
-		return a.Below
+		return a.listed(d.Score)
 	case res.Feodo != nil:
 		switch {
 		case !res.Feodo.Listed:
@@ -115,6 +131,18 @@ func (p Policy) Verdict(res Result) Verdict {
 	case res.ThreatFox != nil:
 		if res.ThreatFox.Listed {
 			return p.ThreatFox.Listed
+		}
+	case res.List != nil && res.List.Listed:
+		switch res.Provider {
+		case NameAbuseIPDBBlacklist:
+			if res.List.Score == nil {
+				return p.AbuseIPDB.listed(p.AbuseIPDB.MaliciousAt) // plaintext: listed at the download's floor
+			}
+			return p.AbuseIPDB.listed(*res.List.Score)
+		case NameThreatFoxExport:
+			return p.ThreatFox.Listed
+		case NameSpamhausDROP:
+			return p.SpamhausDROP.Listed
 		}
 	}
 	return VerdictNone

@@ -58,12 +58,15 @@ const (
 	ErrQuotaExhausted ErrorKind = "quota_exhausted"
 	ErrDisabled       ErrorKind = "disabled"
 	ErrSkipped        ErrorKind = "skipped"
+	// ErrCovered: not asked, because a bulk list named in the provider's
+	// skip_when lists the IP already; no per-IP call spent on it.
+	ErrCovered ErrorKind = "covered"
 )
 
-// Retriable reports whether asking again later may give an answer: disabled
-// and skipped are final for this configuration and IP.
+// Retriable reports whether asking again later may give an answer:
+// disabled, skipped and covered are final for this configuration and IP.
 func (k ErrorKind) Retriable() bool {
-	return k != ErrNone && k != ErrDisabled && k != ErrSkipped
+	return k != ErrNone && k != ErrDisabled && k != ErrSkipped && k != ErrCovered
 }
 
 // Provider names.
@@ -74,8 +77,9 @@ const (
 	NameThreatFox = "threatfox"
 )
 
-// NumProviders is how many providers exist; Index numbers them.
-const NumProviders = 4
+// NumProviders is how many providers exist (the four per-IP or feed
+// providers DECNET has, then the bulk lists); Index numbers them.
+const NumProviders = 7
 
 // Index is a provider's number in 0..NumProviders-1, or -1 for an unknown
 // name: rows keep per-provider state in arrays, not maps.
@@ -89,6 +93,12 @@ func Index(name string) int {
 		return 2
 	case NameThreatFox:
 		return 3
+	case NameAbuseIPDBBlacklist:
+		return 4
+	case NameThreatFoxExport:
+		return 5
+	case NameSpamhausDROP:
+		return 6
 	}
 	return -1
 }
@@ -102,6 +112,7 @@ type Result struct {
 	AbuseIPDB *AbuseIPDBData
 	Feodo     *FeodoData
 	ThreatFox *ThreatFoxData
+	List      *ListData // a bulk list's answer
 	// Raw is the response body (or the matching feed entries), capped at
 	// MaxRawBytes.
 	Raw       []byte

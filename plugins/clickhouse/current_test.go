@@ -176,7 +176,11 @@ func currentRow(ip, verdict string, at time.Time, ttl time.Duration, version int
  "threatfox_raw": null, "threatfox_queried_at": %q,
  "aggregate_verdict": %q, "greynoise_status": "ok", "abuseipdb_status": %q, "feodo_status": "ok", "threatfox_status": "ok",
  "cached_at": %q, "expires_at": %q, "version": %d,
- "carrier_topic": "attacker.observed", "carrier_partition": 3, "carrier_offset": 9007199254740993}`,
+ "carrier_topic": "attacker.observed", "carrier_partition": 3, "carrier_offset": 9007199254740993,
+ "abuseipdb_blacklist_listed": true, "abuseipdb_blacklist_score": 100, "abuseipdb_blacklist_tags": [], "abuseipdb_blacklist_raw": null,
+ "abuseipdb_blacklist_queried_at": %[4]q, "abuseipdb_blacklist_status": "ok", "abuseipdb_blacklist_verdict": "malicious",
+ "spamhaus_drop_listed": false, "spamhaus_drop_tags": [], "spamhaus_drop_status": "ok", "spamhaus_drop_verdict": null,
+ "asn": 4200000000, "as_org": "Example Hosting", "country": "NL"}`,
 		ip, tags, ts, ts, ts, verdict, abuseStatus, ts, at.Add(ttl).UTC().Format(time.RFC3339), version)))
 }
 
@@ -208,18 +212,23 @@ func TestCurrentEngineTakesEveryDDLVariantAndItsRows(t *testing.T) {
 				if final != want {
 					t.Fatalf("FINAL read\n%s\nwant\n%s", final, want)
 				}
+				// Schema 2: the bulk lists (NULL where not configured) and the ASN.
+				lists := e.query("SELECT abuseipdb_blacklist_listed, abuseipdb_blacklist_score, abuseipdb_blacklist_status, spamhaus_drop_listed, spamhaus_drop_verdict, threatfox_export_status, threatfox_export_tags, asn, as_org, country FROM " + table + " FINAL WHERE attacker_ip = '45.0.0.1'")
+				if want := "1\t100\tok\t0\t\\N\t\\N\t[]\t4200000000\tExample Hosting\tNL\n"; lists != want {
+					t.Fatalf("list columns\n%q\nwant\n%q", lists, want)
+				}
 				if ttl := strings.Contains(e.engineFull(table), "TTL"); ttl != (retention > 0 && ver.TTL()) {
 					t.Errorf("TTL present: %v, engine %s", ttl, e.engineFull(table))
 				}
 				// The warm start reads unexpired rows, newest first.
-				if got := column(e.query(chstore.WarmStartQuery(table, 10)), 0); !slices.Equal(got, []string{"45.0.0.1", "45.0.0.2"}) {
+				if got := column(e.query(chstore.WarmStartQuery(table, 10, true)), 0); !slices.Equal(got, []string{"45.0.0.1", "45.0.0.2"}) {
 					t.Errorf("warm start read %v", got)
 				}
 				// A shared lookup reads an IP's unexpired row, nothing for an expired one.
-				if got := column(e.query(chstore.LookupQuery(table, netip.MustParseAddr("45.0.0.1"))), 16); !slices.Equal(got, []string{"malicious"}) {
+				if got := column(e.query(chstore.LookupQuery(table, netip.MustParseAddr("45.0.0.1"), true)), 16); !slices.Equal(got, []string{"malicious"}) {
 					t.Errorf("lookup read %v", got)
 				}
-				if got := e.query(chstore.LookupQuery(table, netip.MustParseAddr("45.0.0.3"))); got != "" {
+				if got := e.query(chstore.LookupQuery(table, netip.MustParseAddr("45.0.0.3"), true)); got != "" {
 					t.Errorf("lookup of an expired row read %q", got)
 				}
 				// The pipeline's refresh query finds the expired and the partial row.

@@ -23,7 +23,8 @@ import (
 func TestARestoredRowReadsAsItWasDecoded(t *testing.T) {
 	srv := chtest.Start(t)
 	at := time.Now().UTC().Truncate(time.Second)
-	all := []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameFeodo, providers.NameThreatFox}
+	all := []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameFeodo, providers.NameThreatFox,
+		providers.NameAbuseIPDBBlacklist, providers.NameSpamhausDROP}
 	r := aggregate.NewRow("203.0.113.99", all)
 	r.Merge(providers.Result{Provider: providers.NameGreyNoise, Verdict: providers.VerdictSuspicious, FetchedAt: at,
 		GreyNoise: &providers.GreyNoiseData{Classification: "unknown", Name: "unknown"}})
@@ -31,6 +32,13 @@ func TestARestoredRowReadsAsItWasDecoded(t *testing.T) {
 		AbuseIPDB: &providers.AbuseIPDBData{Score: 37, Categories: []int{14}}})
 	r.Merge(providers.Result{Provider: providers.NameFeodo, Verdict: providers.VerdictNone, FetchedAt: at, Feodo: &providers.FeodoData{}})
 	r.Merge(providers.Result{Provider: providers.NameThreatFox, ErrKind: providers.ErrTimeout, FetchedAt: at})
+	// The bulk lists (one listing the IP, one not) and the ASN of schema 2.
+	score := 92
+	r.Merge(providers.Result{Provider: providers.NameAbuseIPDBBlacklist, Verdict: providers.VerdictMalicious, FetchedAt: at.Add(-time.Hour),
+		List: &providers.ListData{Listed: true, Score: &score}, Raw: []byte(`{"ipAddress":"203.0.113.99"}`)})
+	r.Merge(providers.Result{Provider: providers.NameSpamhausDROP, FetchedAt: at, List: &providers.ListData{}})
+	asn, org, country := uint32(64500), "Example Hosting", "NL"
+	r.ASN, r.ASOrg, r.Country = &asn, &org, &country
 	r.CachedAt, r.ExpiresAt = at, at.Add(time.Hour)
 	// As intel_enrich writes it: the table's shape and the carrier record.
 	var doc map[string]any
@@ -54,7 +62,7 @@ func TestARestoredRowReadsAsItWasDecoded(t *testing.T) {
 			t.Errorf("%s: read back %s/%s, written %s/%s", p, got.Verdict(p), got.Status.Of(p), r.Verdict(p), r.Status.Of(p))
 		}
 	}
-	if got.AggregateVerdict != r.AggregateVerdict || r.AggregateVerdict != "suspicious" {
+	if got.AggregateVerdict != r.AggregateVerdict || r.AggregateVerdict != "malicious" {
 		t.Errorf("aggregate read back %q, written %q", got.AggregateVerdict, r.AggregateVerdict)
 	}
 	if g, w := got.Enrichment(), r.Enrichment(); !jsonEqual(t, g, w) {
