@@ -48,6 +48,9 @@ func pipelineEnv(t *testing.T, addr string) (map[string]string, *fixtures.Provid
 		"KAFKA_SEED_BROKERS": addr, "GREYNOISE_BASE_URL": srv.URL, "ABUSEIPDB_BASE_URL": srv.URL,
 		"THREATFOX_BASE_URL": srv.URL, "DECNET_ABUSEIPDB_API_KEY": "k", "DECNET_THREATFOX_API_KEY": "k",
 		"FEODO_URL": srv.URL + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
+		"THREATFOX_EXPORT_URL": srv.URL + "/export/json/ip-port/recent/",
+		"SPAMHAUS_DROP_V4_URL": srv.URL + "/drop/drop_v4.json", "SPAMHAUS_DROP_V6_URL": srv.URL + "/drop/drop_v6.json",
+		"INTEL_FEED_DIR": t.TempDir(),
 		// A budget file of the test's own: an empty value means the shipped
 		// default (./var/intel/budget.json), and runs of the same day then
 		// shared one day's budget until GreyNoise's was spent.

@@ -111,6 +111,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	// the new attackers meanwhile) rather than giving up after 2s, so the
 	// rows come out whole at the providers' pace.
 	env["INTEL_STATE_FILE"] = filepath.Join(state, "budget.json")
+	env["INTEL_FEED_DIR"] = filepath.Join(state, "feeds")
 	env["INTEL_BUDGET_TABLE"] = "dev_intel_budget"
 	env["INTEL_MAX_WAIT"] = "60s"
 
@@ -243,6 +244,8 @@ func devProviders(w io.Writer, env map[string]string) (stop func(), simulated bo
 		"GREYNOISE_BASE_URL": sim.URL, "ABUSEIPDB_BASE_URL": sim.URL, "THREATFOX_BASE_URL": sim.URL,
 		"DECNET_GREYNOISE_API_KEY": "dev-simulation", "DECNET_ABUSEIPDB_API_KEY": "dev-simulation", "DECNET_THREATFOX_API_KEY": "dev-simulation",
 		"FEODO_URL": sim.URL + "/ipblocklist.json", "INTEL_ALLOW_DOCUMENTATION_RANGES": "true",
+		"THREATFOX_EXPORT_URL": sim.URL + "/export/json/ip-port/recent/",
+		"SPAMHAUS_DROP_V4_URL": sim.URL + "/drop/drop_v4.json", "SPAMHAUS_DROP_V6_URL": sim.URL + "/drop/drop_v6.json",
 	} {
 		env[k] = v
 	}

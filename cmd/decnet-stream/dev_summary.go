@@ -270,6 +270,9 @@ func limitsLine(p intel_processor.ProviderStatus, now time.Time) string {
 	if n := p.Errors["rate_limited"]; n > 0 {
 		parts = append(parts, fmt.Sprintf("%d lookups waited past max_wait for the rate limit", n))
 	}
+	if p.Covered > 0 {
+		parts = append(parts, fmt.Sprintf("%d calls saved: a bulk list had the IP", p.Covered))
+	}
 	switch q.KeyID {
 	case "":
 	case "none":

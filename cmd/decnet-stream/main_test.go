@@ -91,6 +91,56 @@ output:
     topic: out
     max_message_bytes: lots
 `, "max_message_bytes must be a byte size"},
+		"skip_when names a per-IP provider": {`
+input:
+  generate: { mapping: 'root = ""' }
+pipeline:
+  processors:
+    - intel_enrich:
+        providers:
+          - name: greynoise
+            skip_when: [ abuseipdb ]
+          - name: abuseipdb
+output:
+  drop: {}
+`, "skip_when names feeds only"},
+		"skip_when on a feed": {`
+input:
+  generate: { mapping: 'root = ""' }
+pipeline:
+  processors:
+    - intel_enrich:
+        providers:
+          - name: spamhaus_drop
+            skip_when: [ feodo ]
+          - name: feodo
+output:
+  drop: {}
+`, "skip_when is for the per-IP providers"},
+		"a list field on the wrong provider": {`
+input:
+  generate: { mapping: 'root = ""' }
+pipeline:
+  processors:
+    - intel_enrich:
+        providers:
+          - name: threatfox_export
+            confidence_minimum: 90
+output:
+  drop: {}
+`, "confidence_minimum and limit are for abuseipdb_blacklist only"},
+		"a confidence AbuseIPDB refuses": {`
+input:
+  generate: { mapping: 'root = ""' }
+pipeline:
+  processors:
+    - intel_enrich:
+        providers:
+          - name: abuseipdb_blacklist
+            confidence_minimum: 10
+output:
+  drop: {}
+`, "confidence_minimum must be in [25, 100]"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "bad.yaml")

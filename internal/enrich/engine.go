@@ -598,14 +598,8 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 		// once their answers are as old as a full TTL.
 		ask = e.dueOf(prior)
 	}
-	var run []providers.Provider
 	for _, p := range ask {
-		if e.reserved(p, priority) {
-			j.row.MarkReserved(p.Name())
-			continue
-		}
 		j.waiting[p.Name()] = true
-		run = append(run, p)
 	}
 	j.mu.Unlock()
 	// A lookup may not queue behind a provider's rate limit longer than
@@ -632,15 +626,12 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 		}
 		wg.Wait()
 	}
-	if len(e.conf.SkipWhen) == 0 {
-		lookUp(run)
-	} else {
-		// Feeds first (answered from memory), then the per-IP providers
-		// that no feed named in their skip_when has covered.
-		feeds, perIP := splitFeeds(run)
-		lookUp(feeds)
-		lookUp(e.uncovered(j, perIP))
-	}
+	// Feeds first (answered from memory), then the per-IP providers that
+	// no feed named in their skip_when has covered and whose last calls
+	// are not kept for higher priorities.
+	feeds, perIP := splitFeeds(ask)
+	lookUp(feeds)
+	lookUp(e.admitted(j, perIP, priority))
 	if e.conf.Geo != nil { // cheap: every lookup takes the current file's answer
 		asn, org, country := e.conf.Geo(ip)
 		j.mu.Lock()
@@ -689,9 +680,11 @@ func splitFeeds(ps []providers.Provider) (feeds, perIP []providers.Provider) {
 	return feeds, perIP
 }
 
-// uncovered are the providers of ps that no feed in their skip_when lists
-// ip for; the others are recorded covered in the job's row, unasked.
-func (e *Engine) uncovered(j *job, ps []providers.Provider) []providers.Provider {
+// admitted are the providers of ps to ask: the others are recorded in the
+// job's row, unasked — covered when a feed in their skip_when lists the IP
+// (final: a call saved), quota_reserved when their last calls are kept for
+// higher priorities (asked again later).
+func (e *Engine) admitted(j *job, ps []providers.Provider, priority float64) []providers.Provider {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var out []providers.Provider
@@ -704,6 +697,11 @@ func (e *Engine) uncovered(j *job, ps []providers.Provider) []providers.Provider
 			}
 		}
 		if by == "" {
+			if e.reserved(p, priority) {
+				j.row.MarkReserved(p.Name())
+				delete(j.waiting, p.Name())
+				continue
+			}
 			out = append(out, p)
 			continue
 		}

@@ -360,7 +360,9 @@ func (l *Lab) Start(o RunOpts) (*Process, error) {
 		"KAFKA_SEED_BROKERS="+l.Broker.Addr(),
 		"CLICKHOUSE_DSN="+l.CH.DSN(),
 		"GREYNOISE_BASE_URL="+l.Sim.URL, "ABUSEIPDB_BASE_URL="+l.Sim.URL, "THREATFOX_BASE_URL="+l.Sim.URL,
-		"FEODO_URL="+l.Sim.URL+"/ipblocklist.json",
+		"FEODO_URL="+l.Sim.URL+"/ipblocklist.json", "THREATFOX_EXPORT_URL="+l.Sim.URL+"/export/json/ip-port/recent/",
+		"SPAMHAUS_DROP_V4_URL="+l.Sim.URL+"/drop/drop_v4.json", "SPAMHAUS_DROP_V6_URL="+l.Sim.URL+"/drop/drop_v6.json",
+		"INTEL_FEED_DIR="+filepath.Join(l.Tmp, fmt.Sprintf("feeds-%d", port)),
 		"DECNET_GREYNOISE_API_KEY=bench-greynoise-key", "DECNET_ABUSEIPDB_API_KEY=bench-abuseipdb-key", "DECNET_THREATFOX_API_KEY=bench-threatfox-key",
 		"INTEL_STATE_FILE="+filepath.Join(l.Tmp, fmt.Sprintf("budget-%d.json", port)),
 	), o.Env...)

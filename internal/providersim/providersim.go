@@ -82,6 +82,8 @@ type Server struct {
 	accepted  map[string]int             // answered within the rate limit
 	limited   map[string]int             // answered 429 by the rate limit
 	forbidden []string                   // addresses no provider may see
+	lists     listBodies                 // the bulk lists, rendered
+	downloads map[string]int             // bulk list → downloads
 	started   chan struct{}              // closed at the first request
 	startOnce sync.Once
 }
@@ -106,6 +108,11 @@ func Start(fsys fs.FS, conf Config) (*Server, error) {
 	}
 	s.latency.Store(int64(conf.Latency))
 	s.Reset()
+	if conf.AllowDocumentationRanges {
+		s.SetLists(DocumentationLists())
+	} else {
+		s.SetLists(Lists{})
+	}
 	s.Server = httptest.NewServer(s.handler())
 	return s, nil
 }
@@ -118,6 +125,7 @@ func (s *Server) Reset() {
 	s.accepted, s.limited = map[string]int{}, map[string]int{}
 	s.forbidden = nil
 	s.faults = map[string]Fault{}
+	s.downloads = map[string]int{}
 	for _, p := range append(PerIP, Feodo) {
 		s.perIP[p] = map[string]int{}
 		s.answered[p] = map[string]bool{}
@@ -310,7 +318,114 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /ipblocklist.json", func(w http.ResponseWriter, r *http.Request) {
 		s.answer(w, r, Feodo, "", func(Story) (int, string) { return 200, "feodo/ipblocklist.json" })
 	})
+	list := func(name string, body func(listBodies) []byte) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if name == ListAbuseIPDBBlacklist && r.Header.Get("Key") == "" {
+				http.Error(w, `{"errors":[{"detail":"Authentication failed.","status":401}]}`, http.StatusUnauthorized)
+				return
+			}
+			s.mu.Lock()
+			s.downloads[name]++
+			b := body(s.lists)
+			s.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(b)
+		}
+	}
+	mux.HandleFunc("GET /api/v2/blacklist", list(ListAbuseIPDBBlacklist, func(l listBodies) []byte { return l.blacklist }))
+	mux.HandleFunc("GET /export/json/ip-port/recent/", list(ListThreatFoxExport, func(l listBodies) []byte { return l.export }))
+	mux.HandleFunc("GET /drop/drop_v4.json", list(ListSpamhausDROP, func(l listBodies) []byte { return l.dropV4 }))
+	mux.HandleFunc("GET /drop/drop_v6.json", list(ListSpamhausDROP, func(l listBodies) []byte { return l.dropV6 }))
 	return mux
+}
+
+// Bulk lists the simulation serves, by their provider names.
+const (
+	ListAbuseIPDBBlacklist = "abuseipdb_blacklist"
+	ListThreatFoxExport    = "threatfox_export"
+	ListSpamhausDROP       = "spamhaus_drop"
+)
+
+// Lists are what the simulated bulk lists hold: the harness chooses, as it
+// knows its attackers.
+type Lists struct {
+	Blacklist []string       // AbuseIPDB's blacklist, each scored 100
+	Export    []string       // ThreatFox ip:port IOCs (port 443, Mirai)
+	DROP      []netip.Prefix // Spamhaus DROP networks
+}
+
+type listBodies struct{ blacklist, export, dropV4, dropV6 []byte }
+
+// SetLists replaces the bulk lists' contents (served from the next
+// download on).
+func (s *Server) SetLists(l Lists) {
+	var b listBodies
+	var buf bytes.Buffer
+	buf.WriteString(`{"meta":{"generatedAt":"2026-11-30T00:00:00+00:00"},"data":[`)
+	for i, ip := range l.Blacklist {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		fmt.Fprintf(&buf, `{"ipAddress":%q,"countryCode":"NL","abuseConfidenceScore":100,"lastReportedAt":"2026-11-29T23:00:00+00:00"}`, ip)
+	}
+	buf.WriteString(`]}`)
+	b.blacklist = bytes.Clone(buf.Bytes())
+	buf.Reset()
+	buf.WriteByte('{')
+	for i, ip := range l.Export {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		ap := netip.AddrPortFrom(netip.MustParseAddr(ip), 443)
+		fmt.Fprintf(&buf, `%q:[{"ioc_value":%q,"ioc_type":"ip:port","threat_type":"botnet_cc","malware":"elf.mirai","malware_printable":"Mirai","first_seen_utc":"2026-11-29 10:00:00","confidence_level":100}]`,
+			fmt.Sprint(1500000+i), ap.String())
+	}
+	buf.WriteByte('}')
+	b.export = bytes.Clone(buf.Bytes())
+	var v4, v6 bytes.Buffer
+	for i, p := range l.DROP {
+		dst := &v4
+		if p.Addr().Is6() {
+			dst = &v6
+		}
+		fmt.Fprintf(dst, `{"cidr":%q,"sblid":"SBL%d","rir":"ripencc"}`+"\n", p.String(), 600000+i)
+	}
+	for _, dst := range []*bytes.Buffer{&v4, &v6} {
+		dst.WriteString(`{"type":"metadata","timestamp":1764460800,"copyright":"(c) 2026 The Spamhaus Project SLU (simulated)"}` + "\n")
+	}
+	b.dropV4, b.dropV6 = v4.Bytes(), v6.Bytes()
+	s.mu.Lock()
+	s.lists = b
+	s.mu.Unlock()
+}
+
+// DocumentationLists are the lists the fixture-fed demo serves: the
+// malicious-story addresses of the documentation ranges on AbuseIPDB's
+// blacklist and ThreatFox's export, and those of 192.0.2.0/24 in DROP, so
+// that bulk lists answer some attackers as they would in production.
+func DocumentationLists() Lists {
+	var l Lists
+	for _, base := range []string{"203.0.113.", "198.51.100.", "192.0.2."} {
+		for i := 1; i < 255; i++ {
+			ip := base + fmt.Sprint(i)
+			if StoryOf(ip) != StoryMalicious {
+				continue
+			}
+			l.Blacklist = append(l.Blacklist, ip)
+			l.Export = append(l.Export, ip)
+			if base == "192.0.2." {
+				l.DROP = append(l.DROP, netip.PrefixFrom(netip.MustParseAddr(ip), 32))
+			}
+		}
+	}
+	return l
+}
+
+// Downloads counts a bulk list's downloads (each part of DROP counts).
+func (s *Server) Downloads(list string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.downloads[list]
 }
 
 // answer counts the request, applies the latency, the rate limit and any

@@ -56,6 +56,14 @@ const (
 	fWarmTable         = "table"
 	fWarmTimeout       = "timeout"
 	fLookupOnMiss      = "lookup_on_miss"
+	fURLs              = "urls"
+	fConfidenceMinimum = "confidence_minimum"
+	fListLimit         = "limit"
+	fSkipWhen          = "skip_when"
+	fFeedDir           = "feed_dir"
+	fGeoIP             = "geoip"
+	fGeoFiles          = "files"
+	fGeoReload         = "reload_interval"
 	fSharedBudget      = "shared_budget"
 	fVerdicts          = "verdicts"
 
@@ -63,12 +71,21 @@ const (
 	emitAll     = "all"
 )
 
-var providerNames = []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameFeodo, providers.NameThreatFox}
+var providerNames = []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameFeodo, providers.NameThreatFox,
+	providers.NameAbuseIPDBBlacklist, providers.NameThreatFoxExport, providers.NameSpamhausDROP}
 
 // providerFieldLint flags fields that mean nothing for the named provider.
-const providerFieldLint = `root = match {
-  this.name != "feodo" && (this.exists("url") || this.exists("refresh_interval")) => [ "providers: url and refresh_interval are for feodo only; use base_url" ],
+const providerFieldLint = `# (list fields reach a lint rule as [] when absent: tested by length)
+let feeds = [ "feodo", "abuseipdb_blacklist", "threatfox_export", "spamhaus_drop" ]
+root = match {
+  this.type() != "object" => deleted(),
+  !["feodo", "threatfox_export"].contains(this.name) && this.exists("url") => [ "providers: url is for feodo and threatfox_export; use base_url (abuseipdb_blacklist) or urls (spamhaus_drop)" ],
+  this.name != "spamhaus_drop" && this.urls.or([]).length() > 0 => [ "providers: urls is for spamhaus_drop only" ],
+  !$feeds.contains(this.name) && this.exists("refresh_interval") => [ "providers: refresh_interval is for the feeds only (%s)".format($feeds.join(", ")) ],
   this.name != "abuseipdb" && (this.exists("max_age_in_days") || this.exists("verbose")) => [ "providers: max_age_in_days and verbose are for abuseipdb only" ],
+  this.name != "abuseipdb_blacklist" && (this.exists("confidence_minimum") || this.exists("limit")) => [ "providers: confidence_minimum and limit are for abuseipdb_blacklist only" ],
+  $feeds.contains(this.name) && this.skip_when.or([]).length() > 0 => [ "providers: skip_when is for the per-IP providers (greynoise, abuseipdb, threatfox); %s is a feed".format(this.name) ],
+  this.skip_when.or([]).any(n -> !$feeds.contains(n)) => [ "providers: skip_when names feeds only (%s), got %v".format($feeds.join(", "), this.skip_when) ],
   _ => deleted(),
 }`
 
@@ -133,8 +150,14 @@ func spec() *service.ConfigSpec {
 				service.NewBoolField(fEnabled).Default(true),
 				service.NewStringField(fBaseURL).Description("The API's base URL (for tests or proxies).").Optional().Advanced(),
 				service.NewStringField(fAPIKey).Description("The API key (GreyNoise `key`, AbuseIPDB `Key`, abuse.ch `Auth-Key`). Set it from the environment. AbuseIPDB and ThreatFox are disabled without one.").Default("").Secret(),
-				service.NewStringField(fURL).Description("Feodo only: the blocklist URL; `file://` for air-gapped sites.").Optional(),
-				service.NewDurationField(fRefreshInterval).Description("Feodo only: how often to refresh the blocklist (conditional GET).").Optional(),
+				service.NewStringField(fURL).Description("Feodo and threatfox_export: the list's URL; `file://` for air-gapped sites.").Optional(),
+				service.NewStringListField(fURLs).Description("spamhaus_drop: the list's parts (default drop_v4.json and drop_v6.json); `file://` for air-gapped sites.").Optional(),
+				service.NewDurationField(fRefreshInterval).Description("Feeds only: how often to download the list again (conditional GET). Defaults: feodo and threatfox_export 1h, abuseipdb_blacklist 6h (the free tier allows 5 downloads a day), spamhaus_drop 12h (never under 1h: Spamhaus blocks hosts that download more often).").Optional(),
+				service.NewIntField(fConfidenceMinimum).Description("abuseipdb_blacklist: the lowest abuse confidence score listed, 25–100 (the free tier gets 100 whatever is asked).").Optional().
+					LintRule(`root = if this < 25 || this > 100 { [ "confidence_minimum must be in [25, 100]" ] }`),
+				service.NewIntField(fListLimit).Description("abuseipdb_blacklist: the most IPs downloaded (10,000 on the free tier).").Optional(),
+				service.NewStringListField(fSkipWhen).Description("Per-IP providers: the feeds whose listing of an IP makes this provider's call unnecessary. The feeds answer first (from memory); if one named here lists the IP, this provider is not asked and its status is `covered`, so its per-IP budget goes to the attackers no list has.").Optional().
+					Example([]string{"abuseipdb_blacklist", "threatfox_export", "spamhaus_drop", "feodo"}),
 				service.NewIntField(fMaxAgeInDays).Description("AbuseIPDB only: report age considered, 1–365.").Optional(),
 				service.NewBoolField(fVerbose).Description("AbuseIPDB only: ask for reports, to get their categories.").Optional(),
 				service.NewObjectField(fLimits, limitsFields()...).Description("Overrides of the provider's default free-tier limits.").Optional(),
@@ -147,6 +170,10 @@ func spec() *service.ConfigSpec {
 					map[string]any{"name": "feodo"},
 					map[string]any{"name": "threatfox", "api_key": "${DECNET_THREATFOX_API_KEY:}"},
 				}),
+			service.NewStringField(fFeedDir).
+				Description("A directory where the feeds (feodo and the bulk lists) keep their last good download: a restart, or an outage of the provider, serves it (with its age in the row's `*_queried_at` and in the metrics) instead of nothing. Empty keeps them in memory only.").
+				Default("").Example("./var/intel/feeds"),
+			geoIPField(),
 			service.NewStringListField(fNeverQuery).
 				Description("Your own networks (CIDRs or addresses): never sent to any provider. Private, loopback, link-local, CGNAT, multicast, documentation, benchmarking and reserved ranges never are either.").
 				Default([]string{}),
@@ -201,6 +228,21 @@ pipeline:
 `)
 }
 
+// geoIPField is the offline ASN and country lookup.
+func geoIPField() *service.ConfigField {
+	return service.NewObjectField(fGeoIP,
+		service.NewStringListField(fGeoFiles).
+			Description("MMDB files, first answer per field wins: MaxMind GeoLite2 ASN / Country / City, DB-IP lite (ASN, country) or IPinfo lite. You supply them (their licences require it); none ships with decnet-stream.").
+			Example([]string{"/var/lib/GeoIP/GeoLite2-ASN.mmdb", "/var/lib/GeoIP/GeoLite2-Country.mmdb"}).
+			Default([]string{}),
+		service.NewDurationField(fGeoReload).
+			Description("How often to check the files for a new version (size or modification time) and read it: replace a file by renaming the new one over it.").
+			Default("1m"),
+	).
+		Description("Offline ASN and country for every attacker, free of provider quota: `asn`, `as_org` and `country` in the row and the enriched event. Off while no file is named (empty names, e.g. from unset environment variables, are dropped); a file that cannot be read stops the start, a file that later cannot be read keeps its previous copy in service.").
+		Optional()
+}
+
 var verdictNames = []string{"malicious", "suspicious", "benign", "unknown", "none"}
 
 func verdictField(name, def, desc string) *service.ConfigField {
@@ -230,8 +272,11 @@ func verdictsField() *service.ConfigField {
 			verdictField("offline", "malicious", "Listed with offline entries only: a former C2."),
 		).Description("Feodo Tracker's blocklist (not listed: no opinion)."),
 		service.NewObjectField("threatfox",
-			verdictField("listed", "malicious", "Any IOC for the IP."),
-		).Description("ThreatFox's IOCs (none: no opinion)."),
+			verdictField("listed", "malicious", "Any IOC for the IP (the search and the export alike)."),
+		).Description("ThreatFox's IOCs (none: no opinion). AbuseIPDB's blacklist scores follow `abuseipdb`'s thresholds."),
+		service.NewObjectField("spamhaus_drop",
+			verdictField("listed", "malicious", "In a DROP network: hijacked, or run by criminals."),
+		).Description("Spamhaus DROP (not listed: no opinion). DECNET has no Spamhaus; this is the stage's default."),
 	).Description("What each provider's answer means. The defaults are DECNET's own intel worker's rules, so the stage and DECNET agree on every IP; choose stricter ones here (e.g. `feodo.offline: suspicious`, `abuseipdb.no_reports: unknown`). `none` means no opinion. The aggregate is the strongest verdict (malicious > suspicious > benign > unknown), null when no provider has an opinion.").
 		Advanced()
 }
@@ -258,6 +303,7 @@ func parsePolicy(conf *service.ParsedConfig) (providers.Policy, error) {
 		{&p.AbuseIPDB.Below, []string{"abuseipdb", "below"}}, {&p.AbuseIPDB.NoReports, []string{"abuseipdb", "no_reports"}},
 		{&p.Feodo.Online, []string{"feodo", "online"}}, {&p.Feodo.Offline, []string{"feodo", "offline"}},
 		{&p.ThreatFox.Listed, []string{"threatfox", "listed"}},
+		{&p.SpamhausDROP.Listed, []string{"spamhaus_drop", "listed"}},
 	} {
 		if err := read(f.dst, f.path...); err != nil {
 			return p, fmt.Errorf("%s.%s: %w", fVerdicts, strings.Join(f.path, "."), err)
@@ -279,8 +325,9 @@ func parsePolicy(conf *service.ParsedConfig) (providers.Policy, error) {
 // providerConf is one parsed provider block.
 type providerConf struct {
 	name, baseURL, apiKey, url string
+	urls, skipWhen             []string
 	refresh                    time.Duration
-	maxAge                     int
+	maxAge, confMin, listLimit int
 	verbose                    bool
 	limits                     *providers.Limits
 }
@@ -320,6 +367,19 @@ func parseProviders(conf *service.ParsedConfig) ([]providerConf, error) {
 		if pc.Contains(fVerbose) {
 			p.verbose, _ = pc.FieldBool(fVerbose)
 		}
+		if pc.Contains(fURLs) {
+			p.urls, _ = pc.FieldStringList(fURLs)
+		}
+		p.confMin, p.listLimit = 100, 10000
+		if pc.Contains(fConfidenceMinimum) {
+			p.confMin, _ = pc.FieldInt(fConfidenceMinimum)
+		}
+		if pc.Contains(fListLimit) {
+			p.listLimit, _ = pc.FieldInt(fListLimit)
+		}
+		if pc.Contains(fSkipWhen) {
+			p.skipWhen, _ = pc.FieldStringList(fSkipWhen)
+		}
 		if pc.Contains(fLimits) {
 			l, err := parseLimits(pc.Namespace(fLimits), defaultLimits(p.name))
 			if err != nil {
@@ -329,7 +389,36 @@ func parseProviders(conf *service.ParsedConfig) ([]providerConf, error) {
 		}
 		out = append(out, p)
 	}
+	// skip_when must name feeds that are configured and enabled, or it
+	// would silently never skip.
+	enabled := map[string]bool{}
+	for _, p := range out {
+		enabled[p.name] = true
+	}
+	for i, p := range out {
+		for _, f := range p.skipWhen {
+			if !isFeed(f) {
+				return nil, fmt.Errorf("%s[%d].%s: %q is not a feed", fProviders, i, fSkipWhen, f)
+			}
+			if !enabled[f] {
+				return nil, fmt.Errorf("%s[%d].%s: %q is not an enabled provider of this processor", fProviders, i, fSkipWhen, f)
+			}
+		}
+	}
 	return out, nil
+}
+
+func isFeed(name string) bool { return name == providers.NameFeodo || providers.ListIndex(name) >= 0 }
+
+// skipWhen is the engine's skip_when map of the parsed blocks.
+func skipWhen(confs []providerConf) map[string][]string {
+	out := map[string][]string{}
+	for _, p := range confs {
+		if len(p.skipWhen) > 0 {
+			out[p.name] = p.skipWhen
+		}
+	}
+	return out
 }
 
 func defaultLimits(name string) providers.Limits {
@@ -387,7 +476,7 @@ func parseLimits(c *service.ParsedConfig, l providers.Limits) (providers.Limits,
 }
 
 // buildProviders turns parsed blocks into providers.
-func buildProviders(confs []providerConf, guard *providers.Guard, stateFile string, shared *providers.Shared, policy *providers.Policy) ([]providers.Provider, []*providers.Feodo, *providers.BudgetStore, error) {
+func buildProviders(confs []providerConf, guard *providers.Guard, stateFile, feedDir string, shared *providers.Shared, policy *providers.Policy) ([]providers.Provider, []providers.Feed, *providers.BudgetStore, error) {
 	var store *providers.BudgetStore
 	if stateFile != "" {
 		var err error
@@ -396,8 +485,15 @@ func buildProviders(confs []providerConf, guard *providers.Guard, stateFile stri
 		}
 	}
 	var out []providers.Provider
-	var feeds []*providers.Feodo
+	var feeds []providers.Feed
 	for _, p := range confs {
+		list := providers.BulkListConfig{Key: p.apiKey, RefreshInterval: p.refresh, CacheDir: feedDir, Guard: guard, Policy: policy}
+		if p.url != "" {
+			list.URLs = []string{p.url}
+		}
+		if len(p.urls) > 0 {
+			list.URLs = p.urls
+		}
 		limits := defaultLimits(p.name)
 		if p.limits != nil {
 			limits = *p.limits
@@ -411,7 +507,20 @@ func buildProviders(confs []providerConf, guard *providers.Guard, stateFile stri
 		case providers.NameThreatFox:
 			out = append(out, providers.NewThreatFox(providers.ThreatFoxConfig{Common: common, AuthKey: p.apiKey}))
 		case providers.NameFeodo:
-			f := providers.NewFeodo(providers.FeodoConfig{URL: p.url, RefreshInterval: p.refresh, AuthKey: p.apiKey, Guard: guard, Policy: policy})
+			f := providers.NewFeodo(providers.FeodoConfig{URL: p.url, RefreshInterval: p.refresh, AuthKey: p.apiKey, Guard: guard, Policy: policy, CacheDir: feedDir})
+			feeds = append(feeds, f)
+			out = append(out, f)
+		case providers.NameAbuseIPDBBlacklist:
+			list.URLs = []string{providers.AbuseIPDBBlacklistURL(p.baseURL, p.confMin, p.listLimit)}
+			f := providers.NewAbuseIPDBBlacklist(list)
+			feeds = append(feeds, f)
+			out = append(out, f)
+		case providers.NameThreatFoxExport:
+			f := providers.NewThreatFoxExport(list)
+			feeds = append(feeds, f)
+			out = append(out, f)
+		case providers.NameSpamhausDROP:
+			f := providers.NewSpamhausDROP(list)
 			feeds = append(feeds, f)
 			out = append(out, f)
 		}

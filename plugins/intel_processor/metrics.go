@@ -54,7 +54,7 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 		if qp, ok := p.(providers.Quoted); ok {
 			mt.quoted[p.Name()] = qp
 		}
-		if _, ok := p.(*providers.Feodo); ok {
+		if _, ok := p.(providers.Feed); ok {
 			mt.feeds[p.Name()] = true
 		}
 	}
@@ -147,10 +147,13 @@ func (m *metrics) ProviderResult(res providers.Result) {
 		m.calls.Incr(int64(res.Requests), res.Provider)
 		m.latency.Timing(res.Latency.Nanoseconds(), res.Provider)
 	}
-	if !res.OK() {
+	switch {
+	case res.ErrKind == providers.ErrCovered:
+		// Answered by a bulk list instead: not an error, a call saved.
+		m.answers.Incr(1, res.Provider, "covered")
+	case !res.OK():
 		m.errors.Incr(1, res.Provider, string(res.ErrKind))
-	}
-	if res.OK() {
+	default:
 		source := "per_ip"
 		if m.feeds[res.Provider] {
 			source = "feed"

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/decnet/decnet-stream/internal/aggregate"
 	"github.com/decnet/decnet-stream/internal/chstore"
 	"github.com/decnet/decnet-stream/internal/enrich"
+	"github.com/decnet/decnet-stream/internal/geoip"
 	"github.com/decnet/decnet-stream/internal/providers"
 )
 
@@ -67,7 +69,8 @@ type processor struct {
 	includeRaw   bool
 	guard        *providers.Guard
 	engine       *enrich.Engine
-	feeds        []*providers.Feodo
+	feeds        []providers.Feed
+	geo          *geoip.DB
 	budgets      *providers.BudgetStore // daily counts, written on a clean stop too
 	metrics      *metrics
 	store        *chstore.Store  // the shared second-level cache, when on
@@ -167,7 +170,11 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	if err != nil {
 		return nil, err
 	}
-	provs, feeds, budgets, err := buildProviders(pconfs, p.guard, stateFile, shared, &policy)
+	feedDir, err := conf.FieldString(fFeedDir)
+	if err != nil {
+		return nil, err
+	}
+	provs, feeds, budgets, err := buildProviders(pconfs, p.guard, stateFile, feedDir, shared, &policy)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +183,7 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 	if budgets != nil && budgets.Warning() != "" {
 		p.log.Errorf("intel_enrich: %s", budgets.Warning())
 	}
-	ec := enrich.Config{Providers: provs, KeepRaw: p.includeRaw}
+	ec := enrich.Config{Providers: provs, KeepRaw: p.includeRaw, SkipWhen: skipWhen(pconfs)}
 	if ec.MaxWait, err = conf.FieldDuration(fMaxWait); err != nil {
 		return nil, err
 	}
@@ -200,6 +207,9 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 		return nil, err
 	}
 	if ec.PriorityThreshold, err = conf.FieldFloat(fPriorityThreshold); err != nil {
+		return nil, err
+	}
+	if ec.Geo, err = p.openGeoIP(conf.Namespace(fGeoIP)); err != nil {
 		return nil, err
 	}
 	p.metrics = newMetrics(mgr.Metrics(), provs)
@@ -238,6 +248,44 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 		f.Start()
 	}
 	return p, nil
+}
+
+// openGeoIP reads the MMDB files and watches them for new versions; nil
+// when none is named.
+func (p *processor) openGeoIP(conf *service.ParsedConfig) (func(netip.Addr) (*uint32, *string, *string), error) {
+	if !conf.Contains(fGeoFiles) {
+		return nil, nil
+	}
+	named, err := conf.FieldStringList(fGeoFiles)
+	if err != nil {
+		return nil, err
+	}
+	files := slices.DeleteFunc(named, func(f string) bool { return strings.TrimSpace(f) == "" })
+	if len(files) == 0 {
+		return nil, nil
+	}
+	every, err := conf.FieldDuration(fGeoReload)
+	if err != nil {
+		return nil, err
+	}
+	db, err := geoip.Open(files)
+	if err != nil {
+		return nil, fmt.Errorf("%s.%s: %w", fGeoIP, fGeoFiles, err)
+	}
+	p.geo = db
+	p.log.Infof("intel_enrich: ASN and country from %s", db.Describe())
+	db.Watch(every, func(changed bool, err error) {
+		if err != nil {
+			p.log.Warnf("intel_enrich: %v", err)
+		}
+		if changed {
+			p.log.Infof("intel_enrich: MMDB files reloaded: %s", db.Describe())
+		}
+	})
+	return func(ip netip.Addr) (*uint32, *string, *string) {
+		a := db.Lookup(ip)
+		return a.ASN, a.Org, a.Country
+	}, nil
 }
 
 // warmStart preloads the cache from ClickHouse; failing to is not fatal.
@@ -593,6 +641,9 @@ func (p *processor) Close(ctx context.Context) error {
 	err := p.engine.Settle(ctx)
 	for _, f := range p.feeds {
 		f.Stop()
+	}
+	if p.geo != nil {
+		p.geo.Stop()
 	}
 	if p.store != nil {
 		_ = p.store.Close()

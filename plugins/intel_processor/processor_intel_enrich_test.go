@@ -4,13 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/redpanda-data/benthos/v4/public/service"
 
 	"github.com/decnet/decnet-stream/internal/fixtures"
+	"github.com/decnet/decnet-stream/internal/providersim"
 )
 
 // fixtureProviders serves the shared recorded responses by scenario IP, as
@@ -311,6 +317,93 @@ func TestVerdictPolicyFromYAML(t *testing.T) {
 		}
 		if err == nil {
 			t.Errorf("accepted %s", bad)
+		}
+	}
+}
+
+// The bulk lists, skip_when, feed_dir and geoip as a user configures them:
+// an IP on AbuseIPDB's blacklist and ThreatFox's export is answered by them,
+// no per-IP call spent on it; an IP no list has is asked as before; every
+// row carries its ASN and country; the lists' downloads are kept on disk.
+func TestBulkListsSkipWhenAndGeoIP(t *testing.T) {
+	sim, err := providersim.Start(fixtures.FS(), providersim.Config{AllowDocumentationRanges: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	lists := providersim.DocumentationLists()
+	listed := lists.Blacklist[0]
+	unlisted := ""
+	for i := 1; unlisted == ""; i++ {
+		if ip := fmt.Sprint("203.0.113.", i); providersim.StoryOf(ip) == providersim.StoryUnseen {
+			unlisted = ip
+		}
+	}
+	dir := t.TempDir()
+	mmdb := filepath.Join(dir, "asn.mmdb")
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-ASN", IncludeReservedNetworks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cidr := range []string{"203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"} {
+		_, n, _ := net.ParseCIDR(cidr)
+		if err := tree.Insert(n, mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(64500), "autonomous_system_organization": mmdbtype.String("Example Hosting"),
+			"country": mmdbtype.Map{"iso_code": mmdbtype.String("NL")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, _ := os.Create(mmdb)
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	p := newTestProcessor(t, fmt.Sprintf(`
+allow_documentation_ranges_for_testing: true
+max_wait: 10s
+feed_dir: %[2]s/feeds
+geoip:
+  files: [ %[3]q, "" ]
+providers:
+  - { name: greynoise, base_url: %[1]s, api_key: k, skip_when: &l [ abuseipdb_blacklist, threatfox_export, spamhaus_drop, feodo ] }
+  - { name: abuseipdb, base_url: %[1]s, api_key: k, skip_when: *l }
+  - { name: threatfox, base_url: %[1]s, api_key: k, skip_when: *l }
+  - { name: feodo, url: %[1]s/ipblocklist.json }
+  - { name: abuseipdb_blacklist, base_url: %[1]s, api_key: k }
+  - { name: threatfox_export, url: %[1]s/export/json/ip-port/recent/ }
+  - { name: spamhaus_drop, urls: [ %[1]s/drop/drop_v4.json, %[1]s/drop/drop_v6.json ] }
+`, sim.URL, dir, mmdb))
+	out := run(t, p, service.MessageBatch{msgAt(event(fmt.Sprintf("%q", listed)), 1), msgAt(event(fmt.Sprintf("%q", unlisted)), 2)})
+	if len(out) != 2 {
+		t.Fatalf("%d events out", len(out))
+	}
+	var got [2]map[string]any
+	for i, m := range out {
+		b, _ := m.AsBytes()
+		var ev struct{ Intel map[string]any }
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+		got[i] = ev.Intel
+	}
+	status := func(i int, p string) any { return got[i]["provider_status"].(map[string]any)[p] }
+	if got[0]["abuseipdb_blacklist_listed"] != true || got[0]["threatfox_export_listed"] != true || got[0]["aggregate_verdict"] != "malicious" ||
+		status(0, "abuseipdb") != "covered" || status(0, "greynoise") != "covered" || status(0, "threatfox") != "covered" {
+		t.Errorf("listed %s: %v", listed, got[0])
+	}
+	if got[1]["abuseipdb_blacklist_listed"] != false || got[1]["spamhaus_drop_listed"] != false || status(1, "abuseipdb") != "ok" {
+		t.Errorf("unlisted %s: %v", unlisted, got[1])
+	}
+	for i := range got {
+		if got[i]["asn"] != 64500.0 || got[i]["as_org"] != "Example Hosting" || got[i]["country"] != "NL" {
+			t.Errorf("geoip of %v: %v %v %v", got[i]["attacker_ip"], got[i]["asn"], got[i]["as_org"], got[i]["country"])
+		}
+	}
+	if n := sim.Counts(providersim.AbuseIPDB).Requests; n != 1 {
+		t.Errorf("%d /check calls, want 1 (the unlisted IP)", n)
+	}
+	for _, name := range []string{"abuseipdb_blacklist.feed", "threatfox_export.feed", "spamhaus_drop.feed", "spamhaus_drop.1.feed", "feodo.feed"} {
+		if _, err := os.Stat(filepath.Join(dir, "feeds", name)); err != nil {
+			t.Errorf("feed_dir: %v", err)
 		}
 	}
 }

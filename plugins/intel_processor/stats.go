@@ -83,6 +83,10 @@ func countProvider(res providers.Result) {
 		pc.answers.Add(1)
 		return
 	}
+	if res.ErrKind == providers.ErrCovered {
+		pc.covered.Add(1)
+		return
+	}
 	stats.errs.Add(1)
 	c, _ := pc.errors.LoadOrStore(string(res.ErrKind), new(atomic.Int64))
 	c.(*atomic.Int64).Add(1)
@@ -91,7 +95,8 @@ func countProvider(res providers.Result) {
 // perProvider are one provider's process-wide counters.
 type perProvider struct {
 	calls, answers atomic.Int64
-	errors         sync.Map // kind → *atomic.Int64
+	covered        atomic.Int64 // not asked: a bulk list answered (skip_when)
+	errors         sync.Map     // kind → *atomic.Int64
 }
 
 var (
@@ -117,7 +122,10 @@ func registerProviders(ps []providers.Provider) {
 type ProviderStatus struct {
 	Name           string
 	Calls, Answers int64
-	Errors         map[string]int64 // by kind
+	// Covered counts IPs this provider was not asked about because a feed
+	// in its skip_when listed them: calls saved.
+	Covered int64
+	Errors  map[string]int64 // by kind
 	// Quota is the provider's standing against its limits; nil for one
 	// without (a feed).
 	Quota *providers.Quota
@@ -133,7 +141,7 @@ func ProviderStatuses() []ProviderStatus {
 	running.Range(func(k, v any) bool {
 		name := k.(string)
 		pc := providerCounters(name)
-		st := ProviderStatus{Name: name, Calls: pc.calls.Load(), Answers: pc.answers.Load(), Errors: map[string]int64{}}
+		st := ProviderStatus{Name: name, Calls: pc.calls.Load(), Answers: pc.answers.Load(), Covered: pc.covered.Load(), Errors: map[string]int64{}}
 		pc.errors.Range(func(k, v any) bool {
 			st.Errors[k.(string)] = v.(*atomic.Int64).Load()
 			return true
@@ -142,7 +150,7 @@ func ProviderStatuses() []ProviderStatus {
 		case providers.Quoted:
 			q := p.Quota()
 			st.Quota = &q
-		case *providers.Feodo:
+		case providers.Feed:
 			st.FeedEntries, st.FeedAge, st.FeedErr = p.FeedStatus()
 		}
 		out = append(out, st)
