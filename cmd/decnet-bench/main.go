@@ -47,6 +47,9 @@ type options struct {
 	stormProviderLimit         bool
 	stormClientBurst           int
 	memoryIPs                  int
+	economyIPs                 int
+	economySightings           int
+	economyListed              string
 	scalingEvents, scalingIPs  int
 	soakFor, soakEvery         time.Duration
 	soakRate, soakIPs          int
@@ -58,7 +61,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenarios, "scenarios", "pipeline,stages,stock,storm,scaling,memory", "scenarios to run, of pipeline (includes the ceiling), stages, stock, storm, scaling, memory, soak")
+	flag.StringVar(&o.scenarios, "scenarios", "pipeline,stages,stock,storm,scaling,memory,economy", "scenarios to run, of pipeline (includes the ceiling), stages, stock, storm, scaling, memory, economy, soak")
 	flag.StringVar(&o.binary, "binary", "bin/decnet-stream", "the decnet-stream binary under test")
 	flag.IntVar(&o.events, "events", 1_000_000, "pipeline: events")
 	flag.IntVar(&o.ips, "ips", 10_000, "pipeline: unique attacker IPs (heavy-tailed)")
@@ -78,6 +81,9 @@ func main() {
 	flag.BoolVar(&o.stormProviderLimit, "storm-provider-limit", true, "storm: the simulated providers answer 429 above -storm-rate (false: only the pipeline's own limit holds it, to see what 429s cost)")
 	flag.IntVar(&o.stormClientBurst, "storm-client-burst", 0, "storm: the burst the pipeline is configured with (0: the provider's, 10)")
 	flag.Float64Var(&o.stormClientRate, "storm-client-rate", 0, "storm: the rate the pipeline is configured with (0: -storm-rate, the provider's own)")
+	flag.IntVar(&o.economyIPs, "economy-ips", 30_000, "economy: unique attackers in the simulated day")
+	flag.IntVar(&o.economySightings, "economy-sightings", 300_000, "economy: sightings in the day (heavy-tailed over the attackers)")
+	flag.StringVar(&o.economyListed, "economy-listed", "0.1,0.3,0.5", "economy: shares of the attackers on the bulk lists, one day each")
 	flag.IntVar(&o.memoryIPs, "memory-ips", 1_000_000, "memory: cached IPs")
 	flag.IntVar(&o.scalingEvents, "scaling-events", 500_000, "scaling: events")
 	flag.IntVar(&o.scalingIPs, "scaling-ips", 10_000, "scaling: unique attacker IPs")
@@ -187,6 +193,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		{"storm", l.scenarioStorm},
 		{"scaling", l.scenarioScaling},
 		{"memory", l.scenarioMemory},
+		{"economy", l.scenarioEconomy},
 		{"soak", l.scenarioSoak},
 	}
 	for _, s := range steps {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +23,13 @@ func TestEveryScenarioRunsAtToySizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := options{
-		scenarios: "pipeline,stages,stock,storm,scaling,memory,soak", binary: bin,
+		scenarios: "pipeline,stages,stock,storm,scaling,memory,economy,soak", binary: bin,
 		events: 5_000, ips: 300, latency: 5 * time.Millisecond, latencyRate: 500, latencyFor: time.Second,
 		stageEvents: 2_000, stageIPs: 100, stageRuns: 1,
 		stockEvents: 2_000, stockIPs: 100, stockLatencies: "0s,5ms",
 		stormIPs: 500, stormHot: 2_000, stormRate: 200, stormProviderLimit: true,
 		memoryIPs: 2_000, scalingEvents: 4_000, scalingIPs: 200,
+		economyIPs: 3_000, economySightings: 9_000, economyListed: "0.4",
 		soakFor: 4 * time.Second, soakEvery: 250 * time.Millisecond, soakRate: 500, soakIPs: 200,
 		plot: filepath.Join(t.TempDir(), "plot.png"),
 	}
@@ -38,10 +40,14 @@ func TestEveryScenarioRunsAtToySizes(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out.String())
 		}
 	}
-	for _, want := range []string{"ceiling", "decnet", "stages", "stock", "storm", "scaling", "memory"} {
+	for _, want := range []string{"ceiling", "decnet", "stages", "stock", "storm", "scaling", "memory", "economy 40%"} {
 		if !strings.Contains(out.String(), "\n  "+want) {
 			t.Errorf("no %s figures in the output:\n%s", want, out.String())
 		}
+	}
+	// The bulk lists' promise holds at any size: no per-IP call wasted.
+	if !regexp.MustCompile(`bulk lists: calls wasted\s+0\s+0\s+yes`).MatchString(out.String()) {
+		t.Errorf("the bulk lists wasted calls:\n%s", out.String())
 	}
 	if _, err := os.Stat(o.plot); err != nil {
 		t.Errorf("no plot: %v", err)

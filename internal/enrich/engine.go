@@ -59,7 +59,7 @@ type Config struct {
 	MaxEntries  int           // default 100,000
 	TTL         time.Duration // complete rows; default 24h
 	NegativeTTL time.Duration // rows with a provider to ask again; default 10m
-	Jitter      float64       // ± share of the TTL; default 0.05
+	Jitter      float64       // share of the TTL added at random (0..Jitter); default 0.05
 	// MaxWait bounds how long a lookup waits for a provider's rate-limit
 	// token or slot (past it the provider is rate_limited in the row), and
 	// how long Annotate waits for a lookup. Default 2s.
@@ -650,7 +650,11 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	if !row.Complete() {
 		ttl = e.conf.NegativeTTL
 	}
-	ttl = time.Duration(float64(ttl) * (1 + e.conf.Jitter*(2*rand.Float64()-1)))
+	// Jitter only lengthens: a row lives at least its TTL, so a 24h row is
+	// never asked again within the day it was fetched (a refresh inside the
+	// TTL would spend a daily quota on an answer that has not aged), and a
+	// burst of lookups still does not expire at once.
+	ttl = time.Duration(float64(ttl) * (1 + e.conf.Jitter*rand.Float64()))
 	if prior != nil && !answered.Load() && row.SameStatuses(prior) {
 		// Nothing new (every provider asked failed as before): the same
 		// row, asked again later. A new version would only repeat it.

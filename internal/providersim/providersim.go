@@ -83,6 +83,7 @@ type Server struct {
 	limited   map[string]int             // answered 429 by the rate limit
 	forbidden []string                   // addresses no provider may see
 	lists     listBodies                 // the bulk lists, rendered
+	quota     map[string]int             // provider → requests a day before 429s
 	downloads map[string]int             // bulk list → downloads
 	started   chan struct{}              // closed at the first request
 	startOnce sync.Once
@@ -99,6 +100,7 @@ func Start(fsys fs.FS, conf Config) (*Server, error) {
 		"abuseipdb/200_malicious.json", "abuseipdb/200_suspicious.json", "abuseipdb/200_clean.json",
 		"abuseipdb/200_whitelisted_scanner.json",
 		"threatfox/200_ok_hit.json", "threatfox/200_no_result.json", "feodo/ipblocklist.json",
+		"greynoise/429_rate_limited.json", "abuseipdb/429_rate_limited.json",
 	} {
 		b, err := fs.ReadFile(fsys, "providers/"+name)
 		if err != nil {
@@ -126,6 +128,7 @@ func (s *Server) Reset() {
 	s.forbidden = nil
 	s.faults = map[string]Fault{}
 	s.downloads = map[string]int{}
+	s.quota = map[string]int{}
 	for _, p := range append(PerIP, Feodo) {
 		s.perIP[p] = map[string]int{}
 		s.answered[p] = map[string]bool{}
@@ -175,6 +178,26 @@ func (s *Server) SetRate(perSecond float64, burst int) {
 		}
 	}
 	s.mu.Unlock()
+}
+
+// SetDailyQuota makes provider answer its documented 429 (daily limit
+// reached) once it has answered n requests since Reset, as a free tier
+// does; 0 removes the quota.
+func (s *Server) SetDailyQuota(provider string, n int) {
+	s.mu.Lock()
+	s.quota[provider] = n
+	s.mu.Unlock()
+}
+
+// RequestsByIP is how many requests provider answered (not 429) per IP.
+func (s *Server) RequestsByIP(provider string) map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.perIP[provider]))
+	for ip, n := range s.perIP[provider] {
+		out[ip] = n
+	}
+	return out
 }
 
 // SetFault makes provider fail with f from now on (FaultNone heals it).
@@ -453,6 +476,19 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, provider, ip str
 	s.mu.Lock()
 	fault := s.faults[provider]
 	lim := s.limiters[provider]
+	if q := s.quota[provider]; q > 0 && s.accepted[provider] >= q {
+		s.limited[provider]++
+		s.mu.Unlock()
+		if body := s.bodies[provider+"/429_rate_limited.json"]; body != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = w.Write(body)
+			return
+		}
+		s.fail(w, r, Fault429)
+		return
+	}
 	if fault != Fault429 && (lim == nil || lim.Allow()) {
 		s.accepted[provider]++
 		if ip != "" {
