@@ -142,7 +142,7 @@ func spec() *service.ConfigSpec {
 					LintRule(`root = if this < 1 { [ "cache.max_entries must be at least 1" ] }`),
 				service.NewDurationField(fTTL).Description("How long a complete row lives, from when it was fetched.").Default("24h"),
 				service.NewDurationField(fNegativeTTL).Description("How long a row with a failed, deferred or out-of-budget provider lives before those providers are asked again.").Default("10m"),
-				service.NewFloatField(fJitter).Description("± share of the TTL, so a burst of lookups does not expire at once.").Default(0.05).
+				service.NewFloatField(fJitter).Description("Up to this share of the TTL is added to each row's life at random, so a burst of lookups does not expire at once. Only added: a row always lives its full TTL, so a daily quota is never spent on an answer younger than the TTL.").Default(0.05).
 					LintRule(`root = if this < 0 || this >= 1 { [ "cache.jitter must be in [0, 1)" ] }`),
 			).Description("The in-process cache of each IP's row."),
 			service.NewObjectListField(fProviders,

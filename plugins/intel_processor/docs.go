@@ -35,13 +35,27 @@ Metadata: ` + "`intel_verdict`" + ` (the aggregate verdict), ` + "`intel_cache`"
 
 ### Caching, coalescing and failures
 
-Expiry is fixed from when the answer was fetched (a hot IP is still re-checked), with jitter. Complete
+Expiry is fixed from when the answer was fetched (a hot IP is still re-checked), with jitter that only
+lengthens a row's life. Complete
 rows live ` + "`cache.ttl`" + `; rows where a provider failed, was rate-limited, ran out of budget or is stale live
 ` + "`cache.negative_ttl`" + `, and then those providers are asked again. A failure never overwrites an answer:
 a provider that answered before and fails now keeps its answer, marked ` + "`stale`" + ` (its ` + "`queried_at`" + ` says
 how old), so an expired row whose refresh fails keeps its verdict. Requests that need the same IP at the
 same time share one lookup: provider calls per unique IP per TTL window are one per provider, whatever the
 concurrency.
+
+### Bulk lists and the free tiers
+
+Free tiers answer a few thousand IPs a day (GreyNoise Community about 100, AbuseIPDB 1,000); a fleet
+sees tens of thousands. Bulk lists are downloaded a few times a day and answer any number of IPs from
+memory: ` + "`abuseipdb_blacklist`" + ` (up to 10,000 IPs with their confidence score; needs the AbuseIPDB key),
+` + "`threatfox_export`" + ` (recent ip:port IOCs) and ` + "`spamhaus_drop`" + ` (networks, matched by longest prefix), beside
+` + "`feodo`" + `. Each is a provider with its own columns (` + "`<list>_listed`" + `, ` + "`_score`" + `, ` + "`_tags`" + `, ` + "`_raw`" + `,
+` + "`_queried_at`" + `, ` + "`_status`" + `, ` + "`_verdict`" + `) and status. Downloads are conditional (a 304 costs nothing) and,
+with ` + "`feed_dir`" + `, kept on disk: a restart or an outage serves the last good copy, whose age is its
+` + "`_queried_at`" + `. The feeds are asked first; a per-IP provider whose ` + "`skip_when`" + ` names a feed that lists the IP
+is not asked (` + "`covered`" + `, final: the row is complete without it), so per-IP budgets go to the attackers no
+list has. With ` + "`geoip`" + `, every row also gets ` + "`asn`" + `, ` + "`as_org`" + ` and ` + "`country`" + ` from the operator's MMDB files.
 
 ### Never stalling
 
@@ -66,6 +80,8 @@ aggregate verdict), ` + "`intel_cache_evictions`" + `,
 ` + "`intel_provider_latency_ns{provider}`" + `, ` + "`intel_provider_budget_remaining{provider}`" + `,
 ` + "`intel_provider_calls_today{provider,key}`" + `, ` + "`intel_provider_daily_budget{provider,key}`" + `,
 ` + "`intel_provider_blocked_until_seconds{provider,key}`" + ` (0 when not blocked; ` + "`key`" + ` is a fingerprint of the API key,
-never the key), ` + "`intel_provider_answers{provider,source}`" + ` (` + "`feed`" + ` or ` + "`per_ip`" + `),
+never the key), ` + "`intel_provider_answers{provider,source}`" + ` (` + "`feed`" + `, ` + "`per_ip`" + `, or ` + "`covered`" + `: a
+per-IP call saved because a bulk list had the IP), ` + "`intel_feed_loaded_seconds{provider}`" + ` (when the copy a feed answers
+from was downloaded: its age is ` + "`time()`" + ` minus it), ` + "`intel_feed_entries{provider}`" + `,
 ` + "`intel_deferred{provider}`" + `, ` + "`intel_skipped{reason}`" + `, ` + "`intel_invalid_ip`" + `.
 `

@@ -22,7 +22,10 @@ type metrics struct {
 	budget, callsToday, dailyBudget, blockedUntil *service.MetricGauge
 	answers                                       *service.MetricCounter
 	quoted                                        map[string]providers.Quoted
-	feeds                                         map[string]bool
+	// Feeds: when the copy in service was downloaded (its age is time()
+	// minus it, right even while nothing is looked up) and its size.
+	feedLoaded, feedEntries *service.MetricGauge
+	feeds                   map[string]providers.Feed
 }
 
 func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
@@ -48,14 +51,16 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 		blockedUntil: m.NewGauge("intel_provider_blocked_until_seconds", "provider", "key"),
 		answers:      m.NewCounter("intel_provider_answers", "provider", "source"),
 		quoted:       map[string]providers.Quoted{},
-		feeds:        map[string]bool{},
+		feedLoaded:   m.NewGauge("intel_feed_loaded_seconds", "provider"),
+		feedEntries:  m.NewGauge("intel_feed_entries", "provider"),
+		feeds:        map[string]providers.Feed{},
 	}
 	for _, p := range provs {
 		if qp, ok := p.(providers.Quoted); ok {
 			mt.quoted[p.Name()] = qp
 		}
-		if _, ok := p.(providers.Feed); ok {
-			mt.feeds[p.Name()] = true
+		if f, ok := p.(providers.Feed); ok {
+			mt.feeds[p.Name()] = f
 		}
 	}
 	return mt
@@ -155,8 +160,11 @@ func (m *metrics) ProviderResult(res providers.Result) {
 		m.errors.Incr(1, res.Provider, string(res.ErrKind))
 	default:
 		source := "per_ip"
-		if m.feeds[res.Provider] {
+		if f, ok := m.feeds[res.Provider]; ok {
 			source = "feed"
+			entries, age, _ := f.FeedStatus()
+			m.feedLoaded.Set(time.Now().Add(-age).Unix(), res.Provider)
+			m.feedEntries.Set(int64(entries), res.Provider)
 		}
 		m.answers.Incr(1, res.Provider, source)
 	}
