@@ -141,6 +141,18 @@ pipeline:
 output:
   drop: {}
 `, "confidence_minimum must be in [25, 100]"},
+		"Spamhaus more often than it allows": {`
+input:
+  generate: { mapping: 'root = ""' }
+pipeline:
+  processors:
+    - intel_enrich:
+        providers:
+          - name: spamhaus_drop
+            refresh_interval: 10m
+output:
+  drop: {}
+`, "spamhaus_drop refresh_interval must be at least 1h"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "bad.yaml")

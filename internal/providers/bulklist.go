@@ -95,6 +95,7 @@ type BulkList struct {
 	mu       sync.Mutex
 	parts    []listPart // per source, under mu
 	lastErr  error
+	failedAt time.Time // the last refresh that failed, for coldRetry
 	stopOnce sync.Once
 	stop     chan struct{}
 }
@@ -290,10 +291,30 @@ func (l *BulkList) Refresh(ctx context.Context) error {
 		err := l.refresh(ctx)
 		l.mu.Lock()
 		l.lastErr = err
+		if err != nil {
+			l.failedAt = l.conf.Now()
+		}
 		l.mu.Unlock()
 		return nil, err
 	})
 	return err
+}
+
+// coldRetry is how long lookups of a list that never loaded answer at once
+// with the last failure instead of each waiting on a download of their
+// own: a provider that is down, or a firewall that drops the connection,
+// must not hold every new attacker's lookup for a timeout.
+const coldRetry = time.Minute
+
+// recentFailure is the last refresh error, while it is recent enough to
+// answer a cold lookup with.
+func (l *BulkList) recentFailure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastErr != nil && l.conf.Now().Sub(l.failedAt) < coldRetry {
+		return l.lastErr
+	}
+	return nil
 }
 
 func (l *BulkList) refresh(ctx context.Context) error {
@@ -316,7 +337,13 @@ func (l *BulkList) refresh(ctx context.Context) error {
 			err = errors.New("not modified, but none loaded yet")
 		default:
 			var items []listItem
-			if items, err = l.parse(body); err == nil {
+			items, err = l.parse(body)
+			if err == nil && len(items) == 0 && have && len(l.partItems(i)) > 0 {
+				// A list does not empty itself between two downloads: a
+				// glitch at the provider must not unlist every attacker.
+				err = errors.New("the download lists nothing, the copy in service did: keeping it")
+			}
+			if err == nil {
 				l.mu.Lock()
 				l.parts[i] = listPart{items: items, at: now, ok: true}
 				l.mu.Unlock()
@@ -330,6 +357,12 @@ func (l *BulkList) refresh(ctx context.Context) error {
 	}
 	l.loadSaved() // parts never loaded: their copies on disk, and rebuild
 	return errors.Join(errs...)
+}
+
+func (l *BulkList) partItems(i int) []listItem {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.parts[i].items
 }
 
 // rebuildLocked makes the index from the parts; it reports whether every
@@ -391,7 +424,10 @@ func (l *BulkList) Lookup(ctx context.Context, ip netip.Addr) Result {
 		}
 		idx := l.index.Load()
 		if idx == nil {
-			err := l.Refresh(ctx)
+			err := l.recentFailure()
+			if err == nil {
+				err = l.Refresh(ctx)
+			}
 			if idx = l.index.Load(); idx == nil {
 				return failed(l.name, ErrNetwork, "list never loaded: %v", err)
 			}

@@ -234,3 +234,46 @@ func TestBulkListErrorsDoNotEchoTheQuery(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// A list that cannot be downloaded and has no saved copy answers lookups
+// at once with the failure (a status, retried later), instead of making
+// each new attacker wait on a download of its own; a minute on, a lookup
+// tries again.
+func TestAColdListThatFailedDoesNotHoldLookups(t *testing.T) {
+	srv := newFeedServer(t, []byte("down"))
+	srv.set(503, []byte("down"))
+	now := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
+	l := NewSpamhausDROP(BulkListConfig{URLs: []string{srv.URL + "/drop_v4.json"}, Guard: testGuard(), Now: func() time.Time { return now }})
+	ctx := context.Background()
+	for range 50 {
+		if res := l.Lookup(ctx, netip.MustParseAddr("45.0.0.9")); res.ErrKind != ErrNetwork {
+			t.Fatalf("%+v", res)
+		}
+	}
+	if n := srv.requests.Load(); n != 1 {
+		t.Fatalf("%d downloads for 50 lookups within a minute of the failure", n)
+	}
+	srv.set(200, []byte(dropV4))
+	now = now.Add(coldRetry)
+	if res := l.Lookup(ctx, netip.MustParseAddr("45.0.0.9")); !res.OK() || !res.List.Listed {
+		t.Fatalf("a minute on: %+v", res)
+	}
+}
+
+// A download that lists nothing, where the copy in service listed
+// something, is a glitch: the copy stays.
+func TestAnEmptiedListKeepsTheCopyInService(t *testing.T) {
+	srv := newFeedServer(t, []byte(dropV4))
+	l := NewSpamhausDROP(BulkListConfig{URLs: []string{srv.URL + "/drop_v4.json"}, Guard: testGuard()})
+	ctx := context.Background()
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv.set(200, []byte(`{"type":"metadata","timestamp":1764460800,"records":0}`+"\n"))
+	if err := l.Refresh(ctx); err == nil || !strings.Contains(err.Error(), "lists nothing") {
+		t.Fatalf("an emptied list: %v", err)
+	}
+	if res := l.Lookup(ctx, netip.MustParseAddr("45.0.0.9")); !res.List.Listed {
+		t.Fatal("the emptied download replaced the list")
+	}
+}

@@ -66,6 +66,7 @@ type Feodo struct {
 
 	mu       sync.Mutex
 	lastErr  error
+	failedAt time.Time // the last refresh that failed (see coldRetry)
 	fetches  atomic.Int64
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -155,6 +156,9 @@ func (f *Feodo) Refresh(ctx context.Context) error {
 		err := f.refresh(ctx)
 		f.mu.Lock()
 		f.lastErr = err
+		if err != nil {
+			f.failedAt = f.conf.Now()
+		}
 		f.mu.Unlock()
 		return nil, err
 	})
@@ -347,10 +351,18 @@ func (f *Feodo) lookup(ctx context.Context, ip netip.Addr) Result {
 		}
 		idx := f.index.Load()
 		if idx == nil {
-			if err := f.Refresh(ctx); err != nil {
+			f.mu.Lock()
+			err := f.lastErr
+			if f.conf.Now().Sub(f.failedAt) >= coldRetry {
+				err = nil
+			}
+			f.mu.Unlock()
+			if err == nil {
+				err = f.Refresh(ctx)
+			}
+			if idx = f.index.Load(); idx == nil {
 				return failed(NameFeodo, ErrNetwork, "feed never loaded: %v", err)
 			}
-			idx = f.index.Load()
 		}
 		now := f.conf.Now()
 		res := Result{FetchedAt: idx.loadedAt}

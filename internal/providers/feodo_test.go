@@ -243,3 +243,19 @@ func TestFeodoServesItsSavedCopyAfterARestart(t *testing.T) {
 		t.Fatalf("%d downloads: the saved copy is current", srv.requests.Load())
 	}
 }
+
+// Feodo down at start with no saved copy: lookups answer at once with the
+// failure for a minute, not each after a download of its own.
+func TestFeodoColdAndDownDoesNotHoldLookups(t *testing.T) {
+	srv := newFeedServer(t, nil)
+	srv.set(503, []byte("down"))
+	f := NewFeodo(FeodoConfig{URL: srv.URL + "/ipblocklist.json", Guard: testGuard()})
+	for range 20 {
+		if res := f.Lookup(context.Background(), netip.MustParseAddr("45.0.0.7")); res.ErrKind != ErrNetwork {
+			t.Fatalf("%+v", res)
+		}
+	}
+	if n := srv.requests.Load(); n != 1 {
+		t.Fatalf("%d downloads for 20 lookups", n)
+	}
+}

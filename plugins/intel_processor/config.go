@@ -82,6 +82,7 @@ root = match {
   !["feodo", "threatfox_export"].contains(this.name) && this.exists("url") => [ "providers: url is for feodo and threatfox_export; use base_url (abuseipdb_blacklist) or urls (spamhaus_drop)" ],
   this.name != "spamhaus_drop" && this.urls.or([]).length() > 0 => [ "providers: urls is for spamhaus_drop only" ],
   !$feeds.contains(this.name) && this.exists("refresh_interval") => [ "providers: refresh_interval is for the feeds only (%s)".format($feeds.join(", ")) ],
+  this.name == "spamhaus_drop" && this.refresh_interval.or("12h").re_match("^([0-9.]+(ns|us|µs|ms|s))+$|^[0-5]?[0-9](\\.[0-9]+)?m([0-9.]+(ns|us|µs|ms|s))*$") => [ "providers: spamhaus_drop refresh_interval must be at least 1h: Spamhaus blocks hosts that download more often" ],
   this.name != "abuseipdb" && (this.exists("max_age_in_days") || this.exists("verbose")) => [ "providers: max_age_in_days and verbose are for abuseipdb only" ],
   this.name != "abuseipdb_blacklist" && (this.exists("confidence_minimum") || this.exists("limit")) => [ "providers: confidence_minimum and limit are for abuseipdb_blacklist only" ],
   $feeds.contains(this.name) && this.skip_when.or([]).length() > 0 => [ "providers: skip_when is for the per-IP providers (greynoise, abuseipdb, threatfox); %s is a feed".format(this.name) ],
@@ -360,6 +361,10 @@ func parseProviders(conf *service.ParsedConfig) ([]providerConf, error) {
 		}
 		if pc.Contains(fRefreshInterval) {
 			p.refresh, _ = pc.FieldDuration(fRefreshInterval)
+			if p.name == providers.NameSpamhausDROP && p.refresh < providers.MinSpamhausDROPRefresh {
+				return nil, fmt.Errorf("%s[%d].%s: spamhaus_drop must be at least %s (Spamhaus blocks hosts that download more often), got %s",
+					fProviders, i, fRefreshInterval, providers.MinSpamhausDROPRefresh, p.refresh)
+			}
 		}
 		if pc.Contains(fMaxAgeInDays) {
 			p.maxAge, _ = pc.FieldInt(fMaxAgeInDays)
