@@ -287,7 +287,7 @@ func (l *bench) stageDesign(ctx context.Context, d *economyDay, withLists bool) 
 		list := providers.BulkListConfig{Guard: guard, Now: clock.Now}
 		black, export, drop := list, list, list
 		black.URLs, black.Key = []string{providers.AbuseIPDBBlacklistURL(l.Sim.URL, 100, 10000)}, "k"
-		export.URLs = []string{l.Sim.URL + "/export/json/ip-port/recent/"}
+		export.URLs, export.Key = []string{l.Sim.URL + "/export/json/ip-port/recent/"}, "k"
 		drop.URLs = []string{l.Sim.URL + "/drop/drop_v4.json", l.Sim.URL + "/drop/drop_v6.json"}
 		provs = append(provs, providers.NewAbuseIPDBBlacklist(black), providers.NewThreatFoxExport(export), providers.NewSpamhausDROP(drop))
 		lists := []string{providers.NameAbuseIPDBBlacklist, providers.NameThreatFoxExport, providers.NameSpamhausDROP}

@@ -65,8 +65,8 @@ type BulkListConfig struct {
 	// http(s):// or file:// for air-gapped sites.
 	URLs []string
 	// Key authenticates the download (AbuseIPDB's Key, abuse.ch's
-	// Auth-Key). AbuseIPDB's blacklist needs one: without it the list is
-	// disabled.
+	// Auth-Key). AbuseIPDB's blacklist and ThreatFox's export need one:
+	// without it they are disabled.
 	Key             string
 	RefreshInterval time.Duration
 	// CacheDir keeps each part's last good copy on disk.
@@ -165,18 +165,16 @@ func NewAbuseIPDBBlacklist(c BulkListConfig) *BulkList {
 }
 
 // NewThreatFoxExport is ThreatFox's export of recent ip:port IOCs: a listed
-// IP is answered without a search_ioc call.
+// IP is answered without a search_ioc call. It needs the abuse.ch Auth-Key
+// (abuse.ch asks one of every client): without it the list is disabled, a
+// final status, rather than failing on every row for ever.
 func NewThreatFoxExport(c BulkListConfig) *BulkList {
 	if len(c.URLs) == 0 {
 		c.URLs = []string{DefaultThreatFoxExportURL}
 	}
 	key := c.Key
-	return newBulkList(NameThreatFoxExport, c, DefaultThreatFoxExportRefresh, 0, false, parseThreatFoxExport,
-		func(r *http.Request) {
-			if key != "" {
-				r.Header.Set("Auth-Key", key)
-			}
-		})
+	return newBulkList(NameThreatFoxExport, c, DefaultThreatFoxExportRefresh, 0, true, parseThreatFoxExport,
+		func(r *http.Request) { r.Header.Set("Auth-Key", key) })
 }
 
 // NewSpamhausDROP is Spamhaus' DROP list: networks hijacked or run by

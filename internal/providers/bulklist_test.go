@@ -145,7 +145,7 @@ const threatFoxExport = `{
 
 func TestThreatFoxExportMergesAnIPsIOCs(t *testing.T) {
 	srv := newFeedServer(t, []byte(threatFoxExport))
-	l := NewThreatFoxExport(BulkListConfig{URLs: []string{srv.URL + "/export/json/ip-port/recent/"}, Guard: testGuard()})
+	l := NewThreatFoxExport(BulkListConfig{URLs: []string{srv.URL + "/export/json/ip-port/recent/"}, Key: "k", Guard: testGuard()})
 	ctx := context.Background()
 	res := l.Lookup(ctx, netip.MustParseAddr("45.2.0.1"))
 	if !res.List.Listed || *res.List.Score != 100 || strings.Join(res.List.Tags, ",") != "Cobalt Strike,Mirai" || res.Verdict != VerdictMalicious {
@@ -229,7 +229,7 @@ func TestBulkListServesItsSavedCopyThroughAnOutage(t *testing.T) {
 func TestBulkListErrorsDoNotEchoTheQuery(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
 	defer srv.Close()
-	l := NewThreatFoxExport(BulkListConfig{URLs: []string{srv.URL + "/export?auth=s3cret"}, Guard: testGuard()})
+	l := NewThreatFoxExport(BulkListConfig{URLs: []string{srv.URL + "/export?auth=s3cret"}, Key: "k", Guard: testGuard()})
 	if err := l.Refresh(context.Background()); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("%v", err)
 	}

@@ -49,7 +49,7 @@ concurrency.
 Free tiers answer a few thousand IPs a day (GreyNoise Community about 100, AbuseIPDB 1,000); a fleet
 sees tens of thousands. Bulk lists are downloaded a few times a day and answer any number of IPs from
 memory: ` + "`abuseipdb_blacklist`" + ` (up to 10,000 IPs with their confidence score; needs the AbuseIPDB key),
-` + "`threatfox_export`" + ` (recent ip:port IOCs) and ` + "`spamhaus_drop`" + ` (networks, matched by longest prefix), beside
+` + "`threatfox_export`" + ` (recent ip:port IOCs; needs the abuse.ch Auth-Key) and ` + "`spamhaus_drop`" + ` (networks, matched by longest prefix), beside
 ` + "`feodo`" + `. Each is a provider with its own columns (` + "`<list>_listed`" + `, ` + "`_score`" + `, ` + "`_tags`" + `, ` + "`_raw`" + `,
 ` + "`_queried_at`" + `, ` + "`_status`" + `, ` + "`_verdict`" + `) and status. Downloads are conditional (a 304 costs nothing) and,
 with ` + "`feed_dir`" + `, kept on disk: a restart or an outage serves the last good copy, whose age is its

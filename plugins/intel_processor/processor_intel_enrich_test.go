@@ -369,7 +369,7 @@ providers:
   - { name: threatfox, base_url: %[1]s, api_key: k, skip_when: *l }
   - { name: feodo, url: %[1]s/ipblocklist.json }
   - { name: abuseipdb_blacklist, base_url: %[1]s, api_key: k }
-  - { name: threatfox_export, url: %[1]s/export/json/ip-port/recent/ }
+  - { name: threatfox_export, url: %[1]s/export/json/ip-port/recent/, api_key: k }
   - { name: spamhaus_drop, urls: [ %[1]s/drop/drop_v4.json, %[1]s/drop/drop_v6.json ] }
 `, sim.URL, dir, mmdb))
 	out := run(t, p, service.MessageBatch{msgAt(event(fmt.Sprintf("%q", listed)), 1), msgAt(event(fmt.Sprintf("%q", unlisted)), 2)})
