@@ -200,16 +200,7 @@ func newBulkList(name string, c BulkListConfig, refresh, minRefresh time.Duratio
 	if c.Timeout <= 0 {
 		c.Timeout = time.Minute
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Guard == nil {
-		c.Guard = &Guard{}
-	}
-	if c.Policy == nil {
-		p := DECNETPolicy()
-		c.Policy = &p
-	}
+	fillDefaults(&c.Now, &c.Guard, &c.Policy)
 	l := &BulkList{name: name, conf: c, parse: parse, needsKey: needsKey, stop: make(chan struct{})}
 	for i, u := range c.URLs {
 		l.sources = append(l.sources, &feedSource{url: u, setHeader: header, client: c.Client, maxBody: c.MaxBodyBytes,

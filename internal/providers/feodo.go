@@ -96,16 +96,7 @@ func NewFeodo(c FeodoConfig) *Feodo {
 	if c.Timeout <= 0 {
 		c.Timeout = 30 * time.Second
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Guard == nil {
-		c.Guard = &Guard{}
-	}
-	if c.Policy == nil {
-		p := DECNETPolicy()
-		c.Policy = &p
-	}
+	fillDefaults(&c.Now, &c.Guard, &c.Policy)
 	src := &feedSource{url: c.URL, client: c.Client, maxBody: c.MaxBodyBytes, timeout: c.Timeout,
 		cacheFile: cacheFileName(c.CacheDir, NameFeodo, 0)}
 	if c.AuthKey != "" {

@@ -89,16 +89,7 @@ func newHTTPProvider(name, key string, c Common) *httpProvider {
 	if c.Limits.MaxBodyBytes <= 0 {
 		c.Limits.MaxBodyBytes = 1 << 20
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Guard == nil {
-		c.Guard = &Guard{}
-	}
-	if c.Policy == nil {
-		p := DECNETPolicy()
-		c.Policy = &p
-	}
+	fillDefaults(&c.Now, &c.Guard, &c.Policy)
 	return &httpProvider{name: name, keyID: KeyID(key), common: c, gate: newGate(name, c.Limits, c.Budget, c.Shared, c.Now)}
 }
 

@@ -160,3 +160,18 @@ func safely(name string, start time.Time, fn func() Result) (res Result) {
 	}()
 	return fn()
 }
+
+// fillDefaults gives a provider's clock, egress guard and verdict policy
+// their defaults: the wall clock, the built-in guard, DECNET's rules.
+func fillDefaults(now *func() time.Time, guard **Guard, policy **Policy) {
+	if *now == nil {
+		*now = time.Now
+	}
+	if *guard == nil {
+		*guard = &Guard{}
+	}
+	if *policy == nil {
+		p := DECNETPolicy()
+		*policy = &p
+	}
+}
