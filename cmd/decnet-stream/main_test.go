@@ -53,6 +53,13 @@ func TestVersionAndComponents(t *testing.T) {
 	}
 }
 
+// enrichProviders is a config whose intel_enrich has the given providers
+// list (YAML, one item per line, unindented).
+func enrichProviders(items string) string {
+	return "input:\n  generate: { mapping: 'root = \"\"' }\npipeline:\n  processors:\n    - intel_enrich:\n        providers:\n" +
+		"          " + strings.ReplaceAll(strings.TrimSpace(items), "\n", "\n          ") + "\noutput:\n  drop: {}\n"
+}
+
 func TestLintNamesTheBadField(t *testing.T) {
 	for name, tc := range map[string]struct{ yaml, want string }{
 		"misspelt field": {`
@@ -91,68 +98,23 @@ output:
     topic: out
     max_message_bytes: lots
 `, "max_message_bytes must be a byte size"},
-		"skip_when names a per-IP provider": {`
-input:
-  generate: { mapping: 'root = ""' }
-pipeline:
-  processors:
-    - intel_enrich:
-        providers:
-          - name: greynoise
-            skip_when: [ abuseipdb ]
-          - name: abuseipdb
-output:
-  drop: {}
-`, "skip_when names feeds only"},
-		"skip_when on a feed": {`
-input:
-  generate: { mapping: 'root = ""' }
-pipeline:
-  processors:
-    - intel_enrich:
-        providers:
-          - name: spamhaus_drop
-            skip_when: [ feodo ]
-          - name: feodo
-output:
-  drop: {}
-`, "skip_when is for the per-IP providers"},
-		"a list field on the wrong provider": {`
-input:
-  generate: { mapping: 'root = ""' }
-pipeline:
-  processors:
-    - intel_enrich:
-        providers:
-          - name: threatfox_export
-            confidence_minimum: 90
-output:
-  drop: {}
-`, "confidence_minimum and limit are for abuseipdb_blacklist only"},
-		"a confidence AbuseIPDB refuses": {`
-input:
-  generate: { mapping: 'root = ""' }
-pipeline:
-  processors:
-    - intel_enrich:
-        providers:
-          - name: abuseipdb_blacklist
-            confidence_minimum: 10
-output:
-  drop: {}
-`, "confidence_minimum must be in [25, 100]"},
-		"Spamhaus more often than it allows": {`
-input:
-  generate: { mapping: 'root = ""' }
-pipeline:
-  processors:
-    - intel_enrich:
-        providers:
-          - name: spamhaus_drop
-            refresh_interval: 10m
-output:
-  drop: {}
-`, "spamhaus_drop refresh_interval must be at least 1h"},
+		"skip_when names a per-IP provider": {enrichProviders(`
+- name: greynoise
+  skip_when: [ abuseipdb ]
+- name: abuseipdb`), "skip_when names feeds only"},
+		"skip_when on a feed": {enrichProviders(`
+- name: spamhaus_drop
+  skip_when: [ feodo ]
+- name: feodo`), "skip_when is for the per-IP providers"},
+		"a list field on the wrong provider": {enrichProviders(`
+- name: threatfox_export
+  confidence_minimum: 90`), "confidence_minimum and limit are for abuseipdb_blacklist only"},
+		"a confidence AbuseIPDB refuses": {enrichProviders(`
+- name: abuseipdb_blacklist
+  confidence_minimum: 10`), "confidence_minimum must be in [25, 100]"},
+		"Spamhaus more often than it allows": {enrichProviders(`
+- name: spamhaus_drop
+  refresh_interval: 10m`), "spamhaus_drop refresh_interval must be at least 1h"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "bad.yaml")
