@@ -115,3 +115,34 @@ func FuzzParseIP(f *testing.F) {
 		_ = g.Check(a) // must not panic
 	})
 }
+
+// FuzzParseBulkLists: the three list parsers never panic, and whatever a
+// list admits is a valid prefix with a score in range, found by a lookup of
+// its own address.
+func FuzzParseBulkLists(f *testing.F) {
+	f.Add(uint8(0), []byte(blacklistJSON(3)))
+	f.Add(uint8(0), []byte("45.1.0.1\n2a0b:4340::1\n"))
+	f.Add(uint8(1), []byte(threatFoxExport))
+	f.Add(uint8(1), []byte(`{"query_status":"ok","data":[{"ioc_value":"45.2.0.9:1","ioc_type":"ip:port","confidence_level":"90"}]}`))
+	f.Add(uint8(2), []byte(dropV4+dropV6))
+	f.Add(uint8(2), []byte("; DROP\n45.0.0.0/20 ; SBL1\n"))
+	parsers := []func([]byte) ([]listItem, error){parseAbuseIPDBBlacklist, parseThreatFoxExport, parseSpamhausDROP}
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		items, err := parsers[int(which)%len(parsers)](body)
+		if err != nil {
+			return
+		}
+		l := &BulkList{name: ListNames[int(which)%len(parsers)], parts: []listPart{{items: items, at: fuzzNow, ok: true}}}
+		l.rebuildLocked()
+		for _, it := range items {
+			if !it.prefix.IsValid() || it.score < -1 || it.score > 100 {
+				t.Fatalf("admitted %+v", it)
+			}
+			if idx := l.index.Load(); idx == nil {
+				t.Fatal("items but no index")
+			} else if _, ok := idx.table.Lookup(it.prefix.Addr()); !ok {
+				t.Fatalf("%s admitted but not found", it.prefix)
+			}
+		}
+	})
+}
