@@ -28,7 +28,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/decnet/decnet-stream/internal/aggregate"
 	"github.com/decnet/decnet-stream/internal/providers"
@@ -129,7 +128,7 @@ type entry struct {
 type Engine struct {
 	conf  Config
 	names []string
-	cache *expirable.LRU[netip.Addr, *entry]
+	cache lruShards
 	obs   Observer
 
 	mu        sync.Mutex
@@ -190,7 +189,7 @@ func New(c Config) *Engine {
 	}
 	// Expiry is the engine's own (fixed from fetch time, per row): the LRU
 	// only bounds memory. A TTL of 0 also spares the LRU's cleanup goroutine.
-	e.cache = expirable.NewLRU[netip.Addr, *entry](c.MaxEntries, func(netip.Addr, *entry) { e.obs.Evicted() }, 0)
+	e.cache = newLRUShards(c.MaxEntries, func(netip.Addr, *entry) { e.obs.Evicted() })
 	return e
 }
 

@@ -544,3 +544,35 @@ func TestSkipWhenSpendsNoPerIPCallOnAListedIP(t *testing.T) {
 		t.Fatalf("calls: abuseipdb %d, greynoise %d (want 500 each: the unlisted IPs), threatfox %d (want 1,000)", a, g, tf)
 	}
 }
+
+// BenchmarkSightParallel: repeat sightings from 16 goroutines on two cores,
+// as the pipeline's threads hand them in, over a cache of 100,000 rows (one
+// LRU below shardedFrom entries, sharded from it).
+func BenchmarkSightParallel(b *testing.B) {
+	for _, maxEntries := range []int{shardedFrom - 1, shardedFrom} {
+		b.Run(fmt.Sprintf("shards=%d", len(newLRUShards(maxEntries, nil).s)), func(b *testing.B) {
+			e := New(Config{MaxEntries: maxEntries})
+			for i := range maxEntries {
+				row := aggregate.NewRow(ipN(i).String(), nil)
+				row.ExpiresAt = time.Now().Add(time.Hour)
+				e.Preload(ipN(i), row, Carrier{})
+			}
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				reqs := make([]Request, 500)
+				k := 0
+				for pb.Next() {
+					for i := range reqs {
+						reqs[i] = Request{IP: ipN(k % (maxEntries - 1))}
+						k += 7919
+					}
+					if a := e.Sight(reqs, true); !a[0].Cached {
+						b.Fatal("not a hit")
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "sightings/s")
+		})
+	}
+}
