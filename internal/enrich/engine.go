@@ -28,7 +28,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/decnet/decnet-stream/internal/aggregate"
 	"github.com/decnet/decnet-stream/internal/providers"
 )
