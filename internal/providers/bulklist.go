@@ -586,6 +586,15 @@ func parseThreatFoxExport(body []byte) ([]listItem, error) {
 	return out, nil
 }
 
+// minListedBits is the widest network a list may name: a /8 of IPv4, a /16
+// of IPv6 (DROP's largest entries are far narrower).
+func minListedBits(a netip.Addr) int {
+	if a.Is4() {
+		return 8
+	}
+	return 16
+}
+
 // parseSpamhausDROP reads DROP as NDJSON ({"cidr","sblid","rir"} per line,
 // a last metadata line) or as the older text (`cidr ; SBLid`, `;`
 // comments).
@@ -622,7 +631,10 @@ func parseSpamhausDROP(body []byte) ([]listItem, error) {
 			raw, _ = json.Marshal(map[string]string{"cidr": cidr, "sblid": sbl})
 		}
 		pfx, err := netip.ParsePrefix(cidr)
-		if err != nil {
+		if err != nil || pfx.Bits() < minListedBits(pfx.Addr()) {
+			// Unreadable, or wider than any allocation DROP lists: a
+			// damaged or tampered list must not make half the Internet
+			// malicious and spare every per-IP call on it.
 			bad++
 			continue
 		}

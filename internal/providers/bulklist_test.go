@@ -129,8 +129,14 @@ func TestSpamhausDROPMatchesNetworksOfBothFamilies(t *testing.T) {
 	if l := NewSpamhausDROP(BulkListConfig{RefreshInterval: time.Minute}); l.RefreshInterval() != time.Hour {
 		t.Errorf("refresh %s", l.RefreshInterval())
 	}
+	// A network wider than any allocation (a damaged or tampered list) is
+	// dropped, not applied to half the Internet.
+	items, err := parseSpamhausDROP([]byte("0.0.0.0/0 ; SBL1\n::/0 ; SBL2\n45.0.0.0/7 ; SBL3\n45.0.0.0/8 ; SBL4\n2a0b::/15 ; SBL5\n"))
+	if err != nil || len(items) != 1 || items[0].tags[0] != "SBL4" {
+		t.Fatalf("wide networks: %v %+v", err, items)
+	}
 	// The older text format reads the same.
-	items, err := parseSpamhausDROP([]byte("; Spamhaus DROP List\n45.0.0.0/20 ; SBL100001\n"))
+	items, err = parseSpamhausDROP([]byte("; Spamhaus DROP List\n45.0.0.0/20 ; SBL100001\n"))
 	if err != nil || len(items) != 1 || items[0].tags[0] != "SBL100001" {
 		t.Fatalf("%v %+v", err, items)
 	}
