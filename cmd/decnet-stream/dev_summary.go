@@ -250,7 +250,7 @@ func (d devSnapshot) write(w io.Writer) {
 func limitsLine(p intel_processor.ProviderStatus, now time.Time) string {
 	if p.Quota == nil {
 		if p.FeedErr != nil && p.FeedEntries == 0 {
-			return "feed not loaded: " + p.FeedErr.Error()
+			return "bulk feed not loaded: " + p.FeedErr.Error()
 		}
 		return fmt.Sprintf("bulk feed, %d entries, %s old", p.FeedEntries, p.FeedAge.Round(time.Second))
 	}

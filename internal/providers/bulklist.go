@@ -70,7 +70,11 @@ type BulkListConfig struct {
 	Key             string
 	RefreshInterval time.Duration
 	// CacheDir keeps each part's last good copy on disk.
-	CacheDir     string
+	CacheDir string
+	// MinScore is the score of an entry the list gives none (AbuseIPDB's
+	// plaintext blacklist): the confidenceMinimum it was downloaded with,
+	// so its verdict follows what was asked, not a guess.
+	MinScore     int
 	Client       *http.Client
 	Guard        *Guard
 	MaxBodyBytes int64 // per part; default 32 MiB
@@ -156,8 +160,17 @@ func AbuseIPDBBlacklistURL(base string, confidenceMinimum, limit int) string {
 // NewAbuseIPDBBlacklist is AbuseIPDB's blacklist: an IP on it is answered
 // with its confidence score, without a /check call.
 func NewAbuseIPDBBlacklist(c BulkListConfig) *BulkList {
-	key := c.Key
-	return newBulkList(NameAbuseIPDBBlacklist, c, DefaultAbuseIPDBBlacklistRefresh, 0, true, parseAbuseIPDBBlacklist,
+	key, floor := c.Key, c.MinScore
+	parse := func(body []byte) ([]listItem, error) {
+		items, err := parseAbuseIPDBBlacklist(body)
+		for i := range items {
+			if items[i].score < 0 && floor > 0 {
+				items[i].score = floor
+			}
+		}
+		return items, err
+	}
+	return newBulkList(NameAbuseIPDBBlacklist, c, DefaultAbuseIPDBBlacklistRefresh, 0, true, parse,
 		func(r *http.Request) {
 			r.Header.Set("Key", key)
 			r.Header.Set("Accept", "application/json")
@@ -440,6 +453,9 @@ func (l *BulkList) Lookup(ctx context.Context, ip netip.Addr) Result {
 // FeedStatus reports the loaded list's size and age and the last refresh
 // error.
 func (l *BulkList) FeedStatus() (entries int, age time.Duration, lastErr error) {
+	if l.disabled() {
+		return 0, 0, errDisabledList
+	}
 	l.mu.Lock()
 	lastErr = l.lastErr
 	l.mu.Unlock()
@@ -449,6 +465,9 @@ func (l *BulkList) FeedStatus() (entries int, age time.Duration, lastErr error) 
 	}
 	return idx.entries, l.conf.Now().Sub(idx.loadedAt), lastErr
 }
+
+// errDisabledList is a keyless list's status: it downloads nothing.
+var errDisabledList = errors.New("disabled: no key configured")
 
 // redactURL is a feed's URL for errors and logs: without its query, where
 // a key may be.

@@ -80,6 +80,9 @@ func TestAbuseIPDBBlacklistWithoutAKeySendsNothing(t *testing.T) {
 	if requests.Load() != 0 {
 		t.Fatalf("%d requests without a key", requests.Load())
 	}
+	if _, _, err := l.FeedStatus(); err == nil || !strings.Contains(err.Error(), "no key") {
+		t.Fatalf("status of a keyless list: %v", err)
+	}
 }
 
 func TestAbuseIPDBBlacklistPlaintextAndErrors(t *testing.T) {
@@ -281,5 +284,22 @@ func TestAnEmptiedListKeepsTheCopyInService(t *testing.T) {
 	}
 	if res := l.Lookup(ctx, netip.MustParseAddr("45.0.0.9")); !res.List.Listed {
 		t.Fatal("the emptied download replaced the list")
+	}
+}
+
+// AbuseIPDB's plaintext blacklist has no scores: an entry scores the
+// confidenceMinimum it was downloaded with, and its verdict follows.
+func TestPlaintextBlacklistScoresItsFloor(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("45.1.0.1\n"))
+	}))
+	defer srv.Close()
+	for floor, want := range map[int]Verdict{30: VerdictSuspicious, 90: VerdictMalicious} {
+		l := NewAbuseIPDBBlacklist(BulkListConfig{URLs: []string{AbuseIPDBBlacklistURL(srv.URL, floor, 100)}, Key: "k", MinScore: floor, Guard: testGuard()})
+		res := l.Lookup(context.Background(), netip.MustParseAddr("45.1.0.1"))
+		if !res.List.Listed || res.List.Score == nil || *res.List.Score != floor || res.Verdict != want {
+			t.Errorf("floor %d: %+v %v", floor, res.List, res.Verdict)
+		}
 	}
 }

@@ -516,7 +516,7 @@ func buildProviders(confs []providerConf, guard *providers.Guard, stateFile, fee
 			feeds = append(feeds, f)
 			out = append(out, f)
 		case providers.NameAbuseIPDBBlacklist:
-			list.URLs = []string{providers.AbuseIPDBBlacklistURL(p.baseURL, p.confMin, p.listLimit)}
+			list.URLs, list.MinScore = []string{providers.AbuseIPDBBlacklistURL(p.baseURL, p.confMin, p.listLimit)}, p.confMin
 			f := providers.NewAbuseIPDBBlacklist(list)
 			feeds = append(feeds, f)
 			out = append(out, f)
