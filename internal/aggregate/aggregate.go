@@ -102,15 +102,9 @@ type Row struct {
 	ThreatFoxRaw             *string    `json:"threatfox_raw"`
 	ThreatFoxQueriedAt       *time.Time `json:"threatfox_queried_at"`
 
-	// Lists are the bulk lists' answers, in providers.ListNames order;
-	// written as <list>_* columns (see TableRow's and Enrichment's JSON).
-	Lists [NumLists]ListAnswer `json:"-"`
-
-	// Where the address is routed from, from the operator's MMDB files
-	// (nil: no file, or not in it). Not a provider: no status, no verdict.
-	ASN     *uint32 `json:"asn"`
-	ASOrg   *string `json:"as_org"`
-	Country *string `json:"country"`
+	// extra holds the bulk lists' answers and the address's origin, which
+	// only some rows have (see List and Origin).
+	extra *rowExtra
 
 	AggregateVerdict Aggregate `json:"aggregate_verdict"`
 	// Providers are the configured providers, in order.
@@ -125,6 +119,65 @@ type Row struct {
 
 // NumLists is how many bulk lists a row has columns for.
 const NumLists = 3
+
+// rowExtra is what only some rows have: the bulk lists' answers (written
+// as <list>_* columns, see TableRow's and Enrichment's JSON) and where the
+// address is routed from, from the operator's MMDB files (nil: no file, or
+// not in it; not a provider: no status, no verdict). Rows are cached by the
+// million and most have neither: behind a pointer, they cost 8 bytes.
+type rowExtra struct {
+	lists   [NumLists]ListAnswer
+	asn     *uint32
+	asOrg   *string
+	country *string
+}
+
+func (r *Row) ext() *rowExtra {
+	if r.extra == nil {
+		r.extra = &rowExtra{}
+	}
+	return r.extra
+}
+
+// hasListStatus reports whether any bulk list has a status in the row.
+func (r *Row) hasListStatus() bool {
+	for _, st := range r.Status.of[numCore:] {
+		if st != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// List is the i-th bulk list's answer (providers.ListNames order); zero
+// when it has none.
+func (r *Row) List(i int) ListAnswer {
+	if r.extra == nil {
+		return ListAnswer{}
+	}
+	return r.extra.lists[i]
+}
+
+// SetList records the i-th bulk list's answer.
+func (r *Row) SetList(i int, l ListAnswer) { r.ext().lists[i] = l }
+
+// Origin is the address's ASN, AS organisation and country, nil where
+// unknown.
+func (r *Row) Origin() (asn *uint32, org, country *string) {
+	if r.extra == nil {
+		return nil, nil, nil
+	}
+	return r.extra.asn, r.extra.asOrg, r.extra.country
+}
+
+// SetOrigin records where the address is routed from.
+func (r *Row) SetOrigin(asn *uint32, org, country *string) {
+	if r.extra == nil && asn == nil && org == nil && country == nil {
+		return
+	}
+	e := r.ext()
+	e.asn, e.asOrg, e.country = asn, org, country
+}
 
 // ListAnswer is a bulk list's columns in a row.
 type ListAnswer struct {
@@ -254,7 +307,7 @@ func (r *Row) Merge(res providers.Result) {
 		if i := providers.ListIndex(res.Provider); i >= 0 {
 			d := res.List
 			listed := d.Listed
-			r.Lists[i] = ListAnswer{Listed: &listed, Score: d.Score, Tags: nonNil(d.Tags), Raw: raw, QueriedAt: &at}
+			r.SetList(i, ListAnswer{Listed: &listed, Score: d.Score, Tags: nonNil(d.Tags), Raw: raw, QueriedAt: &at})
 		}
 	}
 	r.recompute()
@@ -304,7 +357,7 @@ func (r *Row) AnsweredBefore(provider string, t time.Time) bool {
 		at = r.ThreatFoxQueriedAt
 	default:
 		if i := providers.ListIndex(provider); i >= 0 {
-			at = r.Lists[i].QueriedAt
+			at = r.List(i).QueriedAt
 		}
 	}
 	return at != nil && at.Before(t)
@@ -345,8 +398,10 @@ func (r *Row) Complete() bool { return len(r.Pending()) == 0 }
 // for rows kept only to answer lookups.
 func (r *Row) StripRaw() {
 	r.GreyNoiseRaw, r.AbuseIPDBRaw, r.FeodoRaw, r.ThreatFoxRaw = nil, nil, nil, nil
-	for i := range r.Lists {
-		r.Lists[i].Raw = nil
+	if r.extra != nil {
+		for i := range r.extra.lists {
+			r.extra.lists[i].Raw = nil
+		}
 	}
 }
 
@@ -360,7 +415,8 @@ func (r *Row) Listed(provider string) bool {
 		return r.FeodoListed != nil && *r.FeodoListed
 	}
 	if i := providers.ListIndex(provider); i >= 0 {
-		return r.Lists[i].Listed != nil && *r.Lists[i].Listed
+		l := r.List(i)
+		return l.Listed != nil && *l.Listed
 	}
 	return false
 }
@@ -369,6 +425,10 @@ func (r *Row) Listed(provider string) bool {
 // racing readers of the original.
 func (r *Row) Clone() *Row {
 	c := *r // statuses and verdicts are arrays: copied by value
+	if r.extra != nil {
+		e := *r.extra
+		c.extra = &e
+	}
 	return &c
 }
 
@@ -435,17 +495,21 @@ func (e Enrichment) MarshalJSON() ([]byte, error) {
 
 // Enrichment is the consumer-facing view of the row.
 func (r *Row) Enrichment() Enrichment {
-	return Enrichment{
+	e := Enrichment{
 		AttackerIP: r.AttackerIP, AggregateVerdict: r.AggregateVerdict, Providers: r.Providers,
 		AbuseIPDBScore: r.AbuseIPDBScore, AbuseIPDBCategories: r.AbuseIPDBCategories,
 		GreyNoiseClassification: r.GreyNoiseClassification, GreyNoiseName: r.GreyNoiseName, GreyNoiseTags: r.GreyNoiseTags,
 		FeodoListed: r.FeodoListed, FeodoMalwareFamily: r.FeodoMalwareFamily,
 		ThreatFoxListed: r.ThreatFoxListed, ThreatFoxThreatTypes: r.ThreatFoxThreatTypes, ThreatFoxIOCTypes: r.ThreatFoxIOCTypes,
 		ThreatFoxMalwareFamilies: r.ThreatFoxMalwareFamilies, ProviderStatus: r.Status,
-		ASN: r.ASN, ASOrg: r.ASOrg, Country: r.Country,
 		CachedAt: r.CachedAt, ExpiresAt: r.ExpiresAt,
-		lists: r.Lists, configured: r.Providers,
+		configured: r.Providers,
 	}
+	e.ASN, e.ASOrg, e.Country = r.Origin()
+	if r.extra != nil {
+		e.lists = r.extra.lists
+	}
+	return e
 }
 
 // TableRow is the row as the attacker_intel table stores it: the row's
@@ -472,7 +536,25 @@ func (t TableRow) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return appendLists(b, &t.Row.Lists, providers.ListNames, t.Row), nil
+	var lists [NumLists]ListAnswer
+	if t.Row.extra != nil {
+		lists = t.Row.extra.lists
+	}
+	b = appendLists(b, &lists, providers.ListNames, t.Row)
+	// The origin columns, NULL where unknown.
+	asn, org, country := t.Row.Origin()
+	b = b[:len(b)-1]
+	for _, f := range []struct {
+		name string
+		v    any
+	}{{"asn", asn}, {"as_org", org}, {"country", country}} {
+		b = append(b, ',')
+		b = strconv.AppendQuote(b, f.name)
+		b = append(b, ':')
+		enc, _ := json.Marshal(f.v)
+		b = append(b, enc...)
+	}
+	return append(b, '}'), nil
 }
 
 // appendLists adds the lists' columns to the JSON object b: listed, score

@@ -14,20 +14,32 @@ import (
 // families, threat types) repeat across IPs, so they are interned and stored
 // as 4-byte ids. It round-trips with Row exactly, raw responses aside.
 type Compact struct {
-	queried                   [providers.NumProviders]int64 // unix ns; 0 = not answered
+	queried                   [numCore]int64 // unix ns; 0 = not answered
 	cachedAt, expiresAt       int64
 	gnClass, gnName, feodoFam uint32 // interned strings; 0 = nil
 	gnTags, tfThreat, tfIOC   uint32 // interned lists; 0 = nil
 	tfFam, abCats             uint32
 	abScore                   int16 // -1 = nil
-	status                    [providers.NumProviders]uint8
-	verdicts                  [providers.NumProviders]uint8
-	feodoListed, tfListed     int8             // -1 = nil
-	listListed                [NumLists]int8   // -1 = nil
-	listScore                 [NumLists]int16  // -1 = nil
-	listTags                  [NumLists]uint32 // interned lists; 0 = nil
-	asn                       int64            // -1 = nil
-	asOrg, country            uint32           // interned strings; 0 = nil
+	status                    [numCore]uint8
+	verdicts                  [numCore]uint8
+	feodoListed, tfListed     int8 // -1 = nil
+	// extra is the bulk lists and the origin, for the rows that have
+	// them: most cached rows do not, and pay 8 bytes for it.
+	extra *compactExtra
+}
+
+// numCore are DECNET's four providers, at the start of providers.Index.
+const numCore = providers.NumProviders - NumLists
+
+type compactExtra struct {
+	queried        [NumLists]int64
+	status         [NumLists]uint8
+	verdicts       [NumLists]uint8
+	listed         [NumLists]int8   // -1 = nil
+	score          [NumLists]int16  // -1 = nil
+	tags           [NumLists]uint32 // interned lists; 0 = nil
+	asn            int64            // -1 = nil
+	asOrg, country uint32           // interned strings; 0 = nil
 }
 
 // interned is the process-wide table of provider strings and lists. It is
@@ -187,7 +199,7 @@ func untri(v int8) *bool {
 func (r *Row) Pack() (Compact, bool) {
 	p := packer{ok: true}
 	c := Compact{
-		queried:   [providers.NumProviders]int64{nanos(r.GreyNoiseQueriedAt), nanos(r.AbuseIPDBQueriedAt), nanos(r.FeodoQueriedAt), nanos(r.ThreatFoxQueriedAt)},
+		queried:   [numCore]int64{nanos(r.GreyNoiseQueriedAt), nanos(r.AbuseIPDBQueriedAt), nanos(r.FeodoQueriedAt), nanos(r.ThreatFoxQueriedAt)},
 		cachedAt:  r.CachedAt.UnixNano(),
 		expiresAt: r.ExpiresAt.UnixNano(),
 		gnClass:   p.str(r.GreyNoiseClassification), gnName: p.str(r.GreyNoiseName), feodoFam: p.str(r.FeodoMalwareFamily),
@@ -199,22 +211,32 @@ func (r *Row) Pack() (Compact, bool) {
 	if r.AbuseIPDBScore != nil {
 		c.abScore = int16(*r.AbuseIPDBScore)
 	}
-	for i, l := range r.Lists {
-		c.queried[providers.Index(providers.ListNames[i])] = nanos(l.QueriedAt)
-		c.listListed[i], c.listScore[i], c.listTags[i] = tri(l.Listed), -1, p.list(l.Tags)
-		if l.Score != nil {
-			c.listScore[i] = int16(*l.Score)
-		}
-	}
-	c.asn, c.asOrg, c.country = -1, p.str(r.ASOrg), p.str(r.Country)
-	if r.ASN != nil {
-		c.asn = int64(*r.ASN)
-	}
 	for i := range c.status {
-		s, ok := code(statusCodes, r.Status.of[i])
+		st, ok := code(statusCodes, r.Status.of[i])
 		v, vok := code(verdictCodes, r.verdicts[i])
 		p.ok = p.ok && ok && vok
-		c.status[i], c.verdicts[i] = s, v
+		c.status[i], c.verdicts[i] = st, v
+	}
+	if r.extra != nil || r.hasListStatus() {
+		x := &compactExtra{asn: -1}
+		for i := range NumLists {
+			l, k := r.List(i), numCore+i
+			x.queried[i] = nanos(l.QueriedAt)
+			x.listed[i], x.score[i], x.tags[i] = tri(l.Listed), -1, p.list(l.Tags)
+			if l.Score != nil {
+				x.score[i] = int16(*l.Score)
+			}
+			st, ok := code(statusCodes, r.Status.of[k])
+			v, vok := code(verdictCodes, r.verdicts[k])
+			p.ok = p.ok && ok && vok
+			x.status[i], x.verdicts[i] = st, v
+		}
+		asn, org, country := r.Origin()
+		x.asOrg, x.country = p.str(org), p.str(country)
+		if asn != nil {
+			x.asn = int64(*asn)
+		}
+		c.extra = x
 	}
 	return c, p.ok && r.AttackerUUID == "" && r.CachedAt.Location() == time.UTC
 }
@@ -232,23 +254,29 @@ func (c *Compact) Unpack(ip string, configured []string) *Row {
 		r.AbuseIPDBScore = &s
 	}
 	r.FeodoListed, r.ThreatFoxListed = untri(c.feodoListed), untri(c.tfListed)
-	for i := range r.Lists {
-		l := ListAnswer{Listed: untri(c.listListed[i]), Tags: unlist(c.listTags[i]),
-			QueriedAt: fromNanos(c.queried[providers.Index(providers.ListNames[i])])}
-		if c.listScore[i] >= 0 {
-			s := int(c.listScore[i])
-			l.Score = &s
-		}
-		r.Lists[i] = l
-	}
-	if c.asn >= 0 {
-		asn := uint32(c.asn)
-		r.ASN = &asn
-	}
-	r.ASOrg, r.Country = unstr(c.asOrg), unstr(c.country)
 	for i := range c.status {
 		r.Status.of[i] = statusCodes[c.status[i]]
 		r.verdicts[i] = verdictCodes[c.verdicts[i]]
+	}
+	if x := c.extra; x != nil {
+		for i := range NumLists {
+			l := ListAnswer{Listed: untri(x.listed[i]), Tags: unlist(x.tags[i]), QueriedAt: fromNanos(x.queried[i])}
+			if x.score[i] >= 0 {
+				s := int(x.score[i])
+				l.Score = &s
+			}
+			if l.Listed != nil || l.Tags != nil || l.QueriedAt != nil || l.Score != nil {
+				r.SetList(i, l)
+			}
+			r.Status.of[numCore+i] = statusCodes[x.status[i]]
+			r.verdicts[numCore+i] = verdictCodes[x.verdicts[i]]
+		}
+		var asn *uint32
+		if x.asn >= 0 {
+			a := uint32(x.asn)
+			asn = &a
+		}
+		r.SetOrigin(asn, unstr(x.asOrg), unstr(x.country))
 	}
 	r.recompute()
 	r.CachedAt = time.Unix(0, c.cachedAt).UTC()
@@ -259,7 +287,11 @@ func (c *Compact) Unpack(ip string, configured []string) *Row {
 // Verdict is the aggregate verdict without unpacking.
 func (c *Compact) Verdict() string {
 	best := providers.VerdictNone
-	for _, v := range c.verdicts {
+	vs := c.verdicts[:]
+	if c.extra != nil {
+		vs = append(vs[:len(vs):len(vs)], c.extra.verdicts[:]...)
+	}
+	for _, v := range vs {
 		if verdictCodes[v].Rank() > best.Rank() {
 			best = verdictCodes[v]
 		}

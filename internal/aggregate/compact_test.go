@@ -22,7 +22,7 @@ func TestCompactRoundTrip(t *testing.T) {
 		List: &providers.ListData{Listed: true, Score: &score}})
 	r.Merge(providers.Result{Provider: providers.NameSpamhausDROP, FetchedAt: time.Date(2025, 6, 15, 2, 0, 0, 0, time.UTC), List: &providers.ListData{}})
 	asn, org, country := uint32(64500), "Example Hosting", "NL"
-	r.ASN, r.ASOrg, r.Country = &asn, &org, &country
+	r.SetOrigin(&asn, &org, &country)
 	r.CachedAt = time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)
 	r.ExpiresAt = r.CachedAt.Add(24 * time.Hour)
 	r.StripRaw()

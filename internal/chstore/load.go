@@ -246,15 +246,16 @@ func (s *Store) query(ctx context.Context, q string, configured []string) ([]Sto
 				continue
 			}
 			if answered(*l.status) {
-				r.Lists[i] = aggregate.ListAnswer{Listed: boolOf(l.listed), Tags: l.tags, QueriedAt: utc(l.at)}
+				la := aggregate.ListAnswer{Listed: boolOf(l.listed), Tags: l.tags, QueriedAt: utc(l.at)}
 				if l.score != nil {
 					s := int(*l.score)
-					r.Lists[i].Score = &s
+					la.Score = &s
 				}
+				r.SetList(i, la)
 			}
 			r.Restore(name, *l.status, storedOr(l.verdict, providers.VerdictNone))
 		}
-		r.ASN, r.ASOrg, r.Country = asn, asOrg, country
+		r.SetOrigin(asn, asOrg, country)
 		if gnV == nil && abV == nil && feodoV == nil && tfV == nil {
 			// An older row: its stored aggregate is the truth.
 			r.AggregateVerdict = aggregate.VerdictNone

@@ -109,15 +109,16 @@ func (nopObserver) Evicted()                        {}
 type entry struct {
 	// row is the full row, kept for partial rows (merged into later) and
 	// when raw responses are kept; otherwise the row lives packed.
-	row       *aggregate.Row
-	packed    aggregate.Compact
-	complete  bool // row.Complete(), computed once
-	expiresAt time.Time
-	cachedAt  time.Time // the row's version
+	row    *aggregate.Row
+	packed aggregate.Compact
+	// expiresAt and cachedAt (the row's version) are unix nanoseconds: an
+	// entry is kept per cached IP, and two time.Time cost 32 bytes more.
+	expiresAt, cachedAt int64
 	// carrier is the request that emitted this row (carried), so that a
 	// redelivery of it emits the row again.
-	carrier Carrier
-	carried bool
+	carrier  Carrier
+	carried  bool
+	complete bool // row.Complete(), computed once
 	// encoded caches the row's JSON per variant (0: enrichment, 1: with
 	// raw): rows are immutable once cached, so hits reuse it.
 	encoded *[2]atomic.Pointer[[]byte]
@@ -127,7 +128,7 @@ type entry struct {
 type Engine struct {
 	conf  Config
 	names []string
-	cache lruShards
+	cache *lruShards
 	obs   Observer
 
 	mu        sync.Mutex
@@ -291,7 +292,7 @@ func (e *Engine) hit(ip netip.Addr, ent *entry) Answer {
 // current is ip's cached entry when it is still valid at now.
 func (e *Engine) current(ip netip.Addr, now time.Time) (*entry, bool) {
 	ent, ok := e.cache.Get(ip)
-	if ok && now.Before(ent.expiresAt) {
+	if ok && now.UnixNano() < ent.expiresAt {
 		return ent, true
 	}
 	return ent, false
@@ -400,7 +401,7 @@ func (e *Engine) Lookup(reqs []Request, priority Priority) []Answer {
 	for i, r := range reqs {
 		ent, ok := e.cache.Peek(r.IP)
 		var emit bool
-		if j := jobs[r.IP]; j != nil && (!ok || ent.cachedAt.Before(j.result.cachedAt)) {
+		if j := jobs[r.IP]; j != nil && (!ok || ent.cachedAt < j.result.cachedAt) {
 			// Evicted by the batch's own lookups (more IPs than the cache
 			// holds): the job's row, emitted by the first of its requests.
 			ent, ok = j.result, true
@@ -445,7 +446,7 @@ func (e *Engine) claim(ip netip.Addr, ent *entry, carrier Carrier) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cur, ok := e.cache.Peek(ip)
-	if !ok || cur.cachedAt.Before(ent.cachedAt) {
+	if !ok || cur.cachedAt < ent.cachedAt {
 		// Evicted before anyone emitted it (a batch of more IPs than the
 		// cache holds): the caller's own bookkeeping decides.
 		return false
@@ -633,7 +634,7 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	if e.conf.Geo != nil { // cheap: every lookup takes the current file's answer
 		asn, org, country := e.conf.Geo(ip)
 		j.mu.Lock()
-		j.row.ASN, j.row.ASOrg, j.row.Country = asn, org, country
+		j.row.SetOrigin(asn, org, country)
 		j.mu.Unlock()
 	}
 
@@ -739,7 +740,7 @@ func (e *Engine) extend(ip netip.Addr, j *job, expiresAt time.Time) {
 	var ent *entry
 	if old, ok := e.cache.Peek(ip); ok {
 		upd := *old
-		upd.expiresAt = expiresAt
+		upd.expiresAt = expiresAt.UnixNano()
 		ent = &upd
 		e.cache.Add(ip, ent)
 	}
@@ -822,7 +823,7 @@ func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row, carrier Carrier) {
 
 // newEntry wraps a finished row for the cache, packing it when complete.
 func (e *Engine) newEntry(row *aggregate.Row, expiresAt time.Time) *entry {
-	ent := &entry{row: row, complete: row.Complete(), expiresAt: expiresAt, cachedAt: row.CachedAt, encoded: new([2]atomic.Pointer[[]byte])}
+	ent := &entry{row: row, complete: row.Complete(), expiresAt: expiresAt.UnixNano(), cachedAt: row.CachedAt.UnixNano(), encoded: new([2]atomic.Pointer[[]byte])}
 	if ent.complete && !e.conf.KeepRaw {
 		if packed, ok := row.Pack(); ok {
 			ent.row, ent.packed = nil, packed

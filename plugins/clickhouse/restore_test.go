@@ -38,7 +38,7 @@ func TestARestoredRowReadsAsItWasDecoded(t *testing.T) {
 		List: &providers.ListData{Listed: true, Score: &score}, Raw: []byte(`{"ipAddress":"203.0.113.99"}`)})
 	r.Merge(providers.Result{Provider: providers.NameSpamhausDROP, FetchedAt: at, List: &providers.ListData{}})
 	asn, org, country := uint32(64500), "Example Hosting", "NL"
-	r.ASN, r.ASOrg, r.Country = &asn, &org, &country
+	r.SetOrigin(&asn, &org, &country)
 	r.CachedAt, r.ExpiresAt = at, at.Add(time.Hour)
 	// As intel_enrich writes it: the table's shape and the carrier record.
 	var doc map[string]any
