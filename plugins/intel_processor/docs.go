@@ -42,9 +42,10 @@ rows live ` + "`cache.ttl`" + `; rows where a provider failed, was rate-limited,
 a provider that answered before and fails now keeps its answer, marked ` + "`stale`" + ` (its ` + "`queried_at`" + ` says
 how old), so an expired row whose refresh fails keeps its verdict. Requests that need the same IP at the
 same time share one lookup: provider calls per unique IP per TTL window are one per provider, whatever the
-concurrency. From 16,384 entries the cache is split by IP into 16 independently locked LRUs, each with its
-share of ` + "`cache.max_entries`" + ` (the bound holds exactly; recency is kept per shard), so the pipeline's threads
-answering repeat sightings do not queue on one lock.
+concurrency. From 16,384 entries the cache is split by IP into 16 independently locked LRUs under one global
+bound (` + "`cache.max_entries`" + ` rows, whichever shards they fall in; past it, the shard taking a new row gives up
+its least recently used one), so the pipeline's threads answering repeat sightings do not queue on one
+lock.
 
 ### Bulk lists and the free tiers
 
