@@ -287,14 +287,16 @@ func (c *Compact) Unpack(ip string, configured []string) *Row {
 // Verdict is the aggregate verdict without unpacking.
 func (c *Compact) Verdict() string {
 	best := providers.VerdictNone
-	vs := c.verdicts[:]
-	if c.extra != nil {
-		vs = append(vs[:len(vs):len(vs)], c.extra.verdicts[:]...)
-	}
-	for _, v := range vs {
-		if verdictCodes[v].Rank() > best.Rank() {
-			best = verdictCodes[v]
+	stronger := func(vs []uint8) {
+		for _, v := range vs {
+			if verdictCodes[v].Rank() > best.Rank() {
+				best = verdictCodes[v]
+			}
 		}
+	}
+	stronger(c.verdicts[:])
+	if c.extra != nil {
+		stronger(c.extra.verdicts[:])
 	}
 	if best == providers.VerdictNone {
 		return VerdictNone

@@ -41,3 +41,21 @@ func TestCompactRoundTrip(t *testing.T) {
 		t.Fatalf("verdict %s / %s, complete %v / %v", c.Verdict(), r.AggregateVerdict, back.Complete(), r.Complete())
 	}
 }
+
+// The aggregate verdict of a packed row counts the bulk lists' verdicts,
+// without unpacking and without allocating.
+func TestCompactVerdictCountsTheListsWithoutAllocating(t *testing.T) {
+	r := NewRow("203.0.113.45", append(all[:len(all):len(all)], providers.NameSpamhausDROP))
+	r.Merge(ok(providers.NameGreyNoise, providers.VerdictBenign))
+	r.Merge(providers.Result{Provider: providers.NameSpamhausDROP, Verdict: providers.VerdictMalicious,
+		FetchedAt: time.Date(2025, 6, 15, 2, 0, 0, 0, time.UTC), List: &providers.ListData{Listed: true}})
+	r.CachedAt = time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)
+	r.StripRaw()
+	c, ok := r.Pack()
+	if !ok || c.Verdict() != "malicious" {
+		t.Fatalf("packed %v, verdict %s", ok, c.Verdict())
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = c.Verdict() }); n != 0 {
+		t.Fatalf("%v allocations per Verdict", n)
+	}
+}
