@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/gaissmai/bart"
-	"golang.org/x/sync/singleflight"
 )
 
 // Bulk list provider names: lists downloaded a few times a day that answer
@@ -87,6 +86,7 @@ type BulkListConfig struct {
 // downloaded list: single addresses and whole networks alike. A failed
 // refresh of a part keeps its last good copy in service.
 type BulkList struct {
+	refresher
 	name     string
 	conf     BulkListConfig
 	parse    func([]byte) ([]listItem, error)
@@ -94,14 +94,9 @@ type BulkList struct {
 	sources  []*feedSource
 
 	index atomic.Pointer[listIndex]
-	load  singleflight.Group
 
-	mu       sync.Mutex
-	parts    []listPart // per source, under mu
-	lastErr  error
-	failedAt time.Time // the last refresh that failed, for coldRetry
-	stopOnce sync.Once
-	stop     chan struct{}
+	mu    sync.Mutex
+	parts []listPart // per source, under mu
 }
 
 type listPart struct {
@@ -214,7 +209,7 @@ func newBulkList(name string, c BulkListConfig, refresh, minRefresh time.Duratio
 		c.Timeout = time.Minute
 	}
 	fillDefaults(&c.Now, &c.Guard, &c.Policy)
-	l := &BulkList{name: name, conf: c, parse: parse, needsKey: needsKey, stop: make(chan struct{})}
+	l := &BulkList{refresher: newRefresher(c.Now), name: name, conf: c, parse: parse, needsKey: needsKey}
 	for i, u := range c.URLs {
 		l.sources = append(l.sources, &feedSource{url: u, setHeader: header, client: c.Client, maxBody: c.MaxBodyBytes,
 			timeout: c.Timeout, cacheFile: cacheFileName(c.CacheDir, name, i)})
@@ -239,31 +234,10 @@ func (l *BulkList) Start() {
 		return
 	}
 	complete := l.loadSaved()
-	if idx := l.index.Load(); !complete || idx == nil || l.conf.Now().Sub(idx.loadedAt) >= l.conf.RefreshInterval {
-		go l.refreshInBackground()
-	}
-	go func() {
-		t := time.NewTicker(l.conf.RefreshInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				l.refreshInBackground()
-			case <-l.stop:
-				return
-			}
-		}
-	}()
+	idx := l.index.Load()
+	stale := !complete || idx == nil || l.conf.Now().Sub(idx.loadedAt) >= l.conf.RefreshInterval
+	l.every(l.conf.RefreshInterval, l.conf.Timeout*time.Duration(len(l.sources)), stale, l.Refresh)
 }
-
-func (l *BulkList) refreshInBackground() {
-	ctx, cancel := context.WithTimeout(context.Background(), l.conf.Timeout*time.Duration(len(l.sources)))
-	defer cancel()
-	_ = l.Refresh(ctx)
-}
-
-// Stop ends background refreshing. Safe to call twice.
-func (l *BulkList) Stop() { l.stopOnce.Do(func() { close(l.stop) }) }
 
 // loadSaved serves every part's copy on disk that no download replaced;
 // it reports whether the list has every part now.
@@ -288,36 +262,7 @@ func (l *BulkList) loadSaved() bool {
 // Refresh downloads every part now (one refresh at a time: concurrent
 // callers share it). A part that fails keeps its last good copy, from
 // memory or disk; the error says which failed.
-func (l *BulkList) Refresh(ctx context.Context) error {
-	_, err, _ := l.load.Do("refresh", func() (any, error) {
-		err := l.refresh(ctx)
-		l.mu.Lock()
-		l.lastErr = err
-		if err != nil {
-			l.failedAt = l.conf.Now()
-		}
-		l.mu.Unlock()
-		return nil, err
-	})
-	return err
-}
-
-// coldRetry is how long lookups of a list that never loaded answer at once
-// with the last failure instead of each waiting on a download of their
-// own: a provider that is down, or a firewall that drops the connection,
-// must not hold every new attacker's lookup for a timeout.
-const coldRetry = time.Minute
-
-// recentFailure is the last refresh error, while it is recent enough to
-// answer a cold lookup with.
-func (l *BulkList) recentFailure() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.lastErr != nil && l.conf.Now().Sub(l.failedAt) < coldRetry {
-		return l.lastErr
-	}
-	return nil
-}
+func (l *BulkList) Refresh(ctx context.Context) error { return l.do(ctx, l.refresh) }
 
 func (l *BulkList) refresh(ctx context.Context) error {
 	var errs []error
@@ -456,9 +401,7 @@ func (l *BulkList) FeedStatus() (entries int, age time.Duration, lastErr error) 
 	if l.disabled() {
 		return 0, 0, errDisabledList
 	}
-	l.mu.Lock()
-	lastErr = l.lastErr
-	l.mu.Unlock()
+	lastErr = l.status()
 	idx := l.index.Load()
 	if idx == nil {
 		return 0, 0, lastErr

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // feedSource downloads one bulk feed: over HTTP with conditional requests
@@ -172,3 +174,87 @@ func cacheFileName(dir, provider string, i int) string {
 	}
 	return filepath.Join(dir, fmt.Sprintf("%s.%d.feed", provider, i))
 }
+
+// refresher runs a feed's downloads: one at a time (concurrent callers
+// share it), on a schedule until stopped, and remembers the last failure,
+// so that lookups of a feed that never loaded answer with it at once
+// instead of each waiting on a download of its own (see coldRetry).
+type refresher struct {
+	now      func() time.Time
+	load     singleflight.Group
+	mu       sync.Mutex
+	lastErr  error
+	failedAt time.Time
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+func newRefresher(now func() time.Time) refresher {
+	return refresher{now: now, stop: make(chan struct{})}
+}
+
+// coldRetry is how long lookups of a feed that never loaded answer at once
+// with the last failure: a provider that is down, or a firewall that drops
+// the connection, must not hold every new attacker's lookup for a timeout.
+const coldRetry = time.Minute
+
+// do runs fn as the feed's one refresh in flight and records its outcome.
+func (r *refresher) do(ctx context.Context, fn func(context.Context) error) error {
+	_, err, _ := r.load.Do("refresh", func() (any, error) {
+		err := fn(ctx)
+		r.mu.Lock()
+		r.lastErr = err
+		if err != nil {
+			r.failedAt = r.now()
+		}
+		r.mu.Unlock()
+		return nil, err
+	})
+	return err
+}
+
+// status is the last refresh's error.
+func (r *refresher) status() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
+// recentFailure is the last refresh error while it is recent enough to
+// answer a cold lookup with.
+func (r *refresher) recentFailure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastErr != nil && r.now().Sub(r.failedAt) < coldRetry {
+		return r.lastErr
+	}
+	return nil
+}
+
+// every runs refresh every interval (and once at once when now is set),
+// each within timeout, until Stop.
+func (r *refresher) every(interval, timeout time.Duration, now bool, refresh func(context.Context) error) {
+	once := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_ = refresh(ctx)
+	}
+	if now {
+		go once()
+	}
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				once()
+			case <-r.stop:
+				return
+			}
+		}
+	}()
+}
+
+// Stop ends the scheduled refreshes. Safe to call twice.
+func (r *refresher) Stop() { r.stopOnce.Do(func() { close(r.stop) }) }

@@ -13,11 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 )
 
 // FeodoData is what Feodo Tracker's blocklist says of an IP.
@@ -59,17 +56,11 @@ const DefaultFeodoURL = "https://feodotracker.abuse.ch/downloads/ipblocklist.jso
 // failed refresh keeps serving the last good feed; lookups fail only while
 // no feed has ever loaded.
 type Feodo struct {
-	conf   FeodoConfig
-	source *feedSource
-	index  atomic.Pointer[feodoIndex]
-	load   singleflight.Group
-
-	mu       sync.Mutex
-	lastErr  error
-	failedAt time.Time // the last refresh that failed (see coldRetry)
-	fetches  atomic.Int64
-	stopOnce sync.Once
-	stop     chan struct{}
+	refresher
+	conf    FeodoConfig
+	source  *feedSource
+	index   atomic.Pointer[feodoIndex]
+	fetches atomic.Int64
 }
 
 type feodoIndex struct {
@@ -102,7 +93,7 @@ func NewFeodo(c FeodoConfig) *Feodo {
 	if c.AuthKey != "" {
 		src.setHeader = func(r *http.Request) { r.Header.Set("Auth-Key", c.AuthKey) }
 	}
-	return &Feodo{conf: c, source: src, stop: make(chan struct{})}
+	return &Feodo{refresher: newRefresher(c.Now), conf: c, source: src}
 }
 
 func (f *Feodo) Name() string { return NameFeodo }
@@ -114,47 +105,13 @@ func (f *Feodo) Fetches() int64 { return f.fetches.Load() }
 // refreshes the feed every RefreshInterval until Stop (at once when the
 // copy is older than that).
 func (f *Feodo) Start() {
-	if f.index.Load() == nil && f.loadSaved() == nil && f.conf.Now().Sub(f.index.Load().loadedAt) >= f.conf.RefreshInterval {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), f.conf.Timeout)
-			defer cancel()
-			_ = f.Refresh(ctx)
-		}()
-	}
-	go func() {
-		t := time.NewTicker(f.conf.RefreshInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), f.conf.Timeout)
-				_ = f.Refresh(ctx)
-				cancel()
-			case <-f.stop:
-				return
-			}
-		}
-	}()
+	stale := f.index.Load() == nil && f.loadSaved() == nil && f.conf.Now().Sub(f.index.Load().loadedAt) >= f.conf.RefreshInterval
+	f.every(f.conf.RefreshInterval, f.conf.Timeout, stale, f.Refresh)
 }
-
-// Stop ends background refreshing. Safe to call twice.
-func (f *Feodo) Stop() { f.stopOnce.Do(func() { close(f.stop) }) }
 
 // Refresh fetches the feed now (one refresh in flight at a time: concurrent
 // callers share it). On failure the previous feed stays in service.
-func (f *Feodo) Refresh(ctx context.Context) error {
-	_, err, _ := f.load.Do("refresh", func() (any, error) {
-		err := f.refresh(ctx)
-		f.mu.Lock()
-		f.lastErr = err
-		if err != nil {
-			f.failedAt = f.conf.Now()
-		}
-		f.mu.Unlock()
-		return nil, err
-	})
-	return err
-}
+func (f *Feodo) Refresh(ctx context.Context) error { return f.do(ctx, f.refresh) }
 
 func (f *Feodo) refresh(ctx context.Context) error {
 	f.fetches.Add(1)
@@ -342,12 +299,7 @@ func (f *Feodo) lookup(ctx context.Context, ip netip.Addr) Result {
 		}
 		idx := f.index.Load()
 		if idx == nil {
-			f.mu.Lock()
-			err := f.lastErr
-			if f.conf.Now().Sub(f.failedAt) >= coldRetry {
-				err = nil
-			}
-			f.mu.Unlock()
+			err := f.recentFailure()
 			if err == nil {
 				err = f.Refresh(ctx)
 			}
@@ -373,9 +325,7 @@ func (f *Feodo) lookup(ctx context.Context, ip netip.Addr) Result {
 // FeedStatus reports the loaded feed's size and age and the last refresh
 // error, for metrics and logs.
 func (f *Feodo) FeedStatus() (entries int, age time.Duration, lastErr error) {
-	f.mu.Lock()
-	lastErr = f.lastErr
-	f.mu.Unlock()
+	lastErr = f.status()
 	idx := f.index.Load()
 	if idx == nil {
 		return 0, 0, lastErr
