@@ -174,3 +174,20 @@ func TestAWaitingRequestIsNotSentIntoABlock(t *testing.T) {
 		t.Fatalf("the waiting request went out during the block (%q)", kind)
 	}
 }
+
+// Sends are metered as they actually leave: after any pause, at most the
+// burst goes back to back, and a send that would have to wait past the
+// request's deadline is refused rather than sent late in a bunch.
+func TestSendsLeaveNoMoreThanTheBurstBackToBack(t *testing.T) {
+	g := newGate("p", Limits{RatePerSecond: 1, Burst: 3}, nil, nil, nil)
+	g.lastSend = time.Now().Add(-time.Hour) // a long pause: credits capped at the burst
+	past := WithAcquireDeadline(context.Background(), time.Now().Add(-time.Second))
+	for i := range 3 {
+		if !g.meter(past) {
+			t.Fatalf("send %d of the burst refused", i+1)
+		}
+	}
+	if g.meter(past) {
+		t.Fatal("a fourth send left back to back (burst 3 at 1/s)")
+	}
+}
