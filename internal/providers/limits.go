@@ -62,12 +62,10 @@ type gate struct {
 	sem    chan struct{}
 	bucket *rate.Limiter
 	store  *BudgetStore
-	// pace meters actual sends (see acquire): a token bucket of the same
-	// rate and burst, judged one request at a time when it leaves.
-	pace     sync.Mutex
-	spacing  time.Duration // 1/rate
-	credits  float64       // sends allowed back to back now, up to burst
-	lastSend time.Time
+	// sends meters actual sends (see acquire): a bucket of the same rate
+	// and burst, drawn on one request at a time (pace) as it leaves.
+	pace  sync.Mutex
+	sends *rate.Limiter
 
 	shared *Shared
 
@@ -100,8 +98,7 @@ func newGate(name string, l Limits, store *BudgetStore, shared *Shared, now func
 			burst = 1
 		}
 		g.bucket = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
-		g.spacing = time.Duration(float64(time.Second) / l.RatePerSecond)
-		g.credits = float64(burst)
+		g.sends = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
 	}
 	if store != nil {
 		st, known := store.load(name)
@@ -281,7 +278,7 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 	// benchmark: 118-185 answers 429 per storm). So each send also draws on
 	// a bucket of the same rate and burst, judged serially when it
 	// actually leaves: never more than the burst back to back.
-	if g.spacing > 0 {
+	if g.sends != nil {
 		if !g.meter(ctx) {
 			if g.sem != nil {
 				<-g.sem
@@ -311,25 +308,23 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 }
 
 // meter waits until a send fits the rate and burst as actually sent,
-// reporting false when that is past the request's deadline.
+// reporting false when that is past the request's deadline. Requests are
+// metered one at a time, so each is reserved at the moment it really
+// leaves, not when a timer meant it to.
 func (g *gate) meter(ctx context.Context) bool {
 	g.pace.Lock()
 	defer g.pace.Unlock()
 	now := time.Now()
-	if !g.lastSend.IsZero() {
-		g.credits += float64(now.Sub(g.lastSend)) / float64(g.spacing)
+	r := g.sends.ReserveN(now, 1)
+	wait := r.DelayFrom(now)
+	if wait == 0 {
+		return true
 	}
-	g.credits = min(g.credits, float64(max(g.limits.Burst, 1)))
-	if g.credits < 1 {
-		wait := time.Duration((1 - g.credits) * float64(g.spacing))
-		if dl, ok := acquireDeadline(ctx); ok && now.Add(wait).After(dl) {
-			return false
-		}
-		time.Sleep(wait)
-		g.credits, now = 1, now.Add(wait)
+	if dl, ok := acquireDeadline(ctx); ok && now.Add(wait).After(dl) {
+		r.CancelAt(now)
+		return false
 	}
-	g.credits--
-	g.lastSend = now
+	time.Sleep(wait)
 	return true
 }
 

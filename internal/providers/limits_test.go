@@ -179,8 +179,7 @@ func TestAWaitingRequestIsNotSentIntoABlock(t *testing.T) {
 // burst goes back to back, and a send that would have to wait past the
 // request's deadline is refused rather than sent late in a bunch.
 func TestSendsLeaveNoMoreThanTheBurstBackToBack(t *testing.T) {
-	g := newGate("p", Limits{RatePerSecond: 1, Burst: 3}, nil, nil, nil)
-	g.lastSend = time.Now().Add(-time.Hour) // a long pause: credits capped at the burst
+	g := newGate("p", Limits{RatePerSecond: 1, Burst: 3}, nil, nil, nil) // idle: a full burst
 	past := WithAcquireDeadline(context.Background(), time.Now().Add(-time.Second))
 	for i := range 3 {
 		if !g.meter(past) {
