@@ -158,6 +158,14 @@ func (r *Row) List(i int) ListAnswer {
 	return r.extra.lists[i]
 }
 
+// lists are every bulk list's answer (zero where none).
+func (r *Row) lists() [NumLists]ListAnswer {
+	if r.extra == nil {
+		return [NumLists]ListAnswer{}
+	}
+	return r.extra.lists
+}
+
 // SetList records the i-th bulk list's answer.
 func (r *Row) SetList(i int, l ListAnswer) { r.ext().lists[i] = l }
 
@@ -506,9 +514,7 @@ func (r *Row) Enrichment() Enrichment {
 		configured: r.Providers,
 	}
 	e.ASN, e.ASOrg, e.Country = r.Origin()
-	if r.extra != nil {
-		e.lists = r.extra.lists
-	}
+	e.lists = r.lists()
 	return e
 }
 
@@ -526,6 +532,10 @@ type TableRow struct {
 	FeodoVerdict     *string `json:"feodo_verdict"`
 	ThreatFoxVerdict *string `json:"threatfox_verdict"`
 	Version          uint64  `json:"version"`
+	// Where the address is routed from, NULL where unknown.
+	ASN     *uint32 `json:"asn"`
+	ASOrg   *string `json:"as_org"`
+	Country *string `json:"country"`
 }
 
 // MarshalJSON writes the table row with every list's columns (the table
@@ -536,25 +546,8 @@ func (t TableRow) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var lists [NumLists]ListAnswer
-	if t.Row.extra != nil {
-		lists = t.Row.extra.lists
-	}
-	b = appendLists(b, &lists, providers.ListNames, t.Row)
-	// The origin columns, NULL where unknown.
-	asn, org, country := t.Row.Origin()
-	b = b[:len(b)-1]
-	for _, f := range []struct {
-		name string
-		v    any
-	}{{"asn", asn}, {"as_org", org}, {"country", country}} {
-		b = append(b, ',')
-		b = strconv.AppendQuote(b, f.name)
-		b = append(b, ':')
-		enc, _ := json.Marshal(f.v)
-		b = append(b, enc...)
-	}
-	return append(b, '}'), nil
+	lists := t.Row.lists()
+	return appendLists(b, &lists, providers.ListNames, t.Row), nil
 }
 
 // appendLists adds the lists' columns to the JSON object b: listed, score
@@ -598,7 +591,7 @@ func appendLists(b []byte, lists *[NumLists]ListAnswer, names []string, row *Row
 
 // Table is the row in the attacker_intel table's shape.
 func (r *Row) Table() TableRow {
-	return TableRow{
+	t := TableRow{
 		Row:             r,
 		GreyNoiseStatus: r.Status.Of(providers.NameGreyNoise),
 		AbuseIPDBStatus: r.Status.Of(providers.NameAbuseIPDB),
@@ -612,6 +605,8 @@ func (r *Row) Table() TableRow {
 		ThreatFoxVerdict: r.storedVerdict(providers.NameThreatFox),
 		Version:          uint64(r.CachedAt.UnixNano()),
 	}
+	t.ASN, t.ASOrg, t.Country = r.Origin()
+	return t
 }
 
 func (r *Row) storedVerdict(provider string) *string {
