@@ -200,7 +200,8 @@ func (l *bench) seedDesign(ctx context.Context, d *economyDay) (economyResult, e
 }
 
 // seedAsk asks the three per-IP providers about ip as the seed did and
-// reads their verdicts by DECNET's rules; a 429 or a failure is no answer.
+// reads their answers with the providers' own decoders under DECNET's rules;
+// a 429 or a failure is no opinion.
 func seedAsk(ctx context.Context, c *http.Client, base, ip string) []providers.Verdict {
 	get := func(method, url string, body []byte, header map[string]string) (int, []byte) {
 		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
@@ -219,40 +220,20 @@ func seedAsk(ctx context.Context, c *http.Client, base, ip string) []providers.V
 		_, _ = b.ReadFrom(resp.Body)
 		return resp.StatusCode, b.Bytes()
 	}
-	var out []providers.Verdict
-	switch st, b := get(http.MethodGet, base+"/v3/community/"+ip, nil, nil); st {
-	case 404:
-		out = append(out, providers.VerdictUnknown)
-	case 200:
-		var g struct{ Classification string }
-		_ = json.Unmarshal(b, &g)
-		if v, err := providers.ParseVerdict(g.Classification); err == nil {
-			out = append(out, v)
-		}
-	}
-	if st, b := get(http.MethodGet, base+"/api/v2/check?ipAddress="+ip, nil, map[string]string{"Key": "k", "Accept": "application/json"}); st == 200 {
-		var a struct {
-			Data struct {
-				Score int `json:"abuseConfidenceScore"`
-			}
-		}
-		_ = json.Unmarshal(b, &a)
-		switch {
-		case a.Data.Score >= 75:
-			out = append(out, providers.VerdictMalicious)
-		case a.Data.Score >= 25:
-			out = append(out, providers.VerdictSuspicious)
-		default:
-			out = append(out, providers.VerdictBenign)
-		}
-	}
+	addr, policy := netip.MustParseAddr(ip), providers.DECNETPolicy()
 	q, _ := json.Marshal(map[string]string{"query": "search_ioc", "search_term": ip})
-	if st, b := get(http.MethodPost, base+"/api/v1/", q, map[string]string{"Auth-Key": "k"}); st == 200 {
-		var t struct {
-			QueryStatus string `json:"query_status"`
-		}
-		if json.Unmarshal(b, &t) == nil && t.QueryStatus == "ok" {
-			out = append(out, providers.VerdictMalicious)
+	var out []providers.Verdict
+	for _, a := range []struct {
+		provider, method, url string
+		body                  []byte
+		header                map[string]string
+	}{
+		{providers.NameGreyNoise, http.MethodGet, base + "/v3/community/" + ip, nil, nil},
+		{providers.NameAbuseIPDB, http.MethodGet, base + "/api/v2/check?ipAddress=" + ip, nil, map[string]string{"Key": "k", "Accept": "application/json"}},
+		{providers.NameThreatFox, http.MethodPost, base + "/api/v1/", q, map[string]string{"Auth-Key": "k"}},
+	} {
+		if st, b := get(a.method, a.url, a.body, a.header); st != 0 {
+			out = append(out, providers.Decode(a.provider, st, b, addr, policy, time.Now()).Verdict)
 		}
 	}
 	return out

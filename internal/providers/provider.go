@@ -175,3 +175,25 @@ func fillDefaults(now *func() time.Time, guard **Guard, policy **Policy) {
 		*policy = &p
 	}
 }
+
+// Decode reads one per-IP provider's answer about ip (its HTTP status and
+// body) as the provider would, and gives it its verdict under policy:
+// for tools that send the requests themselves (the benchmark's model of
+// DECNET's seed worker), so that they read answers by these rules and no
+// copy of them.
+func Decode(provider string, status int, body []byte, ip netip.Addr, policy Policy, now time.Time) Result {
+	var res Result
+	switch provider {
+	case NameGreyNoise:
+		res = decodeGreyNoise(status, body, now)
+	case NameAbuseIPDB:
+		res = decodeAbuseIPDB(status, body, now)
+	case NameThreatFox:
+		res = decodeThreatFox(status, body, ip, now)
+	default:
+		return failed(provider, ErrParse, "no decoder for provider %q", provider)
+	}
+	res.Provider = provider
+	res.Verdict = policy.Verdict(res)
+	return res
+}
