@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -32,9 +33,16 @@ type Store struct {
 	conn  driver.Conn
 	table string
 	// lists: the table has the bulk lists' and the ASN columns (schema 2);
-	// a table the output has not upgraded yet is read without them.
-	lists bool
+	// a table the output has not upgraded yet is read without them, and
+	// looked at again at most once a minute (describedAt, unix ns), not
+	// on every shared lookup.
+	lists       atomic.Bool
+	describedAt atomic.Int64
 }
+
+// redescribe is how often a table without schema 2's columns is looked at
+// again (the output upgrades it when it connects).
+const redescribe = time.Minute
 
 // Open connects to the table's server.
 func Open(dsn, table string) (*Store, error) {
@@ -67,9 +75,10 @@ func (s *Store) learnColumns(ctx context.Context) error {
 			return fmt.Errorf("describing %s: %w", s.table, err)
 		}
 		if name == "country" {
-			s.lists = true
+			s.lists.Store(true)
 		}
 	}
+	s.describedAt.Store(time.Now().UnixNano())
 	return rows.Err()
 }
 
@@ -107,18 +116,20 @@ func Load(ctx context.Context, dsn, table string, limit int, configured []string
 	if err := s.learnColumns(ctx); err != nil {
 		return nil, err
 	}
-	return s.query(ctx, WarmStartQuery(table, limit, s.lists), configured)
+	lists := s.lists.Load()
+	return s.query(ctx, WarmStartQuery(table, limit, lists), lists, configured)
 }
 
 // Get returns ip's unexpired row, or nil when there is none: the cache
 // that every replica shares.
 func (s *Store) Get(ctx context.Context, ip netip.Addr, configured []string) (*Stored, error) {
-	if !s.lists {
+	if !s.lists.Load() && time.Since(time.Unix(0, s.describedAt.Load())) >= redescribe {
 		if err := s.learnColumns(ctx); err != nil {
 			return nil, err
 		}
 	}
-	rows, err := s.query(ctx, LookupQuery(s.table, ip, s.lists), configured)
+	lists := s.lists.Load()
+	rows, err := s.query(ctx, LookupQuery(s.table, ip, lists), lists, configured)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
@@ -170,9 +181,8 @@ func selectRows(table, where string, lists bool) string {
 FROM %s FINAL WHERE %s`, extra, table, where)
 }
 
-// query reads rows with q.
-func (s *Store) query(ctx context.Context, q string, configured []string) ([]Stored, error) {
-	lists := s.lists
+// query reads rows with q, built with or without schema 2's columns.
+func (s *Store) query(ctx context.Context, q string, lists bool, configured []string) ([]Stored, error) {
 	conn, table := s.conn, s.table
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
