@@ -233,10 +233,21 @@ func (l *BulkList) Start() {
 	if l.disabled() {
 		return
 	}
-	complete := l.loadSaved()
-	idx := l.index.Load()
-	stale := !complete || idx == nil || l.conf.Now().Sub(idx.loadedAt) >= l.conf.RefreshInterval
-	l.every(l.conf.RefreshInterval, l.conf.Timeout*time.Duration(len(l.sources)), stale, l.Refresh)
+	l.loadSaved()
+	l.every(l.conf.RefreshInterval, l.conf.Timeout*time.Duration(len(l.sources)), l.fresh, l.refresh)
+}
+
+// fresh reports whether every part is loaded and younger than the refresh
+// interval.
+func (l *BulkList) fresh() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.parts {
+		if !p.ok || l.conf.Now().Sub(p.at) >= l.conf.RefreshInterval {
+			return false
+		}
+	}
+	return true
 }
 
 // loadSaved serves every part's copy on disk that no download replaced;

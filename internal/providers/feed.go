@@ -231,24 +231,30 @@ func (r *refresher) recentFailure() error {
 	return nil
 }
 
-// every runs refresh every interval (and once at once when now is set),
-// each within timeout, until Stop.
-func (r *refresher) every(interval, timeout time.Duration, now bool, refresh func(context.Context) error) {
-	once := func() {
+// every downloads every interval, each within timeout, until Stop; and
+// once at once unless fresh says the copy in service is current. download
+// is the feed's own (do makes it the one in flight); fresh is asked inside
+// that single flight, so a lookup that loaded the feed meanwhile is never
+// followed by a second download — some providers allow a few a day.
+func (r *refresher) every(interval, timeout time.Duration, fresh func() bool, download func(context.Context) error) {
+	run := func(fn func(context.Context) error) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		_ = refresh(ctx)
+		_ = r.do(ctx, fn)
 	}
-	if now {
-		go once()
-	}
+	go run(func(ctx context.Context) error {
+		if fresh() {
+			return nil
+		}
+		return download(ctx)
+	})
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
-				once()
+				run(download)
 			case <-r.stop:
 				return
 			}

@@ -105,8 +105,13 @@ func (f *Feodo) Fetches() int64 { return f.fetches.Load() }
 // refreshes the feed every RefreshInterval until Stop (at once when the
 // copy is older than that).
 func (f *Feodo) Start() {
-	stale := f.index.Load() == nil && f.loadSaved() == nil && f.conf.Now().Sub(f.index.Load().loadedAt) >= f.conf.RefreshInterval
-	f.every(f.conf.RefreshInterval, f.conf.Timeout, stale, f.Refresh)
+	if f.index.Load() == nil {
+		_ = f.loadSaved()
+	}
+	f.every(f.conf.RefreshInterval, f.conf.Timeout, func() bool {
+		idx := f.index.Load()
+		return idx != nil && f.conf.Now().Sub(idx.loadedAt) < f.conf.RefreshInterval
+	}, f.refresh)
 }
 
 // Refresh fetches the feed now (one refresh in flight at a time: concurrent

@@ -401,6 +401,12 @@ providers:
 	if n := sim.Counts(providersim.AbuseIPDB).Requests; n != 1 {
 		t.Errorf("%d /check calls, want 1 (the unlisted IP)", n)
 	}
+	// A list is downloaded, never asked per IP: one download per part.
+	for list, want := range map[string]int{providersim.ListAbuseIPDBBlacklist: 1, providersim.ListThreatFoxExport: 1, providersim.ListSpamhausDROP: 2} {
+		if n := sim.Downloads(list); n != want {
+			t.Errorf("%s: %d downloads for two lookups, want %d", list, n, want)
+		}
+	}
 	for _, name := range []string{"abuseipdb_blacklist.feed", "threatfox_export.feed", "spamhaus_drop.feed", "spamhaus_drop.1.feed", "feodo.feed"} {
 		if _, err := os.Stat(filepath.Join(dir, "feeds", name)); err != nil {
 			t.Errorf("feed_dir: %v", err)
