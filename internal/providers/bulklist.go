@@ -120,7 +120,6 @@ type listEntry struct {
 
 type listIndex struct {
 	table    bart.Table[*listEntry]
-	entries  int
 	loadedAt time.Time // of the oldest part
 }
 
@@ -328,6 +327,7 @@ func (l *BulkList) partItems(i int) []listItem {
 // others: a network listed in them is listed.
 func (l *BulkList) rebuildLocked() bool {
 	idx := &listIndex{}
+	var entries []*listEntry
 	all, loaded := true, false
 	for _, p := range l.parts {
 		if !p.ok {
@@ -343,15 +343,17 @@ func (l *BulkList) rebuildLocked() bool {
 			if !ok {
 				e = &listEntry{score: -1}
 				idx.table.Insert(it.prefix, e)
-				idx.entries++
+				entries = append(entries, e)
 			}
 			e.score = max(e.score, it.score)
 			for _, t := range it.tags {
 				e.tags = appendSet(e.tags, t)
 			}
-			slices.Sort(e.tags)
 			e.raw = appendJSONItem(e.raw, it.raw)
 		}
+	}
+	for _, e := range entries {
+		slices.Sort(e.tags) // once per entry, not once per item merged into it
 	}
 	if loaded {
 		l.index.Store(idx)
@@ -417,7 +419,7 @@ func (l *BulkList) FeedStatus() (entries int, age time.Duration, lastErr error) 
 	if idx == nil {
 		return 0, 0, lastErr
 	}
-	return idx.entries, l.conf.Now().Sub(idx.loadedAt), lastErr
+	return idx.table.Size(), l.conf.Now().Sub(idx.loadedAt), lastErr
 }
 
 // errDisabledList is a keyless list's status: it downloads nothing.
