@@ -4,6 +4,7 @@ package all
 
 import (
 	_ "github.com/decnet/decnet-stream/plugins/clickhouse"
+	_ "github.com/decnet/decnet-stream/plugins/concurrent_switch"
 	_ "github.com/decnet/decnet-stream/plugins/control"
 	_ "github.com/decnet/decnet-stream/plugins/dead_letter"
 	_ "github.com/decnet/decnet-stream/plugins/decnet_bus"

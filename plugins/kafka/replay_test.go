@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
+
+	_ "github.com/decnet/decnet-stream/plugins/concurrent_switch"
 )
 
 // flakyOutput fails each message whose seq is in failing for its first
@@ -97,6 +99,14 @@ func TestRepeatedPartialNacksLoseNothing(t *testing.T) {
 // The same through a switch output whose cases split each batch, after
 // processors that drop some messages (as intel_enrich drops repeats).
 func TestRepeatedPartialNacksThroughASwitchLoseNothing(t *testing.T) {
+	// Benthos' switch, and ours that writes its cases concurrently (the
+	// one pipeline.yaml uses): both must map each case's nacks back.
+	for _, sw := range []string{"switch", "concurrent_switch"} {
+		t.Run(sw, func(t *testing.T) { partialNacksThroughASwitch(t, sw) })
+	}
+}
+
+func partialNacksThroughASwitch(t *testing.T, sw string) {
 	const n = 600
 	addr := startBroker(t, "in")
 	produce(t, addr, "in", 0, n)
@@ -113,8 +123,7 @@ func TestRepeatedPartialNacksThroughASwitchLoseNothing(t *testing.T) {
 	must(t, sb.AddInputYAML(inputYAML(addr, "in", "replayer", "")))
 	must(t, sb.AddProcessorYAML(`mutation: 'meta odd = if this.seq % 2 == 1 { "yes" } else { "no" }'`))
 	must(t, sb.AddProcessorYAML(`mapping: 'root = if this.seq % 11 == 0 { deleted() } else { this }'`))
-	must(t, sb.AddOutputYAML(`
-switch:
+	must(t, sb.AddOutputYAML(sw+`:
   cases:
     - check: '@odd == "yes"'
       output: { flaky: {} }
