@@ -17,7 +17,7 @@ import (
 // the specs and cannot drift from them.
 var OwnComponents = map[string][]string{
 	"inputs":     {"clickhouse_select", "decnet_bus", "decnet_webhook", "kafka_franz", "redpanda"},
-	"outputs":    {"clickhouse", "decnet_bus", "kafka_franz", "redpanda", "worker_control"},
+	"outputs":    {"clickhouse", "concurrent_switch", "decnet_bus", "kafka_franz", "redpanda", "worker_control"},
 	"processors": {"dead_letter", "intel_enrich", "topic_router"},
 	"metrics":    {"prometheus"},
 }
