@@ -556,11 +556,12 @@ func (t TableRow) MarshalJSON() ([]byte, error) {
 func appendLists(b []byte, lists *[NumLists]ListAnswer, names []string, row *Row) []byte {
 	b = b[:len(b)-1] // the closing brace
 	field := func(name, col string, v any) {
-		b = append(b, ',')
-		b = strconv.AppendQuote(b, name+"_"+col)
-		b = append(b, ':')
-		enc, _ := json.Marshal(v)
-		b = append(b, enc...)
+		b = append(b, ',', '"')
+		b = append(b, name...) // list and column names: plain ASCII
+		b = append(b, '_')
+		b = append(b, col...)
+		b = append(b, '"', ':')
+		b = appendJSON(b, v)
 	}
 	for _, name := range names {
 		i := providers.ListIndex(name)
@@ -587,6 +588,40 @@ func appendLists(b []byte, lists *[NumLists]ListAnswer, names []string, row *Row
 		}
 	}
 	return append(b, '}')
+}
+
+// appendJSON appends v's JSON encoding: scalars directly (a row has 21
+// list columns, and json.Marshal of each was most of a row's encoding),
+// anything else through encoding/json.
+func appendJSON(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case bool:
+		return strconv.AppendBool(b, x)
+	case int:
+		return strconv.AppendInt(b, int64(x), 10)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case *bool:
+		if x == nil {
+			return append(b, "null"...)
+		}
+		return strconv.AppendBool(b, *x)
+	case *int:
+		if x == nil {
+			return append(b, "null"...)
+		}
+		return strconv.AppendInt(b, int64(*x), 10)
+	case *string:
+		if x == nil {
+			return append(b, "null"...)
+		}
+		v = *x
+	}
+	enc, err := json.Marshal(v)
+	if err != nil {
+		return append(b, "null"...)
+	}
+	return append(b, enc...)
 }
 
 // Table is the row in the attacker_intel table's shape.

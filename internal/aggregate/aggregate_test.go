@@ -177,3 +177,35 @@ func TestCoveredIsFinalAndListsAreColumns(t *testing.T) {
 		t.Errorf("enrichment has a list that is not configured: %s", b)
 	}
 }
+
+// The row's JSON written by hand where it is hot is byte for byte what
+// encoding/json writes: scalars, NULLs, and strings needing escapes
+// (quotes, HTML characters, control bytes, invalid UTF-8).
+func TestTableRowJSONIsEncodingJSONs(t *testing.T) {
+	yes, score := true, 87
+	raw := `{"ip":"203.0.113.9","note":"<script>&\"\u0001` + "\xff" + `"}`
+	at := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	for _, v := range []any{true, false, 0, -7, int64(1) << 40, &yes, (*bool)(nil), &score, (*int)(nil),
+		&raw, (*string)(nil), []string{"a<b", "é"}, []string{}, &at, (*time.Time)(nil), "x"} {
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSON(nil, v); string(got) != string(want) {
+			t.Errorf("%#v: %s, encoding/json writes %s", v, got, want)
+		}
+	}
+	r := NewRow("203.0.113.9", providers.ListNames)
+	r.SetList(0, ListAnswer{Listed: &yes, Score: &score, Tags: []string{"<tag>"}, Raw: &raw, QueriedAt: &at})
+	got, err := r.Table().MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := json.Marshal(r.Table())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("MarshalJSON:\n%s\njson.Marshal:\n%s", got, want)
+	}
+}

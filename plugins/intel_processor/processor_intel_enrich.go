@@ -588,7 +588,10 @@ func withCarrier(enc []byte, c enrich.Carrier) []byte {
 }
 
 func encodeEnrichment(r *aggregate.Row) ([]byte, error) { return json.Marshal(r.Enrichment()) }
-func encodeRow(r *aggregate.Row) ([]byte, error)        { return json.Marshal(r.Table()) }
+
+// encodeRow calls the row's MarshalJSON itself: through json.Marshal its
+// output (compact already) was scanned and compacted once more.
+func encodeRow(r *aggregate.Row) ([]byte, error) { return r.Table().MarshalJSON() }
 
 // carrierOf identifies the record an event came from, so a redelivery of
 // the event that carried a change carries it again.
