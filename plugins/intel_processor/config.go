@@ -21,6 +21,7 @@ const (
 	fTarget            = "target"
 	fEmit              = "emit"
 	fIncludeRaw        = "include_raw"
+	fEnvelopeMetadata  = "envelope_metadata"
 	fMaxWait           = "max_wait"
 	fCache             = "cache"
 	fMaxEntries        = "max_entries"
@@ -135,6 +136,10 @@ func spec() *service.ConfigSpec {
 			service.NewBoolField(fIncludeRaw).
 				Description("Also write the providers' raw responses and query times (what the attacker_intel table stores). Cached rows then keep their raw responses, which costs memory.").
 				Default(false).Advanced(),
+			service.NewStringField(fEnvelopeMetadata).
+				Description("A metadata key that each emitted row also gets, holding its `attacker.intel.enriched` v1 envelope ready to publish (the payload fields DECNET's own intel worker publishes, lists as `[]`, `providers`: those whose answer the row holds; raw answers and bookkeeping left out). Its id is the row's identity (32 hex characters of sha256 of IP and row version), so every copy of one enrichment has the same id, and its `ts` the row's `cached_at`. Publish it with `mapping: root = @<key>`: bytes copied, where a Bloblang mapping building the envelope decodes the whole event. Empty: not written.").
+				Default("").Advanced().
+				Example("intel_enriched_event"),
 			service.NewDurationField(fMaxWait).
 				Description("The longest a lookup waits for a provider's rate-limit token or concurrency slot: past it the provider is `rate_limited` in the row, asked again after `negative_ttl`. With `emit: all`, also the longest an event waits for its lookup (providers that have not answered are `deferred` in its annotation; their answers fill the cache).").
 				Default("2s"),

@@ -67,6 +67,7 @@ type processor struct {
 	quotedTarget []byte
 	emitAll      bool
 	includeRaw   bool
+	envelopeMeta string // the metadata key for the enriched envelope, if any
 	guard        *providers.Guard
 	engine       *enrich.Engine
 	feeds        []providers.Feed
@@ -118,6 +119,9 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 		return nil, fmt.Errorf("%s: emit: all annotates events in place; it takes no %s", fLookupTopic, fLookupTopic)
 	}
 	if p.includeRaw, err = conf.FieldBool(fIncludeRaw); err != nil {
+		return nil, err
+	}
+	if p.envelopeMeta, err = conf.FieldString(fEnvelopeMetadata); err != nil {
 		return nil, err
 	}
 	nq, err := conf.FieldStringList(fNeverQuery)
@@ -542,6 +546,9 @@ func (p *processor) write(msg *service.Message, a enrich.Answer, carrier enrich.
 		}
 	}
 	msg.SetBytes(out)
+	if p.envelopeMeta != "" {
+		msg.MetaSetMut(p.envelopeMeta, envelope(enc, time.Now()))
+	}
 	msg.MetaSetMut(MetaVerdict, a.Verdict())
 	msg.MetaSetMut(MetaCache, string(a.Outcome))
 	return nil
