@@ -33,6 +33,81 @@ type metrics struct {
 	// storm profile: 8% of the process's CPU in gauges that had not
 	// changed).
 	gauges gaugeCache
+	// tallies holds the per-answer labelled counters' increments until
+	// the next flush (at the end of each batch, every second, and on
+	// Close): a labelled Incr resolves its labels in Benthos on every call,
+	// and every provider answer made one or two (the storm profile: 6% of
+	// the process).
+	tallies   tally
+	stop      chan struct{}
+	stopped   chan struct{}
+	closeOnce sync.Once
+}
+
+// tallyKey names one labelled counter series.
+type tallyKey struct {
+	c      *service.MetricCounter
+	l1, l2 string
+}
+
+// tally sums counter increments per series between flushes.
+type tally struct {
+	mu      sync.Mutex
+	pending map[tallyKey]int64
+}
+
+func (t *tally) add(c *service.MetricCounter, n int64, l1, l2 string) {
+	t.mu.Lock()
+	if t.pending == nil {
+		t.pending = map[tallyKey]int64{}
+	}
+	t.pending[tallyKey{c, l1, l2}] += n
+	t.mu.Unlock()
+}
+
+// flush hands every pending sum to incr (its counter's, in flushCounters).
+func (t *tally) flush(incr func(k tallyKey, n int64)) {
+	t.mu.Lock()
+	if t.pending == nil {
+		t.mu.Unlock()
+		return
+	}
+	pending := t.pending
+	t.pending = nil
+	t.mu.Unlock()
+	for k, n := range pending {
+		incr(k, n)
+	}
+}
+
+func incrCounter(k tallyKey, n int64) {
+	if k.l2 == "" {
+		k.c.Incr(n, k.l1)
+	} else {
+		k.c.Incr(n, k.l1, k.l2)
+	}
+}
+
+// run flushes the tallies every second until close.
+func (m *metrics) run() {
+	defer close(m.stopped)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			m.tallies.flush(incrCounter)
+		case <-m.stop:
+			m.tallies.flush(incrCounter)
+			return
+		}
+	}
+}
+
+// close flushes what is pending and stops the flusher (once).
+func (m *metrics) close() {
+	m.closeOnce.Do(func() { close(m.stop) })
+	<-m.stopped
 }
 
 // gaugeKey names one labelled gauge series.
@@ -108,6 +183,8 @@ func newMetrics(m *service.Metrics, provs []providers.Provider) *metrics {
 			mt.feeds[p.Name()] = f
 		}
 	}
+	mt.stop, mt.stopped = make(chan struct{}), make(chan struct{})
+	go mt.run()
 	return mt
 }
 
@@ -194,15 +271,15 @@ func (m *metrics) invalidIP() {
 func (m *metrics) ProviderResult(res providers.Result) {
 	countProvider(res)
 	if res.Requests > 0 {
-		m.calls.Incr(int64(res.Requests), res.Provider)
+		m.tallies.add(m.calls, int64(res.Requests), res.Provider, "")
 		m.latency.Timing(res.Latency.Nanoseconds(), res.Provider)
 	}
 	switch {
 	case res.ErrKind == providers.ErrCovered:
 		// Answered by a bulk list instead: not an error, a call saved.
-		m.answers.Incr(1, res.Provider, "covered")
+		m.tallies.add(m.answers, 1, res.Provider, "covered")
 	case !res.OK():
-		m.errors.Incr(1, res.Provider, string(res.ErrKind))
+		m.tallies.add(m.errors, 1, res.Provider, string(res.ErrKind))
 	default:
 		source := "per_ip"
 		if f, ok := m.feeds[res.Provider]; ok {
@@ -211,7 +288,7 @@ func (m *metrics) ProviderResult(res providers.Result) {
 			m.set(m.feedLoaded, time.Now().Add(-age).Unix(), res.Provider)
 			m.set(m.feedEntries, int64(entries), res.Provider)
 		}
-		m.answers.Incr(1, res.Provider, source)
+		m.tallies.add(m.answers, 1, res.Provider, source)
 	}
 	if qp, ok := m.quoted[res.Provider]; ok {
 		q := qp.Quota()

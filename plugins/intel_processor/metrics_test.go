@@ -1,6 +1,10 @@
 package intel_processor
 
-import "testing"
+import (
+	"fmt"
+	"sync"
+	"testing"
+)
 
 // A gauge series is set when its value changes and only then, each series
 // on its own, so the exported value is always the last one given.
@@ -24,5 +28,39 @@ func TestGaugeCacheSetsOnlyChanges(t *testing.T) {
 		if sets[i] != want[i] {
 			t.Fatalf("sets %v, want %v", sets, want)
 		}
+	}
+}
+
+// Counter increments held between flushes all reach their series, exactly
+// once, however adders and flushes interleave.
+func TestTallyLosesAndRepeatsNothing(t *testing.T) {
+	var tl tally
+	got := map[tallyKey]int64{}
+	var mu sync.Mutex
+	sink := func(k tallyKey, n int64) { mu.Lock(); got[k] += n; mu.Unlock() }
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				tl.add(nil, 1, fmt.Sprintf("p%d", g%3), []string{"ok", "rate_limited"}[i%2])
+				if i%97 == 0 {
+					tl.flush(sink)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	tl.flush(sink)
+	var total int64
+	for k, n := range got {
+		total += n
+		if k.l2 != "ok" && k.l2 != "rate_limited" {
+			t.Errorf("series %+v", k)
+		}
+	}
+	if total != 8000 || got[tallyKey{nil, "p0", "ok"}] != 3*500 {
+		t.Errorf("flushed %d in all, %d to p0/ok; want 8000 and 1500 (%v)", total, got[tallyKey{nil, "p0", "ok"}], got)
 	}
 }

@@ -323,6 +323,9 @@ func (p *processor) warmStart(conf *service.ParsedConfig, limit int) {
 // becomes a lookup request, or, inline, a lookup), lookup requests wait for
 // their row and emit it, and with emit: all every event is annotated.
 func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	// The batch's provider answers are counted by the time it is handed on
+	// (the flusher's tick is only for answers that came from elsewhere).
+	defer p.metrics.tallies.flush(incrCounter)
 	// Sized once: nearly every event of a batch is a sighting.
 	sightings := requests{reqs: make([]enrich.Request, 0, len(batch)), index: make([]int, 0, len(batch))}
 	var lookups requests
@@ -649,6 +652,7 @@ func toFloat(v any) float64 {
 // refreshers.
 func (p *processor) Close(ctx context.Context) error {
 	err := p.engine.Settle(ctx)
+	p.metrics.close() // after the last answers are in
 	for _, f := range p.feeds {
 		f.Stop()
 	}
