@@ -106,8 +106,9 @@ func init() {
 
 // switchCase is one case: a check (nil takes everything) and its output.
 type switchCase struct {
-	check *bloblang.Executor
-	out   *service.OwnedOutput
+	check  *bloblang.Executor
+	out    *service.OwnedOutput
+	primed bool // Connect started it
 }
 
 type output struct {
@@ -140,11 +141,18 @@ func newOutput(conf *service.ParsedConfig, log *service.Logger) (*output, error)
 }
 
 // Connect starts every case's output, so the first batch finds them ready.
+// A case is started once: when a later case fails to start, the retried
+// Connect starts only the rest (an output consumes one channel for life).
 func (o *output) Connect(context.Context) error {
-	for i, c := range o.cases {
+	for i := range o.cases {
+		c := &o.cases[i]
+		if c.primed {
+			continue
+		}
 		if err := c.out.Prime(); err != nil {
 			return fmt.Errorf("cases[%d]: %w", i, err)
 		}
+		c.primed = true
 	}
 	return nil
 }
