@@ -48,14 +48,24 @@ var envelopeLists = []string{"greynoise_tags", "abuseipdb_categories",
 // answer the row holds, sorted), and the row's list members as arrays. Its
 // id is the row's identity, 32 hex characters of sha256(ip "/" version), so
 // every copy of one enrichment (Kafka, DECNET's bus, a replay) has the same
-// id; a row without a version gets a random one. Its time is the row's
+// id; a row with neither version nor cached_at gets a random one. Its time is the row's
 // cached_at (now without one).
 func envelope(row []byte, now time.Time) []byte {
 	r := gjson.ParseBytes(row)
+	at, atErr := time.Parse(time.RFC3339Nano, r.Get("cached_at").Str)
+	// The row's version is its cached_at in nanoseconds; a row written
+	// without its bookkeeping (include_raw: false) has only cached_at.
+	version := r.Get("version").Raw
+	if r.Get("version").Uint() == 0 {
+		version = ""
+		if atErr == nil {
+			version = strconv.FormatInt(at.UnixNano(), 10)
+		}
+	}
 	out := make([]byte, 0, len(row)+160)
 	out = append(out, `{"v":1,"id":"`...)
-	if v := r.Get("version"); v.Exists() && v.Uint() > 0 {
-		sum := sha256.Sum256([]byte(r.Get("attacker_ip").Str + "/" + v.Raw))
+	if version != "" {
+		sum := sha256.Sum256([]byte(r.Get("attacker_ip").Str + "/" + version))
 		out = hex.AppendEncode(out, sum[:16])
 	} else {
 		var id [16]byte
@@ -64,7 +74,7 @@ func envelope(row []byte, now time.Time) []byte {
 	}
 	out = append(out, `","topic":"`+enrichedTopic+`","type":"`+enrichedType+`","ts":`...)
 	ts := now
-	if at, err := time.Parse(time.RFC3339Nano, r.Get("cached_at").Str); err == nil {
+	if atErr == nil {
 		ts = at
 	}
 	out = strconv.AppendFloat(out, float64(ts.UnixMilli())/1000, 'f', -1, 64)

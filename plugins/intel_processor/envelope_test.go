@@ -139,8 +139,15 @@ func TestEnvelopeIsTheShippedMappings(t *testing.T) {
 	}
 }
 
-// Without a version the id is random (32 hex characters) and the time now.
+// A row written without its bookkeeping (include_raw: false) has no
+// version, but its cached_at is the version: the same id. With neither, the
+// id is random (32 hex characters) and the time now.
 func TestEnvelopeWithoutAVersion(t *testing.T) {
+	full := decodeNumbers(t, envelope([]byte(`{"attacker_ip":"203.0.113.9","version":1796025600123456789,"cached_at":"2026-11-30T08:00:00.123456789Z"}`), time.Now())).(map[string]any)
+	lean := decodeNumbers(t, envelope([]byte(`{"attacker_ip":"203.0.113.9","cached_at":"2026-11-30T08:00:00.123456789Z"}`), time.Now())).(map[string]any)
+	if full["id"] != lean["id"] {
+		t.Errorf("ids %v with the version, %v from cached_at alone: want the same", full["id"], lean["id"])
+	}
 	now := time.Date(2026, 11, 30, 9, 0, 0, 500_000_000, time.UTC)
 	a := decodeNumbers(t, envelope([]byte(`{"attacker_ip":"203.0.113.9"}`), now)).(map[string]any)
 	b := decodeNumbers(t, envelope([]byte(`{"attacker_ip":"203.0.113.9"}`), now)).(map[string]any)
