@@ -57,6 +57,7 @@ type options struct {
 	markdown                   string
 	keepLogs                   bool
 	sets                       []string // -set, passed to every pipeline run
+	env                        []string // -env, in every pipeline process's environment
 }
 
 func main() {
@@ -96,6 +97,13 @@ func main() {
 	flag.StringVar(&o.markdown, "markdown", "", "also write the results table, as Markdown, to this file")
 	flag.Func("set", "a --set override passed to every pipeline run (repeatable; for experiments)", func(v string) error {
 		o.sets = append(o.sets, v)
+		return nil
+	})
+	flag.Func("env", "KEY=VALUE in every pipeline process's environment, not the benchmark's own (repeatable; e.g. GOMEMLIMIT)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("-env %q: want KEY=VALUE", v)
+		}
+		o.env = append(o.env, v)
 		return nil
 	})
 	flag.Parse()
@@ -175,7 +183,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 	defer sim.Close()
-	l := &bench{Lab: &lab.Lab{Binary: binary, Root: root, Tmp: tmp, CH: ch, Sim: sim, Sets: o.sets}, profiles: o.stageProfiles}
+	l := &bench{Lab: &lab.Lab{Binary: binary, Root: root, Tmp: tmp, CH: ch, Sim: sim, Sets: o.sets, Env: o.env}, profiles: o.stageProfiles}
 	defer l.CloseBroker()
 
 	rep := &report{w: w}

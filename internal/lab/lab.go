@@ -63,7 +63,11 @@ type Lab struct {
 	BrokerDataDir string
 	// Sets are --set overrides added to every run (the benchmark's -set
 	// flag, for experiments).
-	Sets   []string
+	Sets []string
+	// Env is added to every pipeline process's environment (before a run's
+	// own), not the benchmark's: a GOMEMLIMIT for the pipeline alone, say,
+	// not for the broker running in this process.
+	Env    []string
 	tables int
 }
 
@@ -365,7 +369,7 @@ func (l *Lab) Start(o RunOpts) (*Process, error) {
 		"INTEL_FEED_DIR="+filepath.Join(l.Tmp, fmt.Sprintf("feeds-%d", port)),
 		"DECNET_GREYNOISE_API_KEY=bench-greynoise-key", "DECNET_ABUSEIPDB_API_KEY=bench-abuseipdb-key", "DECNET_THREATFOX_API_KEY=bench-threatfox-key",
 		"INTEL_STATE_FILE="+filepath.Join(l.Tmp, fmt.Sprintf("budget-%d.json", port)),
-	), o.Env...)
+	), append(slices.Clip(l.Env), o.Env...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A process never outlives its benchmark or test, however that ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
