@@ -44,7 +44,7 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 	if done := committedTotal(t, l); done >= int64(events) {
 		t.Fatalf("all %d events were committed before the last kill: the kills proved nothing", events)
 	}
-	start(t, l, opts)
+	last := start(t, l, opts)
 	waitCommitted(t, l, 4*time.Minute)
 
 	// Every IP has its attacker_intel row …
@@ -58,6 +58,14 @@ func TestCrashConsistencyUnderSIGKILL(t *testing.T) {
 	for deadline := time.Now().Add(2 * time.Minute); rowsOf(t, l, table, pop, partial) > 0; {
 		if time.Now().After(deadline) {
 			statuses := chtest.Query(t, l.CH.DSN(), "SELECT greynoise_status, abuseipdb_status, threatfox_status, count() FROM "+table+" FINAL GROUP BY greynoise_status, abuseipdb_status, threatfox_status")
+			// What a next look needs (seen once, 2026-11-30: one row
+			// rate_limited at all three): the stuck rows with their times,
+			// and whether the process was still asking.
+			stuck := chtest.Query(t, l.CH.DSN(), "SELECT attacker_ip, toString(cached_at), toString(expires_at) FROM "+table+" FINAL WHERE ("+partial+") LIMIT 5")
+			t.Logf("stuck rows (ip, cached_at, expires_at): %v; now %s", stuck, time.Now().UTC().Format(time.RFC3339))
+			for _, m := range []string{"intel_lookup_requests", "intel_lookups", "intel_cache_partial", "intel_cache_misses"} {
+				t.Logf("%s = %.0f", m, last.Metric(m))
+			}
 			t.Fatalf("%d rows still partial 2 minutes after the last sighting (statuses %v)", rowsOf(t, l, table, pop, partial), statuses)
 		}
 		time.Sleep(500 * time.Millisecond) // polling ClickHouse for the refresh's rows
