@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"strconv"
-	"strings"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
@@ -21,6 +20,9 @@ type envelopeScan struct {
 	data                           []byte
 	memberName                     string
 	payloadStart, payloadEnd, i    int
+	// escaped says whether the last string value validated holds an
+	// escape: result reads it instead of looking for one again.
+	escaped bool
 }
 
 // scanEnvelope validates data as JSON (RFC 8259, as gjson.ValidBytes
@@ -64,7 +66,7 @@ func (s *envelopeScan) result(start, end int) gjson.Result {
 	r := gjson.Result{Raw: raw, Index: start}
 	switch c := raw[0]; c {
 	case '"':
-		if strings.IndexByte(raw, '\\') >= 0 {
+		if s.escaped {
 			r = gjson.Parse(raw)
 			r.Index = start
 			break
@@ -134,7 +136,8 @@ func (s *envelopeScan) value(lv level) bool {
 	}
 	switch c := s.data[s.i]; {
 	case c == '"':
-		_, ok := s.str()
+		var ok bool
+		s.escaped, ok = s.str()
 		return ok
 	case c == '{' && lv != levelNone:
 		return s.obj(lv)
