@@ -384,10 +384,7 @@ func (l *BulkList) Lookup(ctx context.Context, ip netip.Addr) Result {
 		}
 		idx := l.index.Load()
 		if idx == nil {
-			err := l.recentFailure()
-			if err == nil {
-				err = l.Refresh(ctx)
-			}
+			err := l.loadCold(ctx, func() bool { return l.index.Load() != nil }, l.refresh)
 			if idx = l.index.Load(); idx == nil {
 				return failed(l.name, ErrNetwork, "list never loaded: %v", err)
 			}

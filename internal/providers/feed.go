@@ -220,6 +220,23 @@ func (r *refresher) status() error {
 	return r.lastErr
 }
 
+// loadCold is a lookup's load of a feed that has never loaded: the last
+// failure at once while it is recent (coldRetry), else a download, unless
+// one that finished meanwhile (the start-up refresh, another lookup's)
+// loaded the feed — checked inside the single flight, so a lookup that saw
+// no feed just before that download ended does not download it again.
+func (r *refresher) loadCold(ctx context.Context, loaded func() bool, download func(context.Context) error) error {
+	if err := r.recentFailure(); err != nil {
+		return err
+	}
+	return r.do(ctx, func(ctx context.Context) error {
+		if loaded() {
+			return nil
+		}
+		return download(ctx)
+	})
+}
+
 // recentFailure is the last refresh error while it is recent enough to
 // answer a cold lookup with.
 func (r *refresher) recentFailure() error {

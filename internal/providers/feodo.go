@@ -304,10 +304,7 @@ func (f *Feodo) lookup(ctx context.Context, ip netip.Addr) Result {
 		}
 		idx := f.index.Load()
 		if idx == nil {
-			err := f.recentFailure()
-			if err == nil {
-				err = f.Refresh(ctx)
-			}
+			err := f.loadCold(ctx, func() bool { return f.index.Load() != nil }, f.refresh)
 			if idx = f.index.Load(); idx == nil {
 				return failed(NameFeodo, ErrNetwork, "feed never loaded: %v", err)
 			}
