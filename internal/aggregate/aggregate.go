@@ -590,17 +590,12 @@ func appendLists(b []byte, lists *[NumLists]ListAnswer, names []string, row *Row
 	return append(b, '}')
 }
 
-// appendJSON appends v's JSON encoding: scalars directly (a row has 21
-// list columns, and json.Marshal of each was most of a row's encoding),
-// anything else through encoding/json.
+// appendJSON appends v's JSON encoding: the list columns' scalars (*bool,
+// *int, *string's NULL) directly (a row has 21 list columns, and
+// json.Marshal of each was most of a row's encoding), anything else
+// through encoding/json.
 func appendJSON(b []byte, v any) []byte {
 	switch x := v.(type) {
-	case bool:
-		return strconv.AppendBool(b, x)
-	case int:
-		return strconv.AppendInt(b, int64(x), 10)
-	case int64:
-		return strconv.AppendInt(b, x, 10)
 	case *bool:
 		if x == nil {
 			return append(b, "null"...)

@@ -249,9 +249,8 @@ func (l *BulkList) fresh() bool {
 	return true
 }
 
-// loadSaved serves every part's copy on disk that no download replaced;
-// it reports whether the list has every part now.
-func (l *BulkList) loadSaved() bool {
+// loadSaved serves every part's copy on disk that no download replaced.
+func (l *BulkList) loadSaved() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i, src := range l.sources {
@@ -266,7 +265,7 @@ func (l *BulkList) loadSaved() bool {
 			l.parts[i] = listPart{items: items, at: at, ok: true}
 		}
 	}
-	return l.rebuildLocked()
+	l.rebuildLocked()
 }
 
 // Refresh downloads every part now (one refresh at a time: concurrent
@@ -322,16 +321,15 @@ func (l *BulkList) partItems(i int) []listItem {
 	return l.parts[i].items
 }
 
-// rebuildLocked makes the index from the parts; it reports whether every
-// part is loaded. A list with a part missing still answers from the
-// others: a network listed in them is listed.
-func (l *BulkList) rebuildLocked() bool {
+// rebuildLocked makes the index from the loaded parts. A list with a part
+// missing still answers from the others: a network listed in them is
+// listed.
+func (l *BulkList) rebuildLocked() {
 	idx := &listIndex{}
 	var entries []*listEntry
-	all, loaded := true, false
+	loaded := false
 	for _, p := range l.parts {
 		if !p.ok {
-			all = false
 			continue
 		}
 		if !loaded || p.at.Before(idx.loadedAt) {
@@ -358,7 +356,6 @@ func (l *BulkList) rebuildLocked() bool {
 	if loaded {
 		l.index.Store(idx)
 	}
-	return all
 }
 
 // appendJSONItem adds item to the JSON array list (started when empty).
