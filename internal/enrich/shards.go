@@ -50,25 +50,26 @@ func newLRUShards(maxEntries int, onEvict func(netip.Addr, *entry)) *lruShards {
 	return l
 }
 
-// of is ip's shard: the address's two halves folded and mixed by a
+// of is ip's shard index: the address's two halves folded and mixed by a
 // multiplication, top bits taken.
-func (l *lruShards) of(ip netip.Addr) *lruShard {
+func (l *lruShards) of(ip netip.Addr) int {
 	if len(l.s) == 1 {
-		return l.s[0]
+		return 0
 	}
 	b := ip.As16()
 	h := (binary.BigEndian.Uint64(b[8:]) ^ binary.BigEndian.Uint64(b[:8])) * 0x9E3779B97F4A7C15
-	return l.s[h>>60%uint64(len(l.s))]
+	return int(h >> 60 % uint64(len(l.s)))
 }
 
-func (l *lruShards) Get(ip netip.Addr) (*entry, bool)  { return l.of(ip).lru.Get(ip) }
-func (l *lruShards) Peek(ip netip.Addr) (*entry, bool) { return l.of(ip).lru.Peek(ip) }
+func (l *lruShards) Get(ip netip.Addr) (*entry, bool)  { return l.s[l.of(ip)].lru.Get(ip) }
+func (l *lruShards) Peek(ip netip.Addr) (*entry, bool) { return l.s[l.of(ip)].lru.Peek(ip) }
 
 // Add caches ip's entry; a new row over the bound evicts the least
 // recently used row of its shard (of the next shard with another row, if
 // it is alone in its own).
 func (l *lruShards) Add(ip netip.Addr, e *entry) {
-	sh := l.of(ip)
+	at := l.of(ip)
+	sh := l.s[at]
 	if len(l.s) == 1 {
 		sh.lru.Add(ip, e) // evicts by itself at max_entries
 		return
@@ -81,29 +82,18 @@ func (l *lruShards) Add(ip netip.Addr, e *entry) {
 		return
 	}
 	for i := range l.s {
-		victim := sh
-		if i > 0 {
-			victim = l.s[(l.index(sh)+i)%len(l.s)]
-		}
+		victim := l.s[(at+i)%len(l.s)]
 		victim.mu.Lock()
-		_, _, ok := victim.lru.GetOldest()
-		if ok && (victim != sh || victim.lru.Len() > 1) {
-			victim.lru.RemoveOldest() // calls onEvict
-			victim.mu.Unlock()
+		evicted := false
+		if victim != sh || victim.lru.Len() > 1 {
+			_, _, evicted = victim.lru.RemoveOldest() // calls onEvict
+		}
+		victim.mu.Unlock()
+		if evicted {
 			l.total.Add(-1)
 			return
 		}
-		victim.mu.Unlock()
 	}
-}
-
-func (l *lruShards) index(sh *lruShard) int {
-	for i, s := range l.s {
-		if s == sh {
-			return i
-		}
-	}
-	return 0
 }
 
 // Len is the rows held, over every shard.
