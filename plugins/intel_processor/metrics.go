@@ -29,9 +29,9 @@ type metrics struct {
 	feeds                   map[string]providers.Feed
 	// gauges holds each labelled gauge's last value, so that a gauge is
 	// set only when it changes: a labelled Set resolves its labels in
-	// Benthos on every call, and every provider answer set up to six (a
-	// storm profile: 8% of the process's CPU in gauges that had not
-	// changed).
+	// Benthos on every call (set once per provider answer, unchanged
+	// gauges were 8% of a storm's CPU; they are now set per batch with
+	// answers and every second, see providerGauges).
 	gauges gaugeCache
 	// tallies holds the per-answer labelled counters' increments until
 	// the next flush (at the end of each batch, every second, and on
@@ -66,11 +66,12 @@ func (t *tally) add(c *service.MetricCounter, n int64, l1, l2 string) {
 }
 
 // flush hands every pending sum to incr (its counter's, in flushCounters).
-func (t *tally) flush(incr func(k tallyKey, n int64)) {
+// It reports whether there was anything.
+func (t *tally) flush(incr func(k tallyKey, n int64)) bool {
 	t.mu.Lock()
 	if t.pending == nil {
 		t.mu.Unlock()
-		return
+		return false
 	}
 	pending := t.pending
 	t.pending = nil
@@ -78,6 +79,7 @@ func (t *tally) flush(incr func(k tallyKey, n int64)) {
 	for k, n := range pending {
 		incr(k, n)
 	}
+	return true
 }
 
 func incrCounter(k tallyKey, n int64) {
@@ -97,10 +99,46 @@ func (m *metrics) run() {
 		select {
 		case <-t.C:
 			m.tallies.flush(incrCounter)
+			m.providerGauges() // right even while nothing is looked up
 		case <-m.stop:
 			m.tallies.flush(incrCounter)
+			m.providerGauges()
 			return
 		}
+	}
+}
+
+// flush hands a batch's provider answers to their counters and, when
+// there were any, brings the providers' gauges up to date.
+func (m *metrics) flush() {
+	if m.tallies.flush(incrCounter) {
+		m.providerGauges()
+	}
+}
+
+// providerGauges sets each feed's load time and size and each budgeted
+// provider's quota. They change when a feed reloads or a call is paid for,
+// not per answer: set per answer, every lookup read each feed's status
+// and set its gauges again.
+func (m *metrics) providerGauges() {
+	for name, f := range m.feeds {
+		if entries, age, _ := f.FeedStatus(); entries > 0 {
+			m.set(m.feedLoaded, time.Now().Add(-age).Unix(), name)
+			m.set(m.feedEntries, int64(entries), name)
+		}
+	}
+	for name, qp := range m.quoted {
+		q := qp.Quota()
+		if q.Budget > 0 {
+			m.set(m.budget, int64(q.Remaining), name)
+		}
+		m.set(m.callsToday, int64(q.Used), name, q.KeyID)
+		m.set(m.dailyBudget, int64(q.Budget), name, q.KeyID)
+		var until int64
+		if q.Blocked(time.Now()) {
+			until = q.BlockedUntil.Unix()
+		}
+		m.set(m.blockedUntil, until, name, q.KeyID)
 	}
 }
 
@@ -282,26 +320,10 @@ func (m *metrics) ProviderResult(res providers.Result) {
 		m.tallies.add(m.errors, 1, res.Provider, string(res.ErrKind))
 	default:
 		source := "per_ip"
-		if f, ok := m.feeds[res.Provider]; ok {
+		if _, ok := m.feeds[res.Provider]; ok {
 			source = "feed"
-			entries, age, _ := f.FeedStatus()
-			m.set(m.feedLoaded, time.Now().Add(-age).Unix(), res.Provider)
-			m.set(m.feedEntries, int64(entries), res.Provider)
 		}
 		m.tallies.add(m.answers, 1, res.Provider, source)
-	}
-	if qp, ok := m.quoted[res.Provider]; ok {
-		q := qp.Quota()
-		if q.Budget > 0 {
-			m.set(m.budget, int64(q.Remaining), res.Provider)
-		}
-		m.set(m.callsToday, int64(q.Used), res.Provider, q.KeyID)
-		m.set(m.dailyBudget, int64(q.Budget), res.Provider, q.KeyID)
-		var until int64
-		if q.Blocked(time.Now()) {
-			until = q.BlockedUntil.Unix()
-		}
-		m.set(m.blockedUntil, until, res.Provider, q.KeyID)
 	}
 }
 

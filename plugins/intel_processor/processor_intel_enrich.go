@@ -323,9 +323,10 @@ func (p *processor) warmStart(conf *service.ParsedConfig, limit int) {
 // becomes a lookup request, or, inline, a lookup), lookup requests wait for
 // their row and emit it, and with emit: all every event is annotated.
 func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
-	// The batch's provider answers are counted by the time it is handed on
-	// (the flusher's tick is only for answers that came from elsewhere).
-	defer p.metrics.tallies.flush(incrCounter)
+	// The batch's provider answers are counted, and the providers' gauges
+	// current, by the time it is handed on (the flusher's tick is for
+	// answers that came from elsewhere, and for the feeds' age).
+	defer p.metrics.flush()
 	// Sized once: nearly every event of a batch is a sighting.
 	sightings := requests{reqs: make([]enrich.Request, 0, len(batch)), index: make([]int, 0, len(batch))}
 	var lookups requests
