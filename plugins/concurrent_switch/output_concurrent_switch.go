@@ -168,13 +168,10 @@ func (o *output) route(batch service.MessageBatch) [][]int {
 	}
 	for i := range batch {
 		for c := range o.cases {
-			if execs[c] != nil {
-				if !o.passes(execs[c], c, i) {
-					continue
-				}
+			if execs[c] == nil || o.passes(execs[c], c, i) {
+				routes[c] = append(routes[c], i)
+				break
 			}
-			routes[c] = append(routes[c], i)
-			break
 		}
 	}
 	return routes
