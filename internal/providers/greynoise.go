@@ -65,8 +65,13 @@ func (g *GreyNoise) lookup(ctx context.Context, ip netip.Addr) Result {
 	})
 	if fail != nil {
 		if fail.ErrKind == ErrRateLimited && resp != nil {
-			// The Community quota is daily: nothing more until the next UTC day.
-			g.gate.block(nextUTCMidnight(g.common.Now()), ErrQuotaExhausted)
+			if _, said := retryAfter(resp.header, g.common.Now()); !said {
+				// The Community quota is daily and its documented 429 says
+				// no more: nothing until the next UTC day. A 429 that says
+				// when to retry (a plan's per-second limit, a proxy) has
+				// blocked the provider for that long already.
+				g.gate.block(nextUTCMidnight(g.common.Now()), ErrQuotaExhausted)
+			}
 		}
 		return *fail
 	}

@@ -200,17 +200,29 @@ func (p *httpProvider) observeQuota(r *response) {
 		}
 	}
 	if r.status == http.StatusTooManyRequests {
-		until := now.Add(time.Minute)
-		ra := r.header.Get("Retry-After")
-		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
-			until = now.Add(time.Duration(secs) * time.Second)
-		} else if at, err := http.ParseTime(ra); err == nil {
-			until = at // an HTTP-date (RFC 9110 §10.2.3)
-		} else if reset, err := strconv.ParseInt(r.header.Get("X-RateLimit-Reset"), 10, 64); err == nil && reset > now.Unix() {
-			until = time.Unix(reset, 0)
+		until, said := retryAfter(r.header, now)
+		if !said {
+			until = now.Add(time.Minute)
 		}
 		p.gate.block(until, ErrRateLimited)
 	}
+}
+
+// retryAfter is when a 429's headers say to try again: Retry-After in
+// seconds or as an HTTP-date (RFC 9110 §10.2.3), else X-RateLimit-Reset
+// (epoch seconds). said is false when they say nothing usable.
+func retryAfter(h http.Header, now time.Time) (until time.Time, said bool) {
+	ra := h.Get("Retry-After")
+	if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
+		return now.Add(time.Duration(secs) * time.Second), true
+	}
+	if at, err := http.ParseTime(ra); err == nil {
+		return at, true
+	}
+	if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil && reset > now.Unix() {
+		return time.Unix(reset, 0), true
+	}
+	return time.Time{}, false
 }
 
 func classifyNetErr(err error) ErrorKind {

@@ -68,6 +68,32 @@ func TestGreyNoise429BlocksUntilMidnight(t *testing.T) {
 	}
 }
 
+// A GreyNoise 429 that says when to retry (a paid plan's per-second limit,
+// or a proxy in front of the API) is believed: blocking it until midnight
+// would lose a day of lookups to a one-second limit.
+func TestGreyNoise429WithRetryAfterBlocksForIt(t *testing.T) {
+	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
+	srv := newFixtureServer(t, 429, map[string]string{"Retry-After": "1"}, []byte(`{"message":"rate limit"}`))
+	c := testCommon(srv.URL)
+	c.Now = clock.Now
+	p := NewGreyNoise(GreyNoiseConfig{Common: c})
+	ip := netip.MustParseAddr("203.0.113.45")
+	if res := p.Lookup(context.Background(), ip); res.ErrKind != ErrRateLimited {
+		t.Fatalf("first: %s", res.ErrKind)
+	}
+	if q := p.Quota(); q.BlockKind != ErrRateLimited || !q.BlockedUntil.Equal(clock.Now().Add(time.Second)) {
+		t.Fatalf("Quota() = %+v, want rate_limited for the second Retry-After gives", q)
+	}
+	if res := p.Lookup(context.Background(), ip); res.ErrKind != ErrRateLimited || srv.count() != 1 {
+		t.Fatalf("during Retry-After: %s with %d requests sent", res.ErrKind, srv.count())
+	}
+	clock.Add(2 * time.Second)
+	p.Lookup(context.Background(), ip)
+	if srv.count() != 2 {
+		t.Fatalf("after Retry-After: %d requests, want 2", srv.count())
+	}
+}
+
 // Retry-After may be an HTTP-date (RFC 9110), not only seconds.
 func TestRetryAfterAsAnHTTPDate(t *testing.T) {
 	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
