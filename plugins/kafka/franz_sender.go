@@ -32,6 +32,9 @@ type partitionSender struct {
 	// them: without a batching policy a batch is "what was fetched", and an
 	// ordered partition sent one tiny fetch at a time fell far behind.
 	coalesce bool
+	// batchMax is the most messages in one batch: ordered_batch_size for
+	// an ordered topic, a poll's worth otherwise.
+	batchMax int
 
 	mu     sync.Mutex
 	queue  []queuedBatch
@@ -53,7 +56,10 @@ type queuedBatch struct {
 
 func (r *franzReader) newSender(ctx context.Context, cl *kgo.Client, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint) *partitionSender {
 	s := &partitionSender{r: r, cl: cl, cp: cp, pc: pc, out: out, max: max(min(cp.limit, maxQueued), 1), wake: make(chan struct{}, 1),
-		coalesce: r.conf.batching.IsNoop()}
+		coalesce: r.conf.batching.IsNoop(), batchMax: maxPollRecords}
+	if cp.ordered[pc.tp.topic] && r.conf.orderedBatch > 0 {
+		s.batchMax = r.conf.orderedBatch
+	}
 	go s.run(ctx)
 	return s
 }
@@ -91,11 +97,18 @@ func (s *partitionSender) run(ctx context.Context) {
 		b := s.queue[0]
 		s.queue[0] = queuedBatch{}
 		s.queue = s.queue[1:]
-		for s.coalesce && len(s.queue) > 0 && len(b.msgs)+len(s.queue[0].msgs) <= maxPollRecords {
+		for s.coalesce && len(s.queue) > 0 && len(b.msgs)+len(s.queue[0].msgs) <= s.batchMax {
 			b.msgs = append(b.msgs, s.queue[0].msgs...)
 			b.recs = append(b.recs, s.queue[0].recs...)
 			s.queue[0] = queuedBatch{}
 			s.queue = s.queue[1:]
+		}
+		if n := s.batchMax; len(b.msgs) > n {
+			// A fetch larger than a batch: the rest goes out next, first.
+			// (Capacity capped so that appends to either half cannot
+			// overwrite the other.)
+			s.queue = append([]queuedBatch{{b.msgs[n:], b.recs[n:]}}, s.queue...)
+			b = queuedBatch{b.msgs[:n:n], b.recs[:n:n]}
 		}
 		s.mu.Unlock()
 

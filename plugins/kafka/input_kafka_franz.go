@@ -26,6 +26,7 @@ const (
 	fieldFetchMaxWait    = "fetch_max_wait"
 	fieldRackID          = "rack_id"
 	fieldOrderedTopics   = "ordered_topics"
+	fieldOrderedBatch    = "ordered_batch_size"
 	fieldGroupBalancer   = "group_balancer"
 	fieldBatching        = "batching"
 	fieldAutoReplayNacks = "auto_replay_nacks"
@@ -113,6 +114,11 @@ Each message carries:
 					Description("Topics whose partitions are handed to the pipeline one batch at a time: the next batch of a partition is read only once every message of the previous one was acknowledged by the outputs. What the pipeline writes for a partition then leaves in the order it was read, whatever `pipeline.threads` and `max_in_flight` allow, at the cost of one batch in flight per partition.").
 					Default([]string{}).
 					Example([]string{"attacker.intel.lookup"}).
+					Advanced(),
+				service.NewIntField(fieldOrderedBatch).
+					Description("The most messages of an `ordered_topics` partition handed to the pipeline in one batch. A batch that waits on slow work (lookups waiting for rate-limit tokens) writes all its messages' results only when its slowest is done, and its partition's next batch waits for that write: smaller batches keep the slow work going while the last one's results are written. Default: a poll's worth (10,000).").
+					Default(maxPollRecords).
+					LintRule(`root = if this < 1 { [ "ordered_batch_size must be at least 1" ] }`).
 					Advanced(),
 				service.NewStringAnnotatedEnumField(fieldGroupBalancer, map[string]string{
 					balancerCooperativeSticky: "Incremental rebalances that move as few partitions as possible (franz-go's default).",
@@ -221,6 +227,7 @@ type readerConfig struct {
 	heartbeat       time.Duration
 	replayNacks     bool
 	orderedTopics   []string
+	orderedBatch    int // most messages in one batch of an ordered partition
 	balancer        kgo.GroupBalancer
 	// Settable under the redpanda input's names (redpanda.go).
 	excludeTopics []string
@@ -304,6 +311,12 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 	}
 	if rc.orderedTopics, err = conf.FieldStringList(fieldOrderedTopics); err != nil {
 		return rc, err
+	}
+	if rc.orderedBatch, err = conf.FieldInt(fieldOrderedBatch); err != nil {
+		return rc, err
+	}
+	if rc.orderedBatch < 1 {
+		return rc, fmt.Errorf("%s: must be at least 1, got %d", fieldOrderedBatch, rc.orderedBatch)
 	}
 	balancer, err := conf.FieldString(fieldGroupBalancer)
 	if err != nil {

@@ -74,3 +74,55 @@ ordered_topics: [ slow ]
 		t.Fatalf("%d batches of the ordered partition went out at once, want 1", slowOut)
 	}
 }
+
+// An ordered partition's batches hold at most ordered_batch_size messages,
+// in order and all of them: a lookup batch waits for its slowest lookup
+// and then writes every row, so a big one leaves the providers idle while
+// its rows are written.
+func TestOrderedBatchesKeepToTheirSize(t *testing.T) {
+	addr := startBroker(t, "lookups")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	must(t, err)
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range 25 {
+		recs = append(recs, &kgo.Record{Topic: "lookups", Key: []byte("k"), Value: []byte(fmt.Sprint(i))})
+	}
+	must(t, cl.ProduceSync(context.Background(), recs...).FirstErr())
+
+	conf, err := inputSpec().ParseYAML(fmt.Sprintf(`seed_brokers: [ %q ]
+topics: [ lookups ]
+consumer_group: batch-size
+ordered_topics: [ lookups ]
+ordered_batch_size: 10
+`, addr), nil)
+	must(t, err)
+	rc, err := parseReaderConfig(conf)
+	must(t, err)
+	in := newFranzReader(rc, service.MockResources())
+	must(t, in.Connect(context.Background()))
+	defer in.Close(context.Background())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var got []string
+	for len(got) < len(recs) {
+		b, ack, err := in.ReadBatch(ctx)
+		if err != nil {
+			t.Fatalf("after %d records: %v", len(got), err)
+		}
+		if len(b) > 10 {
+			t.Fatalf("a batch of %d messages, want at most 10", len(b))
+		}
+		for _, m := range b {
+			v, _ := m.AsBytes()
+			got = append(got, string(v))
+		}
+		must(t, ack(ctx, nil))
+	}
+	for i, v := range got {
+		if v != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: out of order or repeated (%v)", i, v, got)
+		}
+	}
+}
