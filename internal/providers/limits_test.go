@@ -46,14 +46,21 @@ func TestRemainingRollsOverAtMidnight(t *testing.T) {
 	}
 }
 
+// greyNoise429 is a GreyNoise client whose server answers every request 429
+// with headers and body, on a test clock at 2025-06-15 08:06 UTC.
+func greyNoise429(t *testing.T, headers map[string]string, body []byte) (*GreyNoise, *fixtureServer, *testClock) {
+	t.Helper()
+	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
+	srv := newFixtureServer(t, 429, headers, body)
+	c := testCommon(srv.URL)
+	c.Now = clock.Now
+	return NewGreyNoise(GreyNoiseConfig{Common: c}), srv, clock
+}
+
 // GreyNoise's Community quota is daily: its 429 blocks until the next UTC
 // midnight, not for a minute (which would send ~1,440 wasted requests a day).
 func TestGreyNoise429BlocksUntilMidnight(t *testing.T) {
-	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
-	srv := newFixtureServer(t, 429, nil, []byte(`{"plan":"unauthenticated","rate-limit":"100-lookups/day","message":"You have hit your daily rate limit"}`))
-	c := testCommon(srv.URL)
-	c.Now = clock.Now
-	p := NewGreyNoise(GreyNoiseConfig{Common: c})
+	p, srv, clock := greyNoise429(t, nil, []byte(`{"plan":"unauthenticated","rate-limit":"100-lookups/day","message":"You have hit your daily rate limit"}`))
 	ip := netip.MustParseAddr("203.0.113.45")
 	if res := p.Lookup(context.Background(), ip); res.ErrKind != ErrRateLimited {
 		t.Fatalf("first: %s", res.ErrKind)
@@ -72,11 +79,7 @@ func TestGreyNoise429BlocksUntilMidnight(t *testing.T) {
 // or a proxy in front of the API) is believed: blocking it until midnight
 // would lose a day of lookups to a one-second limit.
 func TestGreyNoise429WithRetryAfterBlocksForIt(t *testing.T) {
-	clock := &testClock{now: time.Date(2025, 6, 15, 8, 6, 0, 0, time.UTC)}
-	srv := newFixtureServer(t, 429, map[string]string{"Retry-After": "1"}, []byte(`{"message":"rate limit"}`))
-	c := testCommon(srv.URL)
-	c.Now = clock.Now
-	p := NewGreyNoise(GreyNoiseConfig{Common: c})
+	p, srv, clock := greyNoise429(t, map[string]string{"Retry-After": "1"}, []byte(`{"message":"rate limit"}`))
 	ip := netip.MustParseAddr("203.0.113.45")
 	if res := p.Lookup(context.Background(), ip); res.ErrKind != ErrRateLimited {
 		t.Fatalf("first: %s", res.ErrKind)

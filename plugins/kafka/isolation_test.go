@@ -10,6 +10,30 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// produceNumbered writes n records to topic, valued 0..n-1, all with one key.
+func produceNumbered(t *testing.T, cl *kgo.Client, topic string, n int) {
+	t.Helper()
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte(fmt.Sprint(i))})
+	}
+	must(t, cl.ProduceSync(context.Background(), recs...).FirstErr())
+}
+
+// connectedReader is a kafka_franz reader of the YAML config (its
+// seed_brokers prepended), connected, closed when the test ends.
+func connectedReader(t *testing.T, addr, yaml string) *franzReader {
+	t.Helper()
+	conf, err := inputSpec().ParseYAML(fmt.Sprintf("seed_brokers: [ %q ]\n", addr)+yaml, nil)
+	must(t, err)
+	rc, err := parseReaderConfig(conf)
+	must(t, err)
+	in := newFranzReader(rc, service.MockResources())
+	must(t, in.Connect(context.Background()))
+	t.Cleanup(func() { _ = in.Close(context.Background()) })
+	return in
+}
+
 // A partition that cannot hand out its next batch (an ordered topic's batch
 // still out, waiting on slow work) holds up only itself: another topic of
 // the same input keeps flowing. Before, the input's one poll loop waited on
@@ -20,23 +44,11 @@ func TestAPartitionAtItsLimitHoldsUpOnlyItself(t *testing.T) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	must(t, err)
 	defer cl.Close()
-	var slow []*kgo.Record
-	for i := range 5 {
-		slow = append(slow, &kgo.Record{Topic: "slow", Key: []byte("k"), Value: []byte(fmt.Sprint(i))})
-	}
-	must(t, cl.ProduceSync(context.Background(), slow...).FirstErr())
-
-	conf, err := inputSpec().ParseYAML(fmt.Sprintf(`seed_brokers: [ %q ]
-topics: [ slow, fast ]
+	produceNumbered(t, cl, "slow", 5)
+	in := connectedReader(t, addr, `topics: [ slow, fast ]
 consumer_group: isolation
 ordered_topics: [ slow ]
-`, addr), nil)
-	must(t, err)
-	rc, err := parseReaderConfig(conf)
-	must(t, err)
-	in := newFranzReader(rc, service.MockResources())
-	must(t, in.Connect(context.Background()))
-	defer in.Close(context.Background())
+`)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -84,29 +96,18 @@ func TestOrderedBatchesKeepToTheirSize(t *testing.T) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	must(t, err)
 	defer cl.Close()
-	var recs []*kgo.Record
-	for i := range 25 {
-		recs = append(recs, &kgo.Record{Topic: "lookups", Key: []byte("k"), Value: []byte(fmt.Sprint(i))})
-	}
-	must(t, cl.ProduceSync(context.Background(), recs...).FirstErr())
-
-	conf, err := inputSpec().ParseYAML(fmt.Sprintf(`seed_brokers: [ %q ]
-topics: [ lookups ]
+	const n = 25
+	produceNumbered(t, cl, "lookups", n)
+	in := connectedReader(t, addr, `topics: [ lookups ]
 consumer_group: batch-size
 ordered_topics: [ lookups ]
 ordered_batch_size: 10
-`, addr), nil)
-	must(t, err)
-	rc, err := parseReaderConfig(conf)
-	must(t, err)
-	in := newFranzReader(rc, service.MockResources())
-	must(t, in.Connect(context.Background()))
-	defer in.Close(context.Background())
+`)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var got []string
-	for len(got) < len(recs) {
+	for len(got) < n {
 		b, ack, err := in.ReadBatch(ctx)
 		if err != nil {
 			t.Fatalf("after %d records: %v", len(got), err)
