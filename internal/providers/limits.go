@@ -98,12 +98,7 @@ func newGate(name string, l Limits, store *BudgetStore, shared *Shared, now func
 			burst = 1
 		}
 		g.bucket = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
-		// Half the burst (rounded up) back to back at most: requests sent
-		// evenly reach the provider bunched by the scheduler and the
-		// network (measured in the storm benchmark: up to 200 ms late, in
-		// clumps of 30), and the provider's own burst, left half unused,
-		// absorbs that instead of answering 429.
-		g.sends = rate.NewLimiter(rate.Limit(l.RatePerSecond), (burst+1)/2)
+		g.sends = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
 	}
 	if store != nil {
 		st, known := store.load(name)
@@ -281,8 +276,8 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 	// which a provider metering its own rate refuses with 429s and a
 	// Retry-After that holds every request back for a second (the storm
 	// benchmark: 118-185 answers 429 per storm). So each send also draws on
-	// a bucket of the same rate and half the burst, judged serially when it
-	// actually leaves: never more than half the burst back to back.
+	// a bucket of the same rate and burst, judged serially when it
+	// actually leaves: never more than the burst back to back.
 	if g.sends != nil {
 		if !g.meter(ctx) {
 			if g.sem != nil {

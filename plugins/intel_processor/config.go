@@ -95,7 +95,7 @@ func limitsFields() []*service.ConfigField {
 	return []*service.ConfigField{
 		service.NewIntField(fMaxConcurrent).Description("Requests in flight at once.").Optional(),
 		service.NewFloatField(fRatePerSecond).Description("Token-bucket rate of requests per second.").Optional(),
-		service.NewIntField(fBurst).Description("Token-bucket burst: the requests the provider allows back to back. Up to this many lookups may take a token at once, but at most half of them leave back to back; the other half is left to the provider as margin for the jitter that bunches requests on their way.").Optional(),
+		service.NewIntField(fBurst).Description("Token-bucket burst.").Optional(),
 		service.NewIntField(fDailyBudget).Description("Requests per UTC day; 0 for no cap. Persisted in `state_file`.").Optional(),
 		service.NewDurationField(fTimeout).Description("Per-request timeout.").Optional(),
 		service.NewIntField(fMaxBodyBytes).Description("Largest response accepted.").Optional(),
