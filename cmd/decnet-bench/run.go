@@ -250,6 +250,10 @@ func (l *bench) scenarioStorm(ctx context.Context, o options, rep *report) error
 	}
 	pops, idx := shuffled(lab.HeavyTailed(hot, o.stormHot, 4), stormIdx, 5)
 	hits0, recv0 := p.Metric("intel_cache_hits"), p.Sightings()
+	peakBefore := p.PeakRSS()
+	if err := p.ResetPeakRSS(); err != nil {
+		return err
+	}
 	if err := l.ProduceMixed(ctx, []lab.Population{hot, storm}, pops, idx, 2_000_000); err != nil {
 		return err
 	}
@@ -294,6 +298,8 @@ func (l *bench) scenarioStorm(ctx context.Context, o options, rep *report) error
 	rep.add("storm", "hit-path throughput: during the storm / without", fmt.Sprintf("%s / %s = %.2f", rate(during), rate(base), during/base), "≥ 0.90", met(during/base >= 0.9))
 	rep.add("storm", fmt.Sprintf("hit-path throughput: during the storm / among %s more repeat sightings instead", thousands(int64(storm.Size))),
 		fmt.Sprintf("%s / %s = %.2f", rate(during), rate(control), during/control), "", nil)
+	rep.add("storm", "peak RSS of the pipeline: during the storm / before it (no storm and control)",
+		fmt.Sprintf("%d / %d MiB", p.PeakRSS()>>20, peakBefore>>20), "", nil)
 	return nil
 }
 

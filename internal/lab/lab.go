@@ -558,6 +558,13 @@ func (p *Process) CPUSeconds() float64 {
 // PeakRSS is the process's high-water resident set, in bytes.
 func (p *Process) PeakRSS() int64 { return ProcStatus(p.Cmd.Process.Pid, "VmHWM:") }
 
+// ResetPeakRSS starts the process's high-water resident set again from
+// its resident set now (Linux: clear_refs 5), so that PeakRSS measures one
+// phase of a run.
+func (p *Process) ResetPeakRSS() error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.Cmd.Process.Pid), []byte("5"), 0)
+}
+
 // RSS is the process's resident set now, in bytes.
 func (p *Process) RSS() int64 { return ProcStatus(p.Cmd.Process.Pid, "VmRSS:") }
 
