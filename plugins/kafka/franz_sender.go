@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -105,10 +106,16 @@ func (s *partitionSender) run(ctx context.Context) {
 		}
 		if n := s.batchMax; len(b.msgs) > n {
 			// A fetch larger than a batch: the rest goes out next, first.
-			// (Capacity capped so that appends to either half cannot
-			// overwrite the other.)
+			// The batch gets slices of its own and its places in the
+			// fetch's are cleared: the rest, waiting its turn, would
+			// otherwise keep every message of it (and whatever the
+			// pipeline wrote into them) until the fetch's last batch is
+			// done.
+			head := queuedBatch{slices.Clone(b.msgs[:n]), slices.Clone(b.recs[:n])}
+			clear(b.msgs[:n])
+			clear(b.recs[:n])
 			s.queue = append([]queuedBatch{{b.msgs[n:], b.recs[n:]}}, s.queue...)
-			b = queuedBatch{b.msgs[:n:n], b.recs[:n:n]}
+			b = head
 		}
 		s.mu.Unlock()
 
