@@ -17,6 +17,7 @@ const (
 	fIP                = "ip"
 	fIPMetadata        = "ip_metadata"
 	fLookupTopic       = "lookup_topic"
+	fLookupSubjectMeta = "lookup_subject_metadata"
 	fRequestTTL        = "request_ttl"
 	fTarget            = "target"
 	fEmit              = "emit"
@@ -123,6 +124,9 @@ func spec() *service.ConfigSpec {
 			service.NewStringField(fLookupTopic).
 				Description("Split the work in two (see \"Two stages\" above): a sighting of an IP without a current row is let through with `intel_lookup: request` metadata, for the output to write to this topic keyed by IP, and events read back from it (`kafka_topic` metadata) are the lookup requests, looked up and emitted. Empty: a missed sighting is looked up inline, in its own batch.").
 				Default("").Example("attacker.intel.lookup"),
+			service.NewStringField(fLookupSubjectMeta).
+				Description("With `lookup_topic`: the metadata key a lookup request names its sighting's subject in — the key's own value when the sighting came with one (a `decnet_subject` header), else the topic it was read from (`kafka_topic`) — so the lookup stage validates it again as what it was. Set, the output writing the requests needs no mapping for it (a mapping costs each request a metadata copy and an execution).").
+				Default("").Example("decnet_subject").Advanced(),
 			service.NewDurationField(fRequestTTL).
 				Description("With `lookup_topic`: how long a sent lookup request counts as on its way, so that later sightings of the IP send none of their own.").
 				Default("10m").Advanced(),

@@ -60,9 +60,12 @@ type processor struct {
 	// current row leave as lookup requests for this topic, and events read
 	// from it are the requests, looked up and emitted.
 	lookupTopic string
-	ipMapping   *bloblang.Executor
-	priority    *bloblang.Executor
-	target      string
+	// lookupSubjectMeta is the metadata key a lookup request names its
+	// sighting's subject in (empty: none is written).
+	lookupSubjectMeta string
+	ipMapping         *bloblang.Executor
+	priority          *bloblang.Executor
+	target            string
 	// quotedTarget is `"target"` when target is a plain top-level key.
 	quotedTarget []byte
 	emitAll      bool
@@ -94,6 +97,9 @@ func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processo
 		return nil, err
 	}
 	if p.lookupTopic, err = conf.FieldString(fLookupTopic); err != nil {
+		return nil, err
+	}
+	if p.lookupSubjectMeta, err = conf.FieldString(fLookupSubjectMeta); err != nil {
 		return nil, err
 	}
 	if conf.Contains(fPriority) {
@@ -379,6 +385,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			case !a.Request: // a repeat sighting, or its lookup is on its way
 			case p.lookupTopic != "":
 				batch[i].MetaSetMut(MetaLookup, lookupRequest)
+				p.nameSubject(batch[i])
 				keep[i] = true
 			default: // inline: this sighting is its own lookup request
 				lookups.add(sightings.reqs[k], i)
@@ -446,6 +453,20 @@ func (p *processor) priorityOf(batch service.MessageBatch, index []int) enrich.P
 func (p *processor) emit(msg *service.Message, a enrich.Answer, carrier enrich.Carrier) {
 	if err := p.write(msg, a, carrier); err != nil {
 		p.refuse(msg, err)
+	}
+}
+
+// nameSubject writes a lookup request's subject into lookupSubjectMeta:
+// the sighting's own when it came with one, else the topic it was read from.
+func (p *processor) nameSubject(msg *service.Message) {
+	if p.lookupSubjectMeta == "" {
+		return
+	}
+	if v, ok := msg.MetaGet(p.lookupSubjectMeta); ok && v != "" {
+		return
+	}
+	if topic, ok := msg.MetaGet("kafka_topic"); ok && topic != "" {
+		msg.MetaSetMut(p.lookupSubjectMeta, topic)
 	}
 }
 

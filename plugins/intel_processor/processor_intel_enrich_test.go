@@ -413,3 +413,33 @@ providers:
 		}
 	}
 }
+
+// With lookup_subject_metadata a lookup request names the subject it was
+// sighted on — its own header when it came with one, else the topic it was
+// read from — so the output writing it needs no mapping of its own.
+func TestALookupRequestCarriesItsSubject(t *testing.T) {
+	fp := newFixtureProviders(t)
+	p := newTestProcessor(t, processorYAML(fp.URL, "lookup_topic: attacker.intel.lookup\nip_metadata: decnet_key\nlookup_subject_metadata: decnet_subject"))
+	sighting := func(ip string, off int) *service.Message {
+		m := msgAt(event(`"`+ip+`"`), off)
+		m.MetaSetMut("decnet_key", ip)
+		return m
+	}
+	fromTopic := sighting("203.0.113.45", 1) // msgAt's kafka_topic
+	withHeader := sighting("198.51.100.7", 2)
+	withHeader.MetaSetMut("decnet_subject", "attacker.scored")
+	topic := meta(fromTopic, "kafka_topic")
+	out := run(t, p, service.MessageBatch{fromTopic, withHeader})
+	if len(out) != 2 {
+		t.Fatalf("%d requests out, want 2", len(out))
+	}
+	if got := meta(out[0], "decnet_subject"); topic == "" || got != topic {
+		t.Fatalf("a request without a subject header: decnet_subject %q, want its kafka_topic %q", got, topic)
+	}
+	if got := meta(out[1], "decnet_subject"); got != "attacker.scored" {
+		t.Fatalf("a request with a subject header: decnet_subject %q, want attacker.scored", got)
+	}
+	if b, _ := out[0].AsBytes(); string(b) != event(`"203.0.113.45"`) {
+		t.Fatalf("the request changed the event: %s", b)
+	}
+}
