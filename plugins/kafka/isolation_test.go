@@ -35,6 +35,22 @@ func connectedReader(t *testing.T, addr, yaml string) *franzReader {
 	return in
 }
 
+// orderedLookups is a reader of an ordered topic "lookups" holding n
+// records (valued 0..n-1), read ten to a batch by consumer group group.
+func orderedLookups(t *testing.T, group string, n int) *franzReader {
+	t.Helper()
+	addr := startBroker(t, "lookups")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	must(t, err)
+	defer cl.Close()
+	produceNumbered(t, cl, "lookups", n)
+	return connectedReader(t, addr, fmt.Sprintf(`topics: [ lookups ]
+consumer_group: %s
+ordered_topics: [ lookups ]
+ordered_batch_size: 10
+`, group))
+}
+
 // A partition that cannot hand out its next batch (an ordered topic's batch
 // still out, waiting on slow work) holds up only itself: another topic of
 // the same input keeps flowing. Before, the input's one poll loop waited on
@@ -93,17 +109,8 @@ ordered_topics: [ slow ]
 // and then writes every row, so a big one leaves the providers idle while
 // its rows are written.
 func TestOrderedBatchesKeepToTheirSize(t *testing.T) {
-	addr := startBroker(t, "lookups")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	must(t, err)
-	defer cl.Close()
 	const n = 25
-	produceNumbered(t, cl, "lookups", n)
-	in := connectedReader(t, addr, `topics: [ lookups ]
-consumer_group: batch-size
-ordered_topics: [ lookups ]
-ordered_batch_size: 10
-`)
+	in := orderedLookups(t, "batch-size", n)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -135,16 +142,7 @@ ordered_batch_size: 10
 // row the pipeline had written into its messages, until the fetch's last
 // batch was done: the storm benchmark peaked at twice the memory.)
 func TestAnAcknowledgedSplitBatchIsNotKeptByTheRest(t *testing.T) {
-	addr := startBroker(t, "lookups")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	must(t, err)
-	defer cl.Close()
-	produceNumbered(t, cl, "lookups", 25)
-	in := connectedReader(t, addr, `topics: [ lookups ]
-consumer_group: split-release
-ordered_topics: [ lookups ]
-ordered_batch_size: 10
-`)
+	in := orderedLookups(t, "split-release", 25)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
