@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 
@@ -40,7 +41,7 @@ var envelopeDrops = func() map[string]bool {
 
 // envelopeLists are the list members DECNET's payload always carries as
 // arrays: [] when a provider said nothing.
-var envelopeLists = []string{"greynoise_tags", "abuseipdb_categories",
+var envelopeLists = [...]string{"greynoise_tags", "abuseipdb_categories",
 	"threatfox_threat_types", "threatfox_ioc_types", "threatfox_malware_families"}
 
 // envelope writes the v1 attacker.intel.enriched event for the row row
@@ -51,21 +52,50 @@ var envelopeLists = []string{"greynoise_tags", "abuseipdb_categories",
 // id; a row with neither version nor cached_at gets a random one. Its time is the row's
 // cached_at (now without one).
 func envelope(row []byte, now time.Time) []byte {
-	r := gjson.ParseBytes(row)
-	at, atErr := time.Parse(time.RFC3339Nano, r.Get("cached_at").Str)
+	if len(row) == 0 {
+		row = []byte("{}")
+	}
+	// Read in place (ParseBytes would copy the row): every value read is
+	// copied into the envelope before the function returns.
+	r := gjson.Parse(unsafe.String(&row[0], len(row)))
+	// One pass for what the header needs and which lists the row lacks: a
+	// Get per member would scan the row from its start each time.
+	var h struct {
+		ip, cachedAt    string
+		version, status gjson.Result
+		hasList         [len(envelopeLists)]bool
+	}
+	r.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "attacker_ip":
+			h.ip = v.Str
+		case "cached_at":
+			h.cachedAt = v.Str
+		case "version":
+			h.version = v
+		case "provider_status":
+			h.status = v
+		default:
+			if i := slices.Index(envelopeLists[:], k.Str); i >= 0 {
+				h.hasList[i] = true
+			}
+		}
+		return true
+	})
+	at, atErr := time.Parse(time.RFC3339Nano, h.cachedAt)
 	// The row's version is its cached_at in nanoseconds; a row written
 	// without its bookkeeping (include_raw: false) has only cached_at.
-	version := r.Get("version").Raw
-	if r.Get("version").Uint() == 0 {
-		version = ""
+	v := h.version.Raw
+	if h.version.Uint() == 0 {
+		v = ""
 		if atErr == nil {
-			version = strconv.FormatInt(at.UnixNano(), 10)
+			v = strconv.FormatInt(at.UnixNano(), 10)
 		}
 	}
 	out := make([]byte, 0, len(row)+160)
 	out = append(out, `{"v":1,"id":"`...)
-	if version != "" {
-		sum := sha256.Sum256([]byte(r.Get("attacker_ip").Str + "/" + version))
+	if v != "" {
+		sum := sha256.Sum256([]byte(h.ip + "/" + v))
 		out = hex.AppendEncode(out, sum[:16])
 	} else {
 		var id [16]byte
@@ -93,21 +123,21 @@ func envelope(row []byte, now time.Time) []byte {
 			return true
 		}
 		member(k.Raw)
-		if v.Type == gjson.Null && slices.Contains(envelopeLists, k.Str) {
+		if v.Type == gjson.Null && slices.Contains(envelopeLists[:], k.Str) {
 			out = append(out, '[', ']')
 		} else {
 			out = append(out, v.Raw...)
 		}
 		return true
 	})
-	for _, k := range envelopeLists {
-		if !r.Get(k).Exists() {
+	for i, k := range envelopeLists {
+		if !h.hasList[i] {
 			member(`"` + k + `"`)
 			out = append(out, '[', ']')
 		}
 	}
 	var answered []string
-	r.Get("provider_status").ForEach(func(k, v gjson.Result) bool {
+	h.status.ForEach(func(k, v gjson.Result) bool {
 		if v.Str == "ok" || v.Str == "stale" {
 			answered = append(answered, k.Raw)
 		}

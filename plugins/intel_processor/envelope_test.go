@@ -97,6 +97,19 @@ func normalise(v any) any {
 	return v
 }
 
+// fullRow is a row as intel_enrich writes it with include_raw (and the
+// attacker_uuid of the sighting put first).
+var fullRow = `{"attacker_uuid":"6f1d2c3b","attacker_ip":"203.0.113.45","providers":["greynoise","abuseipdb","feodo","threatfox","spamhaus_drop"],"schema_version":2,"version":1796025600123456789,` +
+	`"cached_at":"2026-11-30T08:00:00.123Z","expires_at":"2026-12-01T08:00:00Z","aggregate_verdict":"malicious",` +
+	`"greynoise_classification":"malicious","greynoise_tags":["Mirai","<tag> & \"quoted\""],"greynoise_raw":"{\"ip\":\"203.0.113.45\"}",` +
+	`"greynoise_queried_at":"2026-11-30T08:00:00Z","abuseipdb_score":87,"abuseipdb_categories":null,"abuseipdb_raw":null,` +
+	`"feodo_listed":true,"feodo_malware_family":"QakBot","threatfox_listed":null,"threatfox_threat_types":null,` +
+	`"provider_status":{"greynoise":"ok","abuseipdb":"rate_limited","feodo":"stale","threatfox":"covered","spamhaus_drop":"ok"},` +
+	`"greynoise_status":"ok","abuseipdb_status":"rate_limited","feodo_status":"stale","threatfox_status":"covered",` +
+	`"spamhaus_drop_listed":true,"spamhaus_drop_score":null,"spamhaus_drop_tags":["SBL123"],"spamhaus_drop_raw":"x",` +
+	`"spamhaus_drop_queried_at":null,"spamhaus_drop_status":"ok","spamhaus_drop_verdict":"malicious",` +
+	`"asn":64500,"as_org":"Example \u00e9","country":null,"carrier_topic":"attacker.intel.lookup","carrier_partition":3,"carrier_offset":42}`
+
 // The envelope written in Go is, member for member, what the shipped
 // Bloblang mapping made of the same row: DECNET's payload fields, the
 // dropped bookkeeping, lists as [], the providers that answered, the row's
@@ -109,16 +122,7 @@ func TestEnvelopeIsTheShippedMappings(t *testing.T) {
 	rows := []string{
 		// A full row, as intel_enrich writes it with include_raw (and the
 		// attacker_uuid of the sighting put first).
-		`{"attacker_uuid":"6f1d2c3b","attacker_ip":"203.0.113.45","providers":["greynoise","abuseipdb","feodo","threatfox","spamhaus_drop"],"schema_version":2,"version":1796025600123456789,` +
-			`"cached_at":"2026-11-30T08:00:00.123Z","expires_at":"2026-12-01T08:00:00Z","aggregate_verdict":"malicious",` +
-			`"greynoise_classification":"malicious","greynoise_tags":["Mirai","<tag> & \"quoted\""],"greynoise_raw":"{\"ip\":\"203.0.113.45\"}",` +
-			`"greynoise_queried_at":"2026-11-30T08:00:00Z","abuseipdb_score":87,"abuseipdb_categories":null,"abuseipdb_raw":null,` +
-			`"feodo_listed":true,"feodo_malware_family":"QakBot","threatfox_listed":null,"threatfox_threat_types":null,` +
-			`"provider_status":{"greynoise":"ok","abuseipdb":"rate_limited","feodo":"stale","threatfox":"covered","spamhaus_drop":"ok"},` +
-			`"greynoise_status":"ok","abuseipdb_status":"rate_limited","feodo_status":"stale","threatfox_status":"covered",` +
-			`"spamhaus_drop_listed":true,"spamhaus_drop_score":null,"spamhaus_drop_tags":["SBL123"],"spamhaus_drop_raw":"x",` +
-			`"spamhaus_drop_queried_at":null,"spamhaus_drop_status":"ok","spamhaus_drop_verdict":"malicious",` +
-			`"asn":64500,"as_org":"Example \u00e9","country":null,"carrier_topic":"attacker.intel.lookup","carrier_partition":3,"carrier_offset":42}`,
+		fullRow,
 		// A small one: no lists at all, no provider answered.
 		`{"attacker_ip":"2001:db8::1","version":7,"cached_at":"2026-11-30T08:00:00Z","aggregate_verdict":"unknown","provider_status":{"greynoise":"timeout"}}`,
 	}
@@ -156,5 +160,15 @@ func TestEnvelopeWithoutAVersion(t *testing.T) {
 	}
 	if ts := a["ts"].(json.Number).String(); ts != "1796029200.5" {
 		t.Errorf("ts %s, want now", ts)
+	}
+}
+
+// BenchmarkEnvelope is the envelope of one full row: written once per
+// emitted row, so a storm of new attackers pays it per lookup.
+func BenchmarkEnvelope(b *testing.B) {
+	row, now := []byte(fullRow), time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		envelope(row, now)
 	}
 }
