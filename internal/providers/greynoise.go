@@ -44,6 +44,10 @@ func NewGreyNoise(c GreyNoiseConfig) *GreyNoise {
 	}
 	g := &GreyNoise{httpProvider: newHTTPProvider(NameGreyNoise, c.APIKey, c.Common), key: c.APIKey}
 	g.ask = g.lookup
+	// The Community quota is daily and its documented 429 says no more:
+	// nothing until the next UTC day. A 429 that says when to retry (a
+	// plan's per-second limit, a proxy) blocks for as long as it says.
+	g.silent429 = func(now time.Time) (time.Time, ErrorKind) { return nextUTCMidnight(now), ErrQuotaExhausted }
 	return g
 }
 
@@ -64,15 +68,6 @@ func (g *GreyNoise) lookup(ctx context.Context, ip netip.Addr) Result {
 		return req, nil
 	})
 	if fail != nil {
-		if fail.ErrKind == ErrRateLimited && resp != nil {
-			if _, said := retryAfter(resp.header, g.common.Now()); !said {
-				// The Community quota is daily and its documented 429 says
-				// no more: nothing until the next UTC day. A 429 that says
-				// when to retry (a plan's per-second limit, a proxy) has
-				// blocked the provider for that long already.
-				g.gate.block(nextUTCMidnight(g.common.Now()), ErrQuotaExhausted)
-			}
-		}
 		return *fail
 	}
 	return decodeGreyNoise(resp.status, resp.body, g.common.Now())

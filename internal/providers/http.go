@@ -48,6 +48,16 @@ type httpProvider struct {
 	gate   *gate
 	ask    func(ctx context.Context, ip netip.Addr) Result
 	keyID  string // KeyID of the provider's API key
+	// silent429 is what a 429 that does not say when to retry (no
+	// Retry-After, no X-RateLimit-Reset) means: how long to hold the
+	// provider back, and why. Default: a minute's rate limit.
+	silent429 func(now time.Time) (until time.Time, kind ErrorKind)
+}
+
+// rateLimitedForAMinute is a silent 429's meaning unless a provider knows
+// better.
+func rateLimitedForAMinute(now time.Time) (time.Time, ErrorKind) {
+	return now.Add(time.Minute), ErrRateLimited
 }
 
 // Name is the provider's name, as in results and metrics.
@@ -90,7 +100,8 @@ func newHTTPProvider(name, key string, c Common) *httpProvider {
 		c.Limits.MaxBodyBytes = 1 << 20
 	}
 	fillDefaults(&c.Now, &c.Guard, &c.Policy)
-	return &httpProvider{name: name, keyID: KeyID(key), common: c, gate: newGate(name, c.Limits, c.Budget, c.Shared, c.Now)}
+	return &httpProvider{name: name, keyID: KeyID(key), common: c, gate: newGate(name, c.Limits, c.Budget, c.Shared, c.Now),
+		silent429: rateLimitedForAMinute}
 }
 
 // Remaining is today's budget left, or -1 when unlimited.
@@ -200,11 +211,11 @@ func (p *httpProvider) observeQuota(r *response) {
 		}
 	}
 	if r.status == http.StatusTooManyRequests {
-		until, said := retryAfter(r.header, now)
-		if !said {
-			until = now.Add(time.Minute)
+		until, kind := p.silent429(now)
+		if at, said := retryAfter(r.header, now); said {
+			until, kind = at, ErrRateLimited
 		}
-		p.gate.block(until, ErrRateLimited)
+		p.gate.block(until, kind)
 	}
 }
 
