@@ -58,8 +58,8 @@ type queuedBatch struct {
 func (r *franzReader) newSender(ctx context.Context, cl *kgo.Client, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint) *partitionSender {
 	s := &partitionSender{r: r, cl: cl, cp: cp, pc: pc, out: out, max: max(min(cp.limit, maxQueued), 1), wake: make(chan struct{}, 1),
 		coalesce: r.conf.batching.IsNoop(), batchMax: maxPollRecords}
-	if cp.ordered[pc.tp.topic] && r.conf.orderedBatch > 0 {
-		s.batchMax = r.conf.orderedBatch
+	if cp.ordered[pc.tp.topic] {
+		s.batchMax = r.conf.orderedBatch // at least 1: parseReaderConfig checks
 	}
 	go s.run(ctx)
 	return s
