@@ -89,8 +89,8 @@ func (c *checkpointer) current(tp topicPartition, create bool) *partitionCheckpo
 
 // track registers a batch whose highest record is last as out with the
 // pipeline under the checkpoint pc, first waiting while the partition has
-// checkpoint_limit messages or more out. (A batch larger than the limit goes
-// out alone.) It returns false when pc is no longer the partition's live
+// checkpoint_limit messages or more out. (A batch larger than the limit, a
+// batching policy's, goes out alone.) It returns false when pc is no longer the partition's live
 // checkpoint (revoked or lost since its records were fetched) or ctx ended:
 // the batch must then be dropped, and is read again from the last commit.
 // The returned release function acknowledges the batch.

@@ -198,13 +198,13 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 	}()
 	direct := r.conf.group == ""
 	senders := map[topicPartition]*partitionSender{}
-	enqueue := func(pc *partitionCheckpoint, msgs service.MessageBatch, recs []*kgo.Record) {
+	enqueue := func(pc *partitionCheckpoint, b queuedBatch) {
 		s := senders[pc.tp]
 		if s == nil || s.pc != pc {
 			s = r.newSender(ctx, cl, cp, out, pc)
 			senders[pc.tp] = s
 		}
-		s.enqueue(msgs, recs)
+		s.enqueue(b)
 	}
 
 	for {
@@ -253,7 +253,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 			}
 			r.lag.fetched(p)
 			if !batching {
-				enqueue(pc, recordsToBatch(p.Records, p.HighWatermark), p.Records)
+				enqueue(pc, queuedBatch{recs: p.Records, hw: p.HighWatermark})
 				return
 			}
 			buf := buffers[tp]
@@ -321,7 +321,7 @@ func nextFlush(buffers map[topicPartition]*partitionBuffer) (time.Duration, bool
 	return min, found
 }
 
-func (r *franzReader) flush(ctx context.Context, buf *partitionBuffer, enqueue func(*partitionCheckpoint, service.MessageBatch, []*kgo.Record)) bool {
+func (r *franzReader) flush(ctx context.Context, buf *partitionBuffer, enqueue func(*partitionCheckpoint, queuedBatch)) bool {
 	msgs, err := buf.batcher.Flush(ctx)
 	recs := buf.recs
 	buf.n, buf.recs = 0, nil
@@ -330,7 +330,7 @@ func (r *franzReader) flush(ctx context.Context, buf *partitionBuffer, enqueue f
 		return ctx.Err() == nil
 	}
 	if len(msgs) > 0 {
-		enqueue(buf.pc, msgs, recs)
+		enqueue(buf.pc, queuedBatch{msgs: msgs, recs: recs})
 	}
 	return true
 }

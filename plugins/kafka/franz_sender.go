@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"slices"
 	"sync"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -27,14 +26,15 @@ type partitionSender struct {
 	cp  *checkpointer
 	pc  *partitionCheckpoint
 	out chan<- readBatch
-	max int // queued messages at which fetching pauses
+	max int // queued records at which fetching pauses
 	// coalesce joins the batches queued while the last one waited into one
-	// (up to maxPollRecords), as a poll after a wait would have returned
+	// (up to batchMax), as a poll after a wait would have returned
 	// them: without a batching policy a batch is "what was fetched", and an
 	// ordered partition sent one tiny fetch at a time fell far behind.
 	coalesce bool
 	// batchMax is the most messages in one batch: ordered_batch_size for
-	// an ordered topic, a poll's worth otherwise.
+	// an ordered topic, else checkpoint_limit (at most a poll's worth), so
+	// that the limit bounds what the partition has out.
 	batchMax int
 
 	mu     sync.Mutex
@@ -50,14 +50,20 @@ type partitionSender struct {
 // 20,000 the benchmark's pipeline peaked at 1.2 GiB instead of 0.7).
 const maxQueued = 1000
 
+// queuedBatch is a fetch's records of the partition, or a batch of the
+// batching policy's. A fetch's records wait as records and become messages
+// on the sender's goroutine as they go out: a queued record then costs its
+// bytes, not a message with its metadata too, and the poll loop, which
+// serves every partition, does not make the messages of all of them.
 type queuedBatch struct {
-	msgs service.MessageBatch
+	msgs service.MessageBatch // nil: made from recs as they go out
 	recs []*kgo.Record
+	hw   int64 // the partition's high watermark when fetched, for kafka_lag
 }
 
 func (r *franzReader) newSender(ctx context.Context, cl *kgo.Client, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint) *partitionSender {
 	s := &partitionSender{r: r, cl: cl, cp: cp, pc: pc, out: out, max: max(min(cp.limit, maxQueued), 1), wake: make(chan struct{}, 1),
-		coalesce: r.conf.batching.IsNoop(), batchMax: maxPollRecords}
+		coalesce: r.conf.batching.IsNoop(), batchMax: min(maxPollRecords, cp.limit)}
 	if cp.ordered[pc.tp.topic] {
 		s.batchMax = r.conf.orderedBatch // at least 1: parseReaderConfig checks
 	}
@@ -67,10 +73,10 @@ func (r *franzReader) newSender(ctx context.Context, cl *kgo.Client, cp *checkpo
 
 // enqueue adds a batch, pausing the partition's fetches when the queue is
 // full.
-func (s *partitionSender) enqueue(msgs service.MessageBatch, recs []*kgo.Record) {
+func (s *partitionSender) enqueue(b queuedBatch) {
 	s.mu.Lock()
-	s.queue = append(s.queue, queuedBatch{msgs, recs})
-	s.queued += len(msgs)
+	s.queue = append(s.queue, b)
+	s.queued += len(b.recs)
 	if s.queued >= s.max && !s.paused {
 		s.paused = true
 		s.cl.PauseFetchPartitions(map[string][]int32{s.pc.tp.topic: {s.pc.tp.partition}})
@@ -95,44 +101,87 @@ func (s *partitionSender) run(ctx context.Context) {
 				return
 			}
 		}
-		b := s.queue[0]
-		s.queue[0] = queuedBatch{}
-		s.queue = s.queue[1:]
-		for s.coalesce && len(s.queue) > 0 && len(b.msgs)+len(s.queue[0].msgs) <= s.batchMax {
-			b.msgs = append(b.msgs, s.queue[0].msgs...)
-			b.recs = append(b.recs, s.queue[0].recs...)
-			s.queue[0] = queuedBatch{}
-			s.queue = s.queue[1:]
-		}
-		if n := s.batchMax; len(b.msgs) > n {
-			// A fetch larger than a batch: the rest goes out next, first.
-			// The batch gets slices of its own and its places in the
-			// fetch's are cleared: the rest, waiting its turn, would
-			// otherwise keep every message of it (and whatever the
-			// pipeline wrote into them) until the fetch's last batch is
-			// done.
-			head := queuedBatch{slices.Clone(b.msgs[:n]), slices.Clone(b.recs[:n])}
-			clear(b.msgs[:n])
-			clear(b.recs[:n])
-			s.queue = append([]queuedBatch{{b.msgs[n:], b.recs[n:]}}, s.queue...)
-			b = head
-		}
+		pieces, recs := s.take()
 		s.mu.Unlock()
+		msgs := make(service.MessageBatch, 0, len(recs))
+		at := 0
+		for _, p := range pieces {
+			if p.msgs != nil {
+				msgs = append(msgs, p.msgs...)
+			} else {
+				for _, rec := range recs[at : at+p.n] {
+					msgs = append(msgs, recordToMessage(rec, p.hw))
+				}
+			}
+			at += p.n
+		}
 
-		release, ok := s.cp.track(ctx, s.pc, b.recs[len(b.recs)-1], len(b.msgs))
+		release, ok := s.cp.track(ctx, s.pc, recs[len(recs)-1], len(msgs))
 		if !ok {
 			return // revoked since fetched (or shutting down): the new owner reads it
 		}
 		select {
-		case s.out <- readBatch{msgs: b.msgs, recs: b.recs, release: release}:
+		case s.out <- readBatch{msgs: msgs, recs: recs, release: release}:
 		case <-ctx.Done():
 			return
 		}
 		s.mu.Lock()
-		s.queued -= len(b.msgs)
+		s.queued -= len(recs)
 		s.mu.Unlock()
 		s.resume(false)
 	}
+}
+
+// piece is what of one queued batch went into the next batch: its first n
+// records, or all of a batching policy's batch with its messages.
+type piece struct {
+	n    int
+	hw   int64
+	msgs service.MessageBatch
+}
+
+// take removes the next batch from the head of the queue (mu held): at
+// most batchMax records, from as many queued fetches as coalescing allows
+// (without a batching policy a batch is "what was fetched", and an
+// ordered partition sent one tiny fetch at a time fell far behind). A
+// fetch larger than the batch is split and its rest goes out next, first;
+// a batching policy's batch goes out whole.
+//
+// The batch gets a slice of its own and its places in the queued ones are
+// cleared: the rest, waiting its turn, would otherwise keep every message
+// of it (and whatever the pipeline wrote into them) until the fetch's last
+// batch is done.
+func (s *partitionSender) take() (pieces []piece, recs []*kgo.Record) {
+	size := 0
+	for _, q := range s.queue {
+		if size += len(q.recs); size >= s.batchMax || !s.coalesce {
+			break
+		}
+	}
+	recs = make([]*kgo.Record, 0, min(size, s.batchMax))
+	for len(s.queue) > 0 && len(recs) < s.batchMax && (len(recs) == 0 || s.coalesce) {
+		q := &s.queue[0]
+		if q.msgs != nil {
+			// The batching policy's batch goes out as it made it: its
+			// processors may have changed how many messages it holds.
+			pieces = append(pieces, piece{n: len(q.recs), msgs: q.msgs})
+			recs = q.recs
+			s.queue[0] = queuedBatch{}
+			s.queue = s.queue[1:]
+			break
+		}
+		n := min(len(q.recs), s.batchMax-len(recs))
+		p := piece{n: n, hw: q.hw}
+		recs = append(recs, q.recs[:n]...)
+		clear(q.recs[:n])
+		q.recs = q.recs[n:]
+		pieces = append(pieces, p)
+		if len(q.recs) == 0 {
+			s.queue[0] = queuedBatch{}
+			s.queue = s.queue[1:]
+		}
+	}
+	return pieces, recs
 }
 
 // resume lets the partition be fetched again once its queue has room (or

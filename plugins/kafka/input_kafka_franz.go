@@ -64,8 +64,10 @@ done; lost partitions drop their state, and the new owner resumes from the last 
 
 ### Backpressure
 
-At most `+"`checkpoint_limit`"+` messages of one partition are out with the pipeline at a time (a single
-fetch larger than that goes out alone; a partition of `+"`ordered_topics`"+` has one batch out at a time).
+At most `+"`checkpoint_limit`"+` messages of one partition are out with the pipeline at a time: a fetch
+larger than that is handed out in batches of the limit (a `+"`batching`"+` policy's batch goes out whole, alone
+if it is larger; a partition of `+"`ordered_topics`"+` has one batch out at a time). Fetched records wait
+as records and become messages as they are handed out.
 Each partition is handed to the pipeline by its own goroutine, so a partition at its limit holds up only
 itself: its fetches are paused while up to 1,000 more messages (or `+"`checkpoint_limit`"+`, if lower) wait
 behind it, and resumed when they drain. A slow output slows the consumer instead of growing memory, and a slow topic (lookups

@@ -175,3 +175,44 @@ func TestAnAcknowledgedSplitBatchIsNotKeptByTheRest(t *testing.T) {
 		}
 	}
 }
+
+// checkpoint_limit bounds what one partition has out with the pipeline,
+// whatever one fetch brings: every batch of a 25-record fetch under a limit
+// of 10 holds at most 10 messages, and no more go out until they are
+// acknowledged. Before, a fetch larger than the limit went out whole (up to
+// a poll's 10,000 records), so the limit bounded nothing that memory could
+// rely on. (That a full partition waits for acknowledgements is the
+// checkpointer's, tested with it.) All 25 arrive, in order.
+func TestCheckpointLimitBoundsWhatIsOut(t *testing.T) {
+	addr := startBroker(t, "sightings")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("sightings"))
+	must(t, err)
+	defer cl.Close()
+	produceNumbered(t, cl, "sightings", 25)
+	in := connectedReader(t, addr, `topics: [ sightings ]
+consumer_group: bounded
+checkpoint_limit: 10
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var got []string
+	for len(got) < 25 {
+		b, ack, err := in.ReadBatch(ctx)
+		if err != nil {
+			t.Fatalf("after %d records: %v", len(got), err)
+		}
+		if len(b) > 10 {
+			t.Fatalf("a batch of %d messages out at once, want at most checkpoint_limit (10)", len(b))
+		}
+		for _, m := range b {
+			v, _ := m.AsBytes()
+			got = append(got, string(v))
+		}
+		must(t, ack(ctx, nil))
+	}
+	for i, v := range got {
+		if v != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: out of order or repeated (%v)", i, v, got)
+		}
+	}
+}
