@@ -49,7 +49,6 @@ type Envelope struct {
 	ID          string
 	Topic       string
 	Type        string
-	TS          float64
 	Payload     []byte
 	IDGenerated bool // the body had no id; WithID adds the generated one
 	// Member is the payload member ParseEnvelopeMember was asked for (not
@@ -88,43 +87,43 @@ func ParseEnvelopeMember(data []byte, subject, member string) (Envelope, error) 
 	if sc.topKeys.found {
 		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the envelope", sc.topKeys.repeated)
 	}
-	v, id, topic, typ, ts, payload := sc.v, sc.id, sc.topic, sc.typ, sc.ts, sc.payload
-	if v.Type != gjson.Number || v.Raw != "1" && v.Num != 1 {
-		return env, refuse(ReasonBadEnvelope, "v must be the number 1, got %s", orMissing(v))
+	if v := sc.raw(sc.v); !sc.isNumber(sc.v) || v != "1" && sc.result(sc.v).Num != 1 {
+		return env, refuse(ReasonBadEnvelope, "v must be the number 1, got %s", sc.shown(sc.v))
 	}
-	if payload.Type != gjson.JSON || !payload.IsObject() {
-		return env, refuse(ReasonBadEnvelope, "payload must be an object, got %s", orMissing(payload))
+	if !sc.payload.exists() || data[sc.payload.start] != '{' {
+		return env, refuse(ReasonBadEnvelope, "payload must be an object, got %s", sc.shown(sc.payload))
 	}
 	if sc.payloadKeys.found {
 		return env, refuse(ReasonDuplicateKey, "key %q appears twice in the payload", sc.payloadKeys.repeated)
 	}
-	env.Member = sc.member
-	if ts.Type == gjson.Number {
-		env.TS = ts.Num // as sent, not rounded through a time.Time
-	} else if at, ok := EventTime(ts); ok {
-		env.TS = float64(at.UnixNano()) / 1e9
-	} else {
-		return env, refuse(ReasonBadEnvelope, "ts must be epoch seconds or an ISO-8601 time, got %s", orMissing(ts))
+	env.Member = sc.result(sc.member)
+	// Epoch seconds (the scan validated the number) or ISO-8601 text.
+	if !sc.isNumber(sc.ts) {
+		if _, ok := EventTime(sc.result(sc.ts)); !ok {
+			return env, refuse(ReasonBadEnvelope, "ts must be epoch seconds or an ISO-8601 time, got %s", sc.shown(sc.ts))
+		}
 	}
-	if topic.Type != gjson.String || topic.Str == "" {
-		return env, refuse(ReasonBadEnvelope, "topic must be a non-empty string, got %s", orMissing(topic))
+	topic, ok := sc.text(sc.topic)
+	if !ok || topic == "" {
+		return env, refuse(ReasonBadEnvelope, "topic must be a non-empty string, got %s", sc.shown(sc.topic))
 	}
-	if typ.Exists() && typ.Type != gjson.String {
-		return env, refuse(ReasonBadEnvelope, "type must be a string, got %s", typ.Raw)
+	typ, ok := sc.text(sc.typ)
+	if sc.typ.exists() && !ok {
+		return env, refuse(ReasonBadEnvelope, "type must be a string, got %s", sc.raw(sc.typ))
 	}
-	switch {
-	case !id.Exists() || id.Type == gjson.Null:
+	switch id, ok := sc.text(sc.id); {
+	case !sc.id.exists() || sc.raw(sc.id) == "null":
 		env.ID, env.IDGenerated = NewEventID(), true
-	case id.Type == gjson.String && id.Str != "":
-		env.ID = id.Str
+	case ok && id != "":
+		env.ID = id
 	default:
-		return env, refuse(ReasonBadEnvelope, "id must be a non-empty string, got %s", id.Raw)
+		return env, refuse(ReasonBadEnvelope, "id must be a non-empty string, got %s", sc.raw(sc.id))
 	}
-	if topic.Str != subject {
-		return env, refuse(ReasonSpoofedTopic, "body says topic %q but it was delivered on %q", topic.Str, subject)
+	if topic != subject {
+		return env, refuse(ReasonSpoofedTopic, "body says topic %q but it was delivered on %q", topic, subject)
 	}
-	env.Topic, env.Type = subject, typ.Str
-	env.Payload = data[payload.Index : payload.Index+len(payload.Raw)]
+	env.Topic, env.Type = subject, typ
+	env.Payload = data[sc.payload.start:sc.payload.end]
 	return env, nil
 }
 
@@ -168,14 +167,16 @@ func (s *keySet) seen(k string) bool {
 	return false
 }
 
-func orMissing(r gjson.Result) string {
-	if !r.Exists() {
+// shown is the value at sp for an error message: its text, cut short, or
+// "nothing" when absent.
+func (s *envelopeScan) shown(sp span) string {
+	if !sp.exists() {
 		return "nothing"
 	}
-	if len(r.Raw) > 40 {
-		return strconv.Quote(r.Raw[:40]) + "…"
+	if raw := s.raw(sp); len(raw) > 40 {
+		return strconv.Quote(raw[:40]) + "…"
 	}
-	return r.Raw
+	return s.raw(sp)
 }
 
 // NewEventID is a fresh event id in DECNET's form: 32 hex characters.

@@ -115,10 +115,20 @@ func TestParseEnvelopeCases(t *testing.T) {
 	}
 }
 
+// DECNET's webhooks send ts as ISO-8601 text, its bus as epoch seconds:
+// both are envelopes; text that is not a time is not.
 func TestTimestampAsAnISOStringIsRead(t *testing.T) {
-	env, err := ParseEnvelope([]byte(`{"id":"a","payload":{},"topic":"attacker.observed","ts":"2026-04-26T09:01:47.5+00:00","type":"observed","v":1}`), "attacker.observed")
-	if err != nil || env.TS != 1777194107.5 {
-		t.Fatalf("ts %v, %v", env.TS, err)
+	for body, ok := range map[string]bool{
+		`{"id":"a","payload":{},"topic":"attacker.observed","ts":"2026-04-26T09:01:47.5+00:00","type":"observed","v":1}`: true,
+		`{"id":"a","payload":{},"topic":"attacker.observed","ts":1777194107.5,"type":"observed","v":1}`:                  true,
+		`{"id":"a","payload":{},"topic":"attacker.observed","ts":"yesterday","type":"observed","v":1}`:                   false,
+	} {
+		if _, err := ParseEnvelope([]byte(body), "attacker.observed"); (err == nil) != ok {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	if at, ok := EventTime(gjson.Parse(`"2026-04-26T09:01:47.5+00:00"`)); !ok || at.UnixMilli() != 1777194107500 {
+		t.Fatalf("ISO ts read as %v", at)
 	}
 }
 

@@ -86,7 +86,14 @@ func FuzzParseEnvelope(f *testing.F) {
 
 // gjsonScan is what ParseEnvelope did before its one-pass scanner, kept as
 // the oracle: gjson validates, then walks the envelope, then its payload.
-func gjsonScan(data []byte, member string) (sc envelopeScan) {
+// gjsonScan answers in gjson.Results, what the scan's spans are compared as.
+type gjsonAnswer struct {
+	valid, object                          bool
+	v, id, topic, typ, ts, payload, member gjson.Result
+	topKeys, payloadKeys                   keySet
+}
+
+func gjsonScan(data []byte, member string) (sc gjsonAnswer) {
 	sc.valid = gjson.ValidBytes(data)
 	if !sc.valid {
 		return sc
@@ -142,7 +149,10 @@ func FuzzScanEnvelopeAgreesWithGJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got, want := scanEnvelope(body, "attacker_ip"), gjsonScan(body, "attacker_ip")
+		scan, want := scanEnvelope(body, "attacker_ip"), gjsonScan(body, "attacker_ip")
+		got := gjsonAnswer{valid: scan.valid, object: scan.object, v: scan.result(scan.v), id: scan.result(scan.id),
+			topic: scan.result(scan.topic), typ: scan.result(scan.typ), ts: scan.result(scan.ts), payload: scan.result(scan.payload),
+			member: scan.result(scan.member), topKeys: scan.topKeys, payloadKeys: scan.payloadKeys}
 		if got.valid != want.valid || want.valid && got.object != want.object {
 			t.Fatalf("%q: valid %v object %v; gjson says %v %v", body, got.valid, got.object, want.valid, want.object)
 		}
@@ -160,6 +170,15 @@ func FuzzScanEnvelopeAgreesWithGJSON(f *testing.F) {
 			g, w := pair[0], pair[1]
 			if g.Type != w.Type || g.Raw != w.Raw || g.Str != w.Str || g.Num != w.Num || w.Exists() && g.Index != w.Index {
 				t.Fatalf("%q: member %d is %+v; gjson says %+v", body, i, g, w)
+			}
+		}
+		for _, sp := range []span{scan.v, scan.id, scan.topic, scan.typ, scan.ts, scan.payload} {
+			r := scan.result(sp)
+			if text, ok := scan.text(sp); ok != (r.Type == gjson.String) || text != r.Str {
+				t.Fatalf("%q: text %q %v; the member is %+v", body, text, ok, r)
+			}
+			if scan.isNumber(sp) != (r.Type == gjson.Number) {
+				t.Fatalf("%q: isNumber %v; the member is %+v", body, scan.isNumber(sp), r)
 			}
 		}
 		if !want.payload.IsObject() {

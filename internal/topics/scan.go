@@ -10,20 +10,32 @@ import (
 )
 
 // envelopeScan is what one pass over an event finds: whether it is JSON at
-// all, the envelope's members, the first key repeated in the envelope and
-// in its payload, and one payload member.
+// all, where the envelope's members are, the first key repeated in the
+// envelope and in its payload, and where one payload member is. It records
+// extents, not values: the hot path reads a few of them, and building a
+// gjson.Result for each (a float parse for every number) cost more than
+// the checks that use them.
 type envelopeScan struct {
 	valid, object                  bool
-	v, id, topic, typ, ts, payload gjson.Result
-	member                         gjson.Result
+	v, id, topic, typ, ts, payload span
+	member                         span
 	topKeys, payloadKeys           keySet
 	data                           []byte
 	memberName                     string
-	payloadStart, payloadEnd, i    int
+	i                              int
 	// escaped says whether the last string value validated holds an
-	// escape: result reads it instead of looking for one again.
+	// escape: recorded with its span, so it is not looked for again.
 	escaped bool
 }
+
+// span is where the scan found a value: data[start:end], end 0 when the
+// member is absent. escaped marks a string that holds escapes.
+type span struct {
+	start, end int
+	escaped    bool
+}
+
+func (sp span) exists() bool { return sp.end > 0 }
 
 // scanEnvelope validates data as JSON (RFC 8259, as gjson.ValidBytes
 // does) and, in the same pass, records the envelope's members and checks
@@ -58,20 +70,52 @@ const (
 	levelPayload
 )
 
-// result is the value the scan validated at data[start:end], as gjson
-// would give it, built from what the scan already knows instead of parsing
-// it again: only an escaped string is handed to gjson to unescape.
-func (s *envelopeScan) result(start, end int) gjson.Result {
-	raw := unsafe.String(unsafe.SliceData(s.data[start:end]), end-start)
-	r := gjson.Result{Raw: raw, Index: start}
+// raw is the value's text in the event (it points into the event).
+func (s *envelopeScan) raw(sp span) string {
+	if !sp.exists() {
+		return ""
+	}
+	return unsafe.String(&s.data[sp.start], sp.end-sp.start)
+}
+
+// text is the string at sp, unescaped as gjson does, and whether there is
+// one (absent or another type: false). It may point into the event.
+func (s *envelopeScan) text(sp span) (string, bool) {
+	if !sp.exists() || s.data[sp.start] != '"' {
+		return "", false
+	}
+	if sp.escaped {
+		return gjson.Parse(s.raw(sp)).Str, true
+	}
+	return s.raw(sp)[1 : sp.end-sp.start-1], true
+}
+
+// isNumber says whether the value at sp is a number (the scan validated
+// its grammar).
+func (s *envelopeScan) isNumber(sp span) bool {
+	if !sp.exists() {
+		return false
+	}
+	c := s.data[sp.start]
+	return c == '-' || c >= '0' && c <= '9'
+}
+
+// result is the value at sp as gjson would give it, built from what the
+// scan already knows instead of parsing it again: only an escaped string
+// is handed to gjson to unescape.
+func (s *envelopeScan) result(sp span) gjson.Result {
+	if !sp.exists() {
+		return gjson.Result{}
+	}
+	raw := s.raw(sp)
+	r := gjson.Result{Raw: raw, Index: sp.start}
 	switch c := raw[0]; c {
 	case '"':
-		if s.escaped {
-			r = gjson.Parse(raw)
-			r.Index = start
-			break
-		}
 		r.Type, r.Str = gjson.String, raw[1:len(raw)-1]
+		if sp.escaped {
+			r = gjson.Parse(raw)
+			r.Index = sp.start
+		}
 	case '{', '[':
 		r.Type = gjson.JSON
 	case 't':
@@ -91,19 +135,20 @@ func (s *envelopeScan) onTop(key string, start, end int) {
 	if s.topKeys.found || s.topKeys.seen(key) {
 		return
 	}
+	sp := span{start, end, s.escaped}
 	switch key {
 	case "v":
-		s.v = s.result(start, end)
+		s.v = sp
 	case "id":
-		s.id = s.result(start, end)
+		s.id = sp
 	case "topic":
-		s.topic = s.result(start, end)
+		s.topic = sp
 	case "type":
-		s.typ = s.result(start, end)
+		s.typ = sp
 	case "ts":
-		s.ts = s.result(start, end)
+		s.ts = sp
 	case "payload":
-		s.payload = s.result(start, end)
+		s.payload = sp
 	}
 }
 
@@ -112,7 +157,7 @@ func (s *envelopeScan) onPayload(key string, start, end int) {
 		return
 	}
 	if s.memberName != "" && key == s.memberName {
-		s.member = s.result(start, end)
+		s.member = span{start, end, s.escaped}
 	}
 }
 
@@ -275,7 +320,7 @@ func (s *envelopeScan) obj(lv level) bool {
 		s.i++
 		s.ws()
 		nested := levelNone
-		if lv == levelTop && key == "payload" && !s.payload.Exists() {
+		if lv == levelTop && key == "payload" && !s.payload.exists() {
 			nested = levelPayload
 		}
 		vs := s.i
