@@ -369,12 +369,12 @@ func parseRoute(rc *service.ParsedConfig) (route, error) {
 
 func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
 	out := batch[:0:0]
-	caps := make([]string, 0, 8)
+	last := subjectMatch{caps: make([]string, 0, 8)}
 	// Counted per route for the batch, then added once per route: a
 	// labelled counter's lookup would otherwise cost every event.
 	routed := make([]int64, len(r.routes))
 	for _, msg := range batch {
-		keep, err := r.route(msg, caps[:0], routed)
+		keep, err := r.route(msg, &last, routed)
 		if err != nil {
 			var ee *topics.EventError
 			if errors.As(err, &ee) {
@@ -403,27 +403,53 @@ func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]
 // and counts it in routed[route] when routed. The subject is written to
 // decnet_subject when metadata asks for it, and always for a refused
 // message: its dead letter names what it arrived on.
-func (r *router) route(msg *service.Message, caps []string, routed []int64) (bool, error) {
+func (r *router) route(msg *service.Message, last *subjectMatch, routed []int64) (bool, error) {
 	subject, fromMeta, err := r.subjectOf(msg)
 	if err != nil {
 		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
 	}
-	keep, err := r.routeSubject(msg, subject, caps, routed)
+	keep, err := r.routeSubject(msg, subject, last, routed)
 	if !fromMeta && (r.writeSubject || err != nil) {
 		msg.MetaSetMut(MetaSubject, subject)
 	}
 	return keep, err
 }
 
-// routeSubject routes msg, delivered on subject.
-func (r *router) routeSubject(msg *service.Message, subject string, caps []string, routed []int64) (bool, error) {
+// subjectMatch is a subject's validation and route, kept for the next
+// message: a batch is one partition's, so its messages were all delivered
+// on one subject, and validating and matching it once per message cost
+// more than the match itself.
+type subjectMatch struct {
+	subject string
+	set, ok bool
+	err     error
+	route   int
+	caps    []string // the subject, then the route's captures (read only)
+}
+
+// match validates subject and finds its route, or reuses last's answer.
+func (r *router) match(subject string, last *subjectMatch) {
+	if last.set && last.subject == subject {
+		return
+	}
+	*last = subjectMatch{subject: subject, set: true, caps: last.caps[:0]}
 	if err := topics.ValidateSubject(subject); err != nil {
-		return true, &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
+		last.err = &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
+		return
 	}
-	i, caps, ok := r.table.FirstCaptures(subject, append(caps, subject))
-	if !ok {
-		return true, &topics.EventError{Reason: topics.ReasonNoRoute, Detail: fmt.Sprintf("no route matches subject %q", subject)}
+	last.route, last.caps, last.ok = r.table.FirstCaptures(subject, append(last.caps, subject))
+	if !last.ok {
+		last.err = &topics.EventError{Reason: topics.ReasonNoRoute, Detail: fmt.Sprintf("no route matches subject %q", subject)}
 	}
+}
+
+// routeSubject routes msg, delivered on subject.
+func (r *router) routeSubject(msg *service.Message, subject string, last *subjectMatch, routed []int64) (bool, error) {
+	r.match(subject, last)
+	if last.err != nil {
+		return true, last.err
+	}
+	i, caps := last.route, last.caps
 	rt := &r.routes[i]
 	if rt.drop {
 		r.dropped.Incr(1)

@@ -269,3 +269,40 @@ func TestMetadataListIsLinted(t *testing.T) {
 		t.Fatalf("lint said %v", err)
 	}
 }
+
+// A batch of mixed subjects (decnet_bus and webhook batches are) routes each
+// message as it would be routed alone: what one subject's validation and
+// route found is reused only for the same subject.
+func TestABatchRoutesEachMessageAsAlone(t *testing.T) {
+	r := newTestRouter(t, `{}`)
+	valid := lines(t, "valid.jsonl")
+	var bodies, subjects []string
+	for i, l := range valid {
+		bodies = append(bodies, string(l.Event))
+		subjects = append(subjects, l.Subject)
+		if i%2 == 0 { // the same subject again, then a bad one and one no route matches
+			bodies = append(bodies, string(l.Event), string(l.Event), string(l.Event))
+			subjects = append(subjects, l.Subject, "attacker..observed", "nowhere")
+		}
+	}
+	alone := func(i int) *service.Message { return processOne(t, r, message(subjects[i], bodies[i])) }
+	batch := make(service.MessageBatch, len(bodies))
+	for i := range bodies {
+		batch[i] = message(subjects[i], bodies[i])
+	}
+	out, err := r.ProcessBatch(context.Background(), batch)
+	if err != nil || len(out) != 1 || len(out[0]) != len(bodies) {
+		t.Fatalf("%d batches (%v), want one of %d", len(out), err, len(bodies))
+	}
+	for i, got := range out[0] {
+		want := alone(i)
+		for _, k := range []string{MetaKey, MetaTopic, MetaSubject, MetaError, MetaErrorDetail} {
+			if meta(got, k) != meta(want, k) {
+				t.Errorf("message %d (%s): %s %q in the batch, %q alone", i, subjects[i], k, meta(got, k), meta(want, k))
+			}
+		}
+		if (got.GetError() == nil) != (want.GetError() == nil) {
+			t.Errorf("message %d (%s): error %v in the batch, %v alone", i, subjects[i], got.GetError(), want.GetError())
+		}
+	}
+}
