@@ -103,7 +103,18 @@ func (s *partitionSender) run(ctx context.Context) {
 		}
 		pieces, recs := s.take()
 		s.mu.Unlock()
-		msgs := make(service.MessageBatch, 0, len(recs))
+		n := 0
+		for _, p := range pieces {
+			n += p.len()
+		}
+
+		release, ok := s.cp.track(ctx, s.pc, recs[len(recs)-1], n)
+		if !ok {
+			return // revoked since fetched (or shutting down): the new owner reads it
+		}
+		// Made only now: while the partition waits for room, its next
+		// batch is records.
+		msgs := make(service.MessageBatch, 0, n)
 		at := 0
 		for _, p := range pieces {
 			if p.msgs != nil {
@@ -114,11 +125,6 @@ func (s *partitionSender) run(ctx context.Context) {
 				}
 			}
 			at += p.n
-		}
-
-		release, ok := s.cp.track(ctx, s.pc, recs[len(recs)-1], len(msgs))
-		if !ok {
-			return // revoked since fetched (or shutting down): the new owner reads it
 		}
 		select {
 		case s.out <- readBatch{msgs: msgs, recs: recs, release: release}:
@@ -138,6 +144,14 @@ type piece struct {
 	n    int
 	hw   int64
 	msgs service.MessageBatch
+}
+
+// len is how many messages the piece makes.
+func (p piece) len() int {
+	if p.msgs != nil {
+		return len(p.msgs)
+	}
+	return p.n
 }
 
 // take removes the next batch from the head of the queue (mu held): at
