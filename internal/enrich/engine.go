@@ -24,6 +24,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -306,7 +307,14 @@ func (e *Engine) current(ip netip.Addr, now time.Time) (*entry, bool) {
 // except a redelivery of the sighting that sent it, which sends it again.
 // Without requests, every miss has Request set (the caller looks it up).
 func (e *Engine) Sight(reqs []Request, requests bool) []Answer {
-	out := make([]Answer, len(reqs))
+	return e.SightInto(nil, reqs, requests)
+}
+
+// SightInto is Sight answering into out's memory (grown when short): a
+// caller that sights batch after batch reuses one slice instead of
+// allocating the answers of every batch.
+func (e *Engine) SightInto(out []Answer, reqs []Request, requests bool) []Answer {
+	out = slices.Grow(out[:0], len(reqs))[:len(reqs)]
 	now := e.conf.Now()
 	for i, r := range reqs {
 		if ent, ok := e.current(r.IP, now); ok {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -54,6 +55,8 @@ func init() {
 }
 
 type processor struct {
+	// scratch holds *batchScratch: a batch's working memory.
+	scratch    sync.Pool
 	ipPath     string
 	ipMetadata string
 	// lookupTopic, when set, splits the work: sightings of IPs without a
@@ -83,7 +86,7 @@ type processor struct {
 }
 
 func newProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*processor, error) {
-	p := &processor{log: mgr.Logger()}
+	p := &processor{log: mgr.Logger(), scratch: sync.Pool{New: func() any { return new(batchScratch) }}}
 	var err error
 	if p.ipPath, err = conf.FieldString(fIPPath); err != nil {
 		return nil, err
@@ -333,10 +336,15 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 	// current, by the time it is handed on (the flusher's tick is for
 	// answers that came from elsewhere, and for the feeds' age).
 	defer p.metrics.flush()
-	// Sized once: nearly every event of a batch is a sighting.
-	sightings := requests{reqs: make([]enrich.Request, 0, len(batch)), index: make([]int, 0, len(batch))}
+	// A batch's working memory is reused from batch to batch: nearly every
+	// event of a batch is a sighting, and on the hot path (all hits) none
+	// of it outlives the batch.
+	sc := p.scratch.Get().(*batchScratch)
+	defer p.scratch.Put(sc)
+	sightings := requests{reqs: slices.Grow(sc.reqs[:0], len(batch)), index: slices.Grow(sc.index[:0], len(batch))}
 	var lookups requests
-	keep := make([]bool, len(batch))
+	keep := append(sc.keep[:0], make([]bool, len(batch))...)
+	defer func() { sc.reclaim(sightings, keep) }()
 	for i, msg := range batch {
 		if msg.GetError() != nil {
 			keep[i] = true // refused upstream: keep its reason for the dead letter
@@ -377,7 +385,8 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			keep[sightings.index[k]] = true
 		}
 	} else if len(sightings.reqs) > 0 {
-		answers := p.engine.Sight(sightings.reqs, p.lookupTopic != "")
+		answers := p.engine.SightInto(sc.answers, sightings.reqs, p.lookupTopic != "")
+		defer func() { sc.answers = clearAnswers(answers) }()
 		p.metrics.sightings(answers)
 		for k, a := range answers {
 			i := sightings.index[k]
@@ -413,6 +422,28 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 		return nil, nil
 	}
 	return []service.MessageBatch{out}, nil
+}
+
+// batchScratch is one batch's working memory, kept in a pool between
+// batches.
+type batchScratch struct {
+	reqs    []enrich.Request
+	index   []int
+	keep    []bool
+	answers []enrich.Answer
+}
+
+// reclaim takes back what the batch grew, emptied, for the next batch.
+func (sc *batchScratch) reclaim(rs requests, keep []bool) {
+	clear(rs.reqs)
+	sc.reqs, sc.index, sc.keep = rs.reqs[:0], rs.index[:0], keep[:0]
+}
+
+// clearAnswers empties answers for reuse: a pooled answer must not keep
+// its cache entry (and row) alive after the entry is evicted.
+func clearAnswers(answers []enrich.Answer) []enrich.Answer {
+	clear(answers)
+	return answers[:0]
 }
 
 // requests are the engine requests of a batch and, for each, its message's
