@@ -412,7 +412,9 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			}
 		}
 	}
-	out := make(service.MessageBatch, 0, len(batch))
+	// Filtered in place (the batch slice is this call's own): repeat
+	// sightings, nearly all of a batch, leave nothing to allocate.
+	out := batch[:0]
 	for i, msg := range batch {
 		if keep[i] {
 			out = append(out, msg)

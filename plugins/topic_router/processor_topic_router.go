@@ -368,7 +368,9 @@ func parseRoute(rc *service.ParsedConfig) (route, error) {
 }
 
 func (r *router) ProcessBatch(_ context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
-	out := batch[:0:0]
+	// Filtered in place: Benthos hands each processor a batch slice of its
+	// own, and a kept message is written at or before where it was read.
+	out := batch[:0]
 	last := subjectMatch{caps: make([]string, 0, 8)}
 	// Counted per route for the batch, then added once per route: a
 	// labelled counter's lookup would otherwise cost every event.
