@@ -189,7 +189,7 @@ func New(c Config) *Engine {
 		e.names = append(e.names, p.Name())
 	}
 	// Expiry is the engine's own (fixed from fetch time, per row): the LRU
-	// only bounds memory. A TTL of 0 also spares the LRU's cleanup goroutine.
+	// only bounds memory.
 	e.cache = newLRUShards(c.MaxEntries, func(netip.Addr, *entry) { e.obs.Evicted() })
 	return e
 }

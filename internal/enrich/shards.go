@@ -6,7 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // shardedFrom is the cache size from which the cache is split into
@@ -33,19 +33,31 @@ type lruShards struct {
 	total atomic.Int64 // rows held, over every shard (sharded only)
 }
 
+// lruShard is one LRU and its lock. The LRU is golang-lru's simplelru, not
+// its expirable one: a row's expiry is the engine's (fixed per row when it
+// was fetched), and the expirable LRU read the clock on every Get for a TTL
+// it was never given (7% of the hit path's CPU).
 type lruShard struct {
-	mu  sync.Mutex // serialises additions, so a row is counted once
-	lru *expirable.LRU[netip.Addr, *entry]
+	mu  sync.Mutex // every use of lru; additions also keep the global count right
+	lru *simplelru.LRU[netip.Addr, *entry]
+}
+
+func newShard(size int, onEvict func(netip.Addr, *entry)) *lruShard {
+	lru, err := simplelru.NewLRU(size, onEvict)
+	if err != nil {
+		panic(err) // size is max_entries, which the config holds to at least 1
+	}
+	return &lruShard{lru: lru}
 }
 
 func newLRUShards(maxEntries int, onEvict func(netip.Addr, *entry)) *lruShards {
 	if maxEntries < shardedFrom {
-		return &lruShards{s: []*lruShard{{lru: expirable.NewLRU[netip.Addr, *entry](maxEntries, onEvict, 0)}}}
+		return &lruShards{s: []*lruShard{newShard(maxEntries, onEvict)}}
 	}
 	l := &lruShards{s: make([]*lruShard, numShards), max: int64(maxEntries)}
 	for i := range l.s {
 		// Each shard could hold every row: the global count evicts.
-		l.s[i] = &lruShard{lru: expirable.NewLRU[netip.Addr, *entry](maxEntries, onEvict, 0)}
+		l.s[i] = newShard(maxEntries, onEvict)
 	}
 	return l
 }
@@ -61,8 +73,19 @@ func (l *lruShards) of(ip netip.Addr) int {
 	return int(h >> 60 % uint64(len(l.s)))
 }
 
-func (l *lruShards) Get(ip netip.Addr) (*entry, bool)  { return l.s[l.of(ip)].lru.Get(ip) }
-func (l *lruShards) Peek(ip netip.Addr) (*entry, bool) { return l.s[l.of(ip)].lru.Peek(ip) }
+func (l *lruShards) Get(ip netip.Addr) (*entry, bool) {
+	sh := l.s[l.of(ip)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.lru.Get(ip)
+}
+
+func (l *lruShards) Peek(ip netip.Addr) (*entry, bool) {
+	sh := l.s[l.of(ip)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.lru.Peek(ip)
+}
 
 // Add caches ip's entry; a new row over the bound evicts the least
 // recently used row of its shard (of the next shard with another row, if
@@ -70,11 +93,12 @@ func (l *lruShards) Peek(ip netip.Addr) (*entry, bool) { return l.s[l.of(ip)].lr
 func (l *lruShards) Add(ip netip.Addr, e *entry) {
 	at := l.of(ip)
 	sh := l.s[at]
+	sh.mu.Lock()
 	if len(l.s) == 1 {
 		sh.lru.Add(ip, e) // evicts by itself at max_entries
+		sh.mu.Unlock()
 		return
 	}
-	sh.mu.Lock()
 	existed := sh.lru.Contains(ip)
 	sh.lru.Add(ip, e)
 	sh.mu.Unlock()
@@ -99,7 +123,10 @@ func (l *lruShards) Add(ip netip.Addr, e *entry) {
 // Len is the rows held, over every shard.
 func (l *lruShards) Len() int {
 	if len(l.s) == 1 {
-		return l.s[0].lru.Len()
+		sh := l.s[0]
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		return sh.lru.Len()
 	}
 	return int(l.total.Load())
 }
