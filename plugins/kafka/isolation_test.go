@@ -112,6 +112,14 @@ func TestOrderedBatchesKeepToTheirSize(t *testing.T) {
 	const n = 25
 	in := orderedLookups(t, "batch-size", n)
 
+	readNumberedInBatches(t, in, n, 10)
+}
+
+// readNumberedInBatches reads n records valued 0..n-1 from in, acknowledging
+// each batch, and fails unless every batch holds at most max messages and
+// the records arrive all, once, in order.
+func readNumberedInBatches(t *testing.T, in *franzReader, n, max int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var got []string
@@ -120,8 +128,8 @@ func TestOrderedBatchesKeepToTheirSize(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d records: %v", len(got), err)
 		}
-		if len(b) > 10 {
-			t.Fatalf("a batch of %d messages, want at most 10", len(b))
+		if len(b) > max {
+			t.Fatalf("a batch of %d messages out at once, want at most %d", len(b), max)
 		}
 		for _, m := range b {
 			v, _ := m.AsBytes()
@@ -178,8 +186,7 @@ func TestAnAcknowledgedSplitBatchIsNotKeptByTheRest(t *testing.T) {
 
 // checkpoint_limit bounds what one partition has out with the pipeline,
 // whatever one fetch brings: every batch of a 25-record fetch under a limit
-// of 10 holds at most 10 messages, and no more go out until they are
-// acknowledged. Before, a fetch larger than the limit went out whole (up to
+// of 10 holds at most 10 messages. Before, a fetch larger than the limit went out whole (up to
 // a poll's 10,000 records), so the limit bounded nothing that memory could
 // rely on. (That a full partition waits for acknowledgements is the
 // checkpointer's, tested with it.) All 25 arrive, in order.
@@ -193,26 +200,5 @@ func TestCheckpointLimitBoundsWhatIsOut(t *testing.T) {
 consumer_group: bounded
 checkpoint_limit: 10
 `)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var got []string
-	for len(got) < 25 {
-		b, ack, err := in.ReadBatch(ctx)
-		if err != nil {
-			t.Fatalf("after %d records: %v", len(got), err)
-		}
-		if len(b) > 10 {
-			t.Fatalf("a batch of %d messages out at once, want at most checkpoint_limit (10)", len(b))
-		}
-		for _, m := range b {
-			v, _ := m.AsBytes()
-			got = append(got, string(v))
-		}
-		must(t, ack(ctx, nil))
-	}
-	for i, v := range got {
-		if v != fmt.Sprint(i) {
-			t.Fatalf("message %d is %q: out of order or repeated (%v)", i, v, got)
-		}
-	}
+	readNumberedInBatches(t, in, 25, 10)
 }
