@@ -69,9 +69,12 @@ larger than that is handed out in batches of the limit (a `+"`batching`"+` polic
 if it is larger; a partition of `+"`ordered_topics`"+` has one batch out at a time). Fetched records wait
 as records and become messages as they are handed out.
 Each partition is handed to the pipeline by its own goroutine, so a partition at its limit holds up only
-itself: its fetches are paused while up to 1,000 more messages (or `+"`checkpoint_limit`"+`, if lower) wait
-behind it, and resumed when they drain. A slow output slows the consumer instead of growing memory, and a slow topic (lookups
-waiting on providers) never holds up a fast one read by the same input.
+itself: its fetches are paused once 1,000 records (or `+"`checkpoint_limit`"+`, if lower) wait behind it, and
+resumed when they drain. A slow output slows the consumer instead of growing memory, and a slow topic (lookups
+waiting on providers) never holds up a fast one read by the same input. What the input holds is then, per
+partition, `+"`checkpoint_limit`"+` messages out and about one fetched chunk of records
+(`+"`fetch_max_partition_bytes`"+`, compressed), plus one buffered fetch (`+"`fetch_max_bytes`"+`): size those
+to the partitions a replica reads.
 
 ### Metadata
 
