@@ -27,11 +27,6 @@ type partitionSender struct {
 	pc  *partitionCheckpoint
 	out chan<- readBatch
 	max int // queued records at which fetching pauses
-	// coalesce joins the batches queued while the last one waited into one
-	// (up to batchMax), as a poll after a wait would have returned
-	// them: without a batching policy a batch is "what was fetched", and an
-	// ordered partition sent one tiny fetch at a time fell far behind.
-	coalesce bool
 	// batchMax is the most messages in one batch: ordered_batch_size for
 	// an ordered topic, else checkpoint_limit (at most a poll's worth), so
 	// that the limit bounds what the partition has out.
@@ -63,7 +58,7 @@ type queuedBatch struct {
 
 func (r *franzReader) newSender(ctx context.Context, cl *kgo.Client, cp *checkpointer, out chan<- readBatch, pc *partitionCheckpoint) *partitionSender {
 	s := &partitionSender{r: r, cl: cl, cp: cp, pc: pc, out: out, max: max(min(cp.limit, maxQueued), 1), wake: make(chan struct{}, 1),
-		coalesce: r.conf.batching.IsNoop(), batchMax: min(maxPollRecords, cp.limit)}
+		batchMax: min(maxPollRecords, cp.limit)}
 	if cp.ordered[pc.tp.topic] {
 		s.batchMax = r.conf.orderedBatch // at least 1: parseReaderConfig checks
 	}
@@ -101,101 +96,81 @@ func (s *partitionSender) run(ctx context.Context) {
 				return
 			}
 		}
-		pieces, recs := s.take()
+		b, runs := s.take()
 		s.mu.Unlock()
-		n := 0
-		for _, p := range pieces {
-			n += p.len()
+		n := len(b.msgs)
+		if b.msgs == nil {
+			n = len(b.recs)
 		}
 
-		release, ok := s.cp.track(ctx, s.pc, recs[len(recs)-1], n)
+		release, ok := s.cp.track(ctx, s.pc, b.recs[len(b.recs)-1], n)
 		if !ok {
 			return // revoked since fetched (or shutting down): the new owner reads it
 		}
-		// Made only now: while the partition waits for room, its next
-		// batch is records.
-		msgs := make(service.MessageBatch, 0, n)
-		at := 0
-		for _, p := range pieces {
-			if p.msgs != nil {
-				msgs = append(msgs, p.msgs...)
-			} else {
-				for _, rec := range recs[at : at+p.n] {
-					msgs = append(msgs, recordToMessage(rec, p.hw))
+		if b.msgs == nil {
+			// Made only now: while the partition waits for room, its next
+			// batch is records.
+			b.msgs = make(service.MessageBatch, 0, n)
+			at := 0
+			for _, r := range runs {
+				for _, rec := range b.recs[at : at+r.n] {
+					b.msgs = append(b.msgs, recordToMessage(rec, r.hw))
 				}
+				at += r.n
 			}
-			at += p.n
 		}
 		select {
-		case s.out <- readBatch{msgs: msgs, recs: recs, release: release}:
+		case s.out <- readBatch{msgs: b.msgs, recs: b.recs, release: release}:
 		case <-ctx.Done():
 			return
 		}
 		s.mu.Lock()
-		s.queued -= len(recs)
+		s.queued -= len(b.recs)
 		s.mu.Unlock()
 		s.resume(false)
 	}
 }
 
-// piece is what of one queued batch went into the next batch: its first n
-// records, or all of a batching policy's batch with its messages.
-type piece struct {
-	n    int
-	hw   int64
-	msgs service.MessageBatch
+// run is what one queued fetch gave a batch: its next n records, fetched
+// when the partition's high watermark was hw.
+type run struct {
+	n  int
+	hw int64
 }
 
-// len is how many messages the piece makes.
-func (p piece) len() int {
-	if p.msgs != nil {
-		return len(p.msgs)
-	}
-	return p.n
-}
-
-// take removes the next batch from the head of the queue (mu held): at
-// most batchMax records, from as many queued fetches as coalescing allows
-// (without a batching policy a batch is "what was fetched", and an
-// ordered partition sent one tiny fetch at a time fell far behind). A
-// fetch larger than the batch is split and its rest goes out next, first;
-// a batching policy's batch goes out whole.
+// take removes the next batch from the head of the queue (mu held): a
+// batching policy's batch as the policy made it (its processors may have
+// changed how many messages it holds), or up to batchMax fetched records
+// from as many queued fetches as there are, as a poll after the wait would
+// have returned them (an ordered partition sent one tiny fetch at a time
+// fell far behind), with the runs they came in. A fetch larger than the
+// batch is split and its rest goes out next, first.
 //
 // The batch gets a slice of its own and its places in the queued ones are
 // cleared: the rest, waiting its turn, would otherwise keep every message
 // of it (and whatever the pipeline wrote into them) until the fetch's last
 // batch is done.
-func (s *partitionSender) take() (pieces []piece, recs []*kgo.Record) {
-	size := 0
-	for _, q := range s.queue {
-		if size += len(q.recs); size >= s.batchMax || !s.coalesce {
-			break
-		}
+func (s *partitionSender) take() (b queuedBatch, runs []run) {
+	if q := s.queue[0]; q.msgs != nil {
+		s.queue[0] = queuedBatch{}
+		s.queue = s.queue[1:]
+		return q, nil
 	}
-	recs = make([]*kgo.Record, 0, min(size, s.batchMax))
-	for len(s.queue) > 0 && len(recs) < s.batchMax && (len(recs) == 0 || s.coalesce) {
+	// Fetched records only: with a batching policy every queued batch is
+	// the policy's.
+	b.recs = make([]*kgo.Record, 0, min(s.queued, s.batchMax))
+	for len(s.queue) > 0 && len(b.recs) < s.batchMax {
 		q := &s.queue[0]
-		if q.msgs != nil {
-			// The batching policy's batch goes out as it made it: its
-			// processors may have changed how many messages it holds.
-			pieces = append(pieces, piece{n: len(q.recs), msgs: q.msgs})
-			recs = q.recs
-			s.queue[0] = queuedBatch{}
-			s.queue = s.queue[1:]
-			break
-		}
-		n := min(len(q.recs), s.batchMax-len(recs))
-		p := piece{n: n, hw: q.hw}
-		recs = append(recs, q.recs[:n]...)
+		n := min(len(q.recs), s.batchMax-len(b.recs))
+		runs = append(runs, run{n: n, hw: q.hw})
+		b.recs = append(b.recs, q.recs[:n]...)
 		clear(q.recs[:n])
-		q.recs = q.recs[n:]
-		pieces = append(pieces, p)
-		if len(q.recs) == 0 {
+		if q.recs = q.recs[n:]; len(q.recs) == 0 {
 			s.queue[0] = queuedBatch{}
 			s.queue = s.queue[1:]
 		}
 	}
-	return pieces, recs
+	return b, runs
 }
 
 // resume lets the partition be fetched again once its queue has room (or
