@@ -423,8 +423,8 @@ func (r *router) route(msg *service.Message, last *subjectMatch, routed []int64)
 // more than the match itself.
 type subjectMatch struct {
 	subject string
-	set, ok bool
-	err     error
+	set     bool
+	err     error // refused: the subject is invalid or no route matches
 	route   int
 	caps    []string // the subject, then the route's captures (read only)
 }
@@ -439,8 +439,8 @@ func (r *router) match(subject string, last *subjectMatch) {
 		last.err = &topics.EventError{Reason: topics.ReasonBadSubject, Detail: err.Error()}
 		return
 	}
-	last.route, last.caps, last.ok = r.table.FirstCaptures(subject, append(last.caps, subject))
-	if !last.ok {
+	var ok bool
+	if last.route, last.caps, ok = r.table.FirstCaptures(subject, append(last.caps, subject)); !ok {
 		last.err = &topics.EventError{Reason: topics.ReasonNoRoute, Detail: fmt.Sprintf("no route matches subject %q", subject)}
 	}
 }
