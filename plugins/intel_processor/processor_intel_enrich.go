@@ -340,11 +340,14 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 	// event of a batch is a sighting, and on the hot path (all hits) none
 	// of it outlives the batch.
 	sc := p.scratch.Get().(*batchScratch)
-	defer p.scratch.Put(sc)
 	sightings := requests{reqs: slices.Grow(sc.reqs[:0], len(batch)), index: slices.Grow(sc.index[:0], len(batch))}
 	var lookups requests
 	keep := append(sc.keep[:0], make([]bool, len(batch))...)
-	defer func() { sc.reclaim(sightings, keep) }()
+	var answers []enrich.Answer
+	defer func() {
+		sc.reclaim(sightings, keep, answers)
+		p.scratch.Put(sc)
+	}()
 	for i, msg := range batch {
 		if msg.GetError() != nil {
 			keep[i] = true // refused upstream: keep its reason for the dead letter
@@ -385,8 +388,7 @@ func (p *processor) ProcessBatch(ctx context.Context, batch service.MessageBatch
 			keep[sightings.index[k]] = true
 		}
 	} else if len(sightings.reqs) > 0 {
-		answers := p.engine.SightInto(sc.answers, sightings.reqs, p.lookupTopic != "")
-		defer func() { sc.answers = clearAnswers(answers) }()
+		answers = p.engine.SightInto(sc.answers, sightings.reqs, p.lookupTopic != "")
 		p.metrics.sightings(answers)
 		for k, a := range answers {
 			i := sightings.index[k]
@@ -435,17 +437,16 @@ type batchScratch struct {
 	answers []enrich.Answer
 }
 
-// reclaim takes back what the batch grew, emptied, for the next batch.
-func (sc *batchScratch) reclaim(rs requests, keep []bool) {
+// reclaim takes back what the batch grew, emptied for the next batch: a
+// pooled request or answer must not keep its address, topic or cache entry
+// (and row) alive after the entry is evicted.
+func (sc *batchScratch) reclaim(rs requests, keep []bool, answers []enrich.Answer) {
 	clear(rs.reqs)
-	sc.reqs, sc.index, sc.keep = rs.reqs[:0], rs.index[:0], keep[:0]
-}
-
-// clearAnswers empties answers for reuse: a pooled answer must not keep
-// its cache entry (and row) alive after the entry is evicted.
-func clearAnswers(answers []enrich.Answer) []enrich.Answer {
 	clear(answers)
-	return answers[:0]
+	sc.reqs, sc.index, sc.keep = rs.reqs[:0], rs.index[:0], keep[:0]
+	if answers != nil {
+		sc.answers = answers[:0]
+	}
 }
 
 // requests are the engine requests of a batch and, for each, its message's
