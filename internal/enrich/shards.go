@@ -36,7 +36,8 @@ type lruShards struct {
 // lruShard is one LRU and its lock. The LRU is golang-lru's simplelru, not
 // its expirable one: a row's expiry is the engine's (fixed per row when it
 // was fetched), and the expirable LRU read the clock on every Get for a TTL
-// it was never given (7% of the hit path's CPU).
+// it was never given (70 of the 160ms its Gets took in a 2s profile of the
+// hit-only pipeline).
 type lruShard struct {
 	mu  sync.Mutex // every use of lru; additions also keep the global count right
 	lru *simplelru.LRU[netip.Addr, *entry]

@@ -186,13 +186,14 @@ func TestAnAcknowledgedSplitBatchIsNotKeptByTheRest(t *testing.T) {
 
 // checkpoint_limit bounds what one partition has out with the pipeline,
 // whatever one fetch brings: every batch of a 25-record fetch under a limit
-// of 10 holds at most 10 messages. Before, a fetch larger than the limit went out whole (up to
-// a poll's 10,000 records), so the limit bounded nothing that memory could
-// rely on. (That a full partition waits for acknowledgements is the
-// checkpointer's, tested with it.) All 25 arrive, in order.
+// of 10 holds at most 10 messages. Before, a fetch larger than the limit
+// went out whole (up to a poll's 10,000 records), so the limit bounded
+// nothing that memory could rely on. (That a full partition waits for
+// acknowledgements is the checkpointer's, tested with it.) All 25 arrive,
+// in order.
 func TestCheckpointLimitBoundsWhatIsOut(t *testing.T) {
 	addr := startBroker(t, "sightings")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("sightings"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	must(t, err)
 	defer cl.Close()
 	produceNumbered(t, cl, "sightings", 25)
