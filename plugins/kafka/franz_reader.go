@@ -335,10 +335,11 @@ func (r *franzReader) flush(ctx context.Context, buf *partitionBuffer, enqueue f
 	return true
 }
 
-func recordsToBatch(recs []*kgo.Record, highWatermark int64) service.MessageBatch {
-	batch := make(service.MessageBatch, len(recs))
-	for i, rec := range recs {
-		batch[i] = recordToMessage(rec, highWatermark)
+// appendMessages appends the messages of recs, fetched when their
+// partition's high watermark was highWatermark, to batch.
+func appendMessages(batch service.MessageBatch, recs []*kgo.Record, highWatermark int64) service.MessageBatch {
+	for _, rec := range recs {
+		batch = append(batch, recordToMessage(rec, highWatermark))
 	}
 	return batch
 }
@@ -421,7 +422,7 @@ func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFun
 		// A redelivery's kafka_lag counts from the partition's end as now
 		// known: it is being read again now.
 		hw := r.lag.highWatermark(failed[0].Topic, failed[0].Partition)
-		again := readBatch{msgs: recordsToBatch(failed, hw), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
+		again := readBatch{msgs: appendMessages(make(service.MessageBatch, 0, len(failed)), failed, hw), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
 		time.AfterFunc(replayBackoff(b.attempt), func() { r.addReplay(again) })
 		return nil
 	}, nil

@@ -113,9 +113,7 @@ func (s *partitionSender) run(ctx context.Context) {
 			b.msgs = make(service.MessageBatch, 0, n)
 			at := 0
 			for _, r := range runs {
-				for _, rec := range b.recs[at : at+r.n] {
-					b.msgs = append(b.msgs, recordToMessage(rec, r.hw))
-				}
+				b.msgs = appendMessages(b.msgs, b.recs[at:at+r.n], r.hw)
 				at += r.n
 			}
 		}
