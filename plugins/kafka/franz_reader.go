@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -404,7 +406,6 @@ func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFun
 		b.n = len(b.recs)
 		r.received.Incr(int64(b.n), b.recs[0].Topic) // a batch is one partition's
 	}
-	idx := b.msgs.Index() // this delivery's own positions, for its errors
 	release := func() {
 		b.release()
 		r.acked.Incr(int64(b.n), b.recs[0].Topic)
@@ -414,7 +415,7 @@ func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFun
 			release()
 			return nil
 		}
-		failed := failedRecords(b, idx, err)
+		failed := failedRecords(b, err)
 		if len(failed) == 0 {
 			release()
 			return nil
@@ -430,18 +431,41 @@ func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFun
 
 // failedRecords are the records of b whose messages err says failed: those
 // a batch error names, or all of them.
-func failedRecords(b readBatch, idx *service.Indexer, err error) []*kgo.Record {
+//
+// A failed message is traced to its record by the kafka_topic,
+// kafka_partition and kafka_offset this input wrote on it, which every
+// message derived from it carries unless a processor removed them. A
+// failure traced to no record of b (the metadata was removed or rewritten,
+// or a processor made a new message) replays all of b: duplicates, never
+// a record committed undelivered. The metadata is read only when a batch
+// fails; Benthos' indexer, which tagged each message's context when the
+// batch was handed out, cost seven allocations per message on every batch,
+// and lost failures of messages made anew.
+func failedRecords(b readBatch, err error) []*kgo.Record {
 	var bErr *service.BatchError
 	if !errors.As(err, &bErr) || bErr.IndexedErrors() == 0 || len(b.msgs) != len(b.recs) {
 		return b.recs
 	}
 	seen := make([]bool, len(b.recs))
-	bErr.WalkMessagesIndexedBy(idx, func(i int, _ *service.Message, e error) bool {
-		if e != nil && i >= 0 && i < len(seen) {
-			seen[i] = true
+	traced := true
+	// The walk is by the error's own positions, which is what the
+	// deprecation warns of; each failed message is traced by its metadata,
+	// not by where it stands.
+	bErr.WalkMessages(func(_ int, m *service.Message, e error) bool { //nolint:staticcheck // see above
+		if e == nil {
+			return true
 		}
+		i, ok := recordOf(b.recs, m)
+		if !ok {
+			traced = false
+			return false
+		}
+		seen[i] = true
 		return true
 	})
+	if !traced {
+		return b.recs
+	}
 	var out []*kgo.Record
 	for i, rec := range b.recs {
 		if seen[i] {
@@ -449,6 +473,39 @@ func failedRecords(b readBatch, idx *service.Indexer, err error) []*kgo.Record {
 		}
 	}
 	return out
+}
+
+// recordOf finds the record of recs (one partition's, by ascending
+// offset) that m was made from, by m's kafka_* metadata.
+func recordOf(recs []*kgo.Record, m *service.Message) (int, bool) {
+	topic, _ := m.MetaGet(metaTopic)
+	part, ok1 := metaInt(m, metaPartition)
+	off, ok2 := metaInt(m, metaOffset)
+	if !ok1 || !ok2 || topic != recs[0].Topic || part != int64(recs[0].Partition) {
+		return 0, false
+	}
+	return slices.BinarySearchFunc(recs, off, func(r *kgo.Record, off int64) int { return cmp.Compare(r.Offset, off) })
+}
+
+// metaInt is the integer metadata value key of m, as this input wrote it
+// or as a mapping may have rewritten it (a string of digits).
+func metaInt(m *service.Message, key string) (int64, bool) {
+	v, ok := m.MetaGetMut(key)
+	if !ok {
+		return 0, false
+	}
+	switch v := v.(type) {
+	case int:
+		return int64(v), true
+	case int64:
+		return v, true
+	case int32:
+		return int64(v), true
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return n, err == nil
+	}
+	return 0, false
 }
 
 // replayBackoff grows from 1ms to 1s over a message's failed deliveries.

@@ -57,7 +57,10 @@ been acknowledged by the outputs: a crash or restart may deliver a message twice
 kept within a partition. The messages an output nacked are delivered again, rebuilt from their records,
 after a backoff that grows to a second (unless `+"`auto_replay_nacks`"+` is false), for as long as it
 takes: their batch holds back the commit of everything after it until each of its messages was
-delivered. Only the failed messages of a batch are delivered again, however often they fail.
+delivered. Only the failed messages of a batch are delivered again, however often they fail: a failed
+message is traced to its record by its `+"`kafka_topic`"+`, `+"`kafka_partition`"+` and `+"`kafka_offset`"+`
+metadata, and when a processor removed or rewrote those (or made a new message) the whole batch is
+delivered again.
 
 On a rebalance, revoked partitions wait up to 10s for their batches to be acknowledged and commit what is
 done; lost partitions drop their state, and the new owner resumes from the last commit.

@@ -94,6 +94,12 @@ func TestRepeatedPartialNacksLoseNothing(t *testing.T) {
 	if len(lost) > 0 {
 		t.Fatalf("%d of %d messages were committed but never delivered, e.g. %v", len(lost), n, lost[:min(10, len(lost))])
 	}
+	// Only what failed is replayed: each failure is traced to its record.
+	for seq := 0; seq < n; seq++ {
+		if !out.failing(seq) && out.attempts[seq] != 1 {
+			t.Fatalf("message %d never failed but was written %d times", seq, out.attempts[seq])
+		}
+	}
 }
 
 // The same through a switch output whose cases split each batch, after
@@ -190,5 +196,67 @@ func TestWriterReportsEachFailureAgainstItsOwnMessage(t *testing.T) {
 	})
 	if walked != len(batch) {
 		t.Fatalf("the error covers %d of %d messages", walked, len(batch))
+	}
+}
+
+// renewProcessor replaces every message with a new one holding the same
+// bytes but neither the metadata nor the context the input gave it, as a
+// processor building its output from scratch does.
+type renewProcessor struct{}
+
+func (renewProcessor) ProcessBatch(_ context.Context, b service.MessageBatch) ([]service.MessageBatch, error) {
+	out := make(service.MessageBatch, len(b))
+	for i, m := range b {
+		body, err := m.AsBytes()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = service.NewMessage(body)
+	}
+	return []service.MessageBatch{out}, nil
+}
+
+func (renewProcessor) Close(context.Context) error { return nil }
+
+// A failure the input cannot trace to its records (the failed message
+// carries nothing of the message it was made from) replays the whole
+// batch: duplicates, never a record committed undelivered.
+func TestPartialNacksOfUntraceableMessagesLoseNothing(t *testing.T) {
+	const n = 300
+	addr := startBroker(t, "in")
+	produce(t, addr, "in", 0, n)
+
+	out := &flakyOutput{attempts: map[int]int{}, delivered: map[int]int{}, times: 2,
+		failing: func(seq int) bool { return seq%5 == 2 }}
+	env := service.NewEnvironment()
+	must(t, env.RegisterBatchOutput("flaky", service.NewConfigSpec(),
+		func(*service.ParsedConfig, *service.Resources) (service.BatchOutput, service.BatchPolicy, int, error) {
+			return out, service.BatchPolicy{}, 1, nil
+		}))
+	must(t, env.RegisterBatchProcessor("renew", service.NewConfigSpec(),
+		func(*service.ParsedConfig, *service.Resources) (service.BatchProcessor, error) {
+			return renewProcessor{}, nil
+		}))
+	sb := env.NewStreamBuilder()
+	must(t, sb.SetLoggerYAML("level: warn"))
+	must(t, sb.AddInputYAML(inputYAML(addr, "in", "replayer", "")))
+	must(t, sb.AddProcessorYAML("renew: {}"))
+	must(t, sb.AddOutputYAML("flaky: {}"))
+	s, err := sb.Build()
+	must(t, err)
+	go func() { _ = s.Run(context.Background()) }()
+	defer func() { _ = s.StopWithin(10 * time.Second) }()
+
+	waitLag(t, addr, "replayer", 60*time.Second)
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	var lost []int
+	for seq := 0; seq < n; seq++ {
+		if out.delivered[seq] == 0 {
+			lost = append(lost, seq)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d messages were committed but never delivered, e.g. %v", len(lost), n, lost[:min(10, len(lost))])
 	}
 }
