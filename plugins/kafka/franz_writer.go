@@ -131,7 +131,7 @@ func (w *franzWriter) executors(batch service.MessageBatch) batchExecutors {
 	if w.conf.timestampMS != nil {
 		ex.timestamp = batch.InterpolationExecutor(w.conf.timestampMS)
 	}
-	if w.conf.key != nil {
+	if w.conf.key != nil && w.conf.keyMeta == "" {
 		ex.key = batch.InterpolationExecutor(w.conf.key)
 	}
 	if w.conf.partition != nil {
@@ -154,13 +154,21 @@ func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*k
 	if rec.Topic == "" {
 		return nil, fmt.Errorf("topic interpolation: empty topic")
 	}
-	if ex.key != nil {
+	switch {
+	case w.conf.keyMeta != "":
+		// What ${! @name } renders: the value as a string, "null" when absent.
+		v, ok := msg.MetaGet(w.conf.keyMeta)
+		if !ok {
+			v = "null"
+		}
+		rec.Key = []byte(v)
+	case ex.key != nil:
 		if rec.Key, err = ex.key.TryBytes(i); err != nil {
 			return nil, fmt.Errorf("key interpolation: %w", err)
 		}
-		if len(rec.Key) == 0 {
-			rec.Key = nil // no key: spread by the partitioner, not all on hash("")
-		}
+	}
+	if len(rec.Key) == 0 {
+		rec.Key = nil // no key: spread by the partitioner, not all on hash("")
 	}
 	if ex.partition != nil {
 		s, err := ex.partition.TryString(i)
@@ -185,7 +193,10 @@ func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*k
 		rec.Timestamp = time.UnixMilli(ms)
 	}
 	if w.conf.metadata != nil {
-		_ = w.conf.metadata.Walk(msg, func(k, v string) error {
+		// Filtered before a value is made a string: Walk makes every value
+		// one (the input's offsets and timestamps) and drops most of them.
+		_ = w.conf.metadata.WalkMut(msg, func(k string, _ any) error {
+			v, _ := msg.MetaGet(k)
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
 			return nil
 		})

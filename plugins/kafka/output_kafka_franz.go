@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"time"
 
@@ -133,9 +134,13 @@ func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (out service.
 
 // writerConfig is the parsed kafka_franz output config.
 type writerConfig struct {
-	client          clientConfig
-	topic           *service.InterpolatedString
-	key             *service.InterpolatedString
+	client clientConfig
+	topic  *service.InterpolatedString
+	key    *service.InterpolatedString
+	// keyMeta is the metadata key that key only reads (${! @name }), or
+	// "": such a key is read from the metadata directly, not by running
+	// a Bloblang query per message.
+	keyMeta         string
 	partition       *service.InterpolatedString
 	partitioner     kgo.Partitioner
 	metadata        *service.MetadataFilter
@@ -160,6 +165,8 @@ func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) 
 		if wc.key, err = conf.FieldInterpolatedString(fieldKey); err != nil {
 			return wc, err
 		}
+		raw, _ := conf.FieldString(fieldKey)
+		wc.keyMeta = metadataReference(raw)
 	}
 	if conf.Contains(fieldPartition) {
 		if wc.partition, err = conf.FieldInterpolatedString(fieldPartition); err != nil {
@@ -243,4 +250,16 @@ func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) 
 		}
 	}
 	return wc, nil
+}
+
+// metaReference matches an interpolation that is one metadata reference.
+var metaReference = regexp.MustCompile(`^\$\{!\s*@([A-Za-z0-9_]+)\s*\}$`)
+
+// metadataReference is the metadata key an interpolated field only reads,
+// as in ${! @decnet_key }, or "" when it does anything else.
+func metadataReference(raw string) string {
+	if m := metaReference.FindStringSubmatch(raw); m != nil {
+		return m[1]
+	}
+	return ""
 }
