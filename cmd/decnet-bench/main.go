@@ -46,6 +46,7 @@ type options struct {
 	stormRate, stormClientRate float64
 	stormProviderLimit         bool
 	stormClientBurst           int
+	stormOffered               float64
 	memoryIPs                  int
 	economyIPs                 int
 	economySightings           int
@@ -62,7 +63,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenarios, "scenarios", "pipeline,stages,stock,storm,scaling,memory,economy", "scenarios to run, of pipeline (includes the ceiling), stages, stock, storm, scaling, memory, economy, soak")
+	flag.StringVar(&o.scenarios, "scenarios", "pipeline,stages,stock,storm,storm-paced,scaling,memory,economy", "scenarios to run, of pipeline (includes the ceiling), stages, stock, storm, storm-paced, scaling, memory, economy, soak")
 	flag.StringVar(&o.binary, "binary", "bin/decnet-stream", "the decnet-stream binary under test")
 	flag.IntVar(&o.events, "events", 1_000_000, "pipeline: events")
 	flag.IntVar(&o.ips, "ips", 10_000, "pipeline: unique attacker IPs (heavy-tailed)")
@@ -81,6 +82,7 @@ func main() {
 	flag.Float64Var(&o.stormRate, "storm-rate", 100, "storm: each per-IP provider's rate limit, requests/s")
 	flag.BoolVar(&o.stormProviderLimit, "storm-provider-limit", true, "storm: the simulated providers answer 429 above -storm-rate (false: only the pipeline's own limit holds it, to see what 429s cost)")
 	flag.IntVar(&o.stormClientBurst, "storm-client-burst", 0, "storm: the burst the pipeline is configured with (0: the provider's, 10)")
+	flag.Float64Var(&o.stormOffered, "storm-offered", 200_000, "storm-paced: hot sightings offered a second, with and without the storm (whose new IPs come on top)")
 	flag.Float64Var(&o.stormClientRate, "storm-client-rate", 0, "storm: the rate the pipeline is configured with (0: -storm-rate, the provider's own)")
 	flag.IntVar(&o.economyIPs, "economy-ips", 30_000, "economy: unique attackers in the simulated day")
 	flag.IntVar(&o.economySightings, "economy-sightings", 300_000, "economy: sightings in the day (heavy-tailed over the attackers)")
@@ -199,6 +201,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		{"stages", l.scenarioStages},
 		{"stock", l.scenarioStock},
 		{"storm", l.scenarioStorm},
+		{"storm-paced", l.scenarioStormPaced},
 		{"scaling", l.scenarioScaling},
 		{"memory", l.scenarioMemory},
 		{"economy", l.scenarioEconomy},

@@ -23,11 +23,11 @@ func TestEveryScenarioRunsAtToySizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := options{
-		scenarios: "pipeline,stages,stock,storm,scaling,memory,economy,soak", binary: bin,
+		scenarios: "pipeline,stages,stock,storm,storm-paced,scaling,memory,economy,soak", binary: bin,
 		events: 5_000, ips: 300, latency: 5 * time.Millisecond, latencyRate: 500, latencyFor: time.Second,
 		stageEvents: 2_000, stageIPs: 100, stageRuns: 1,
 		stockEvents: 2_000, stockIPs: 100, stockLatencies: "0s,5ms",
-		stormIPs: 500, stormHot: 2_000, stormRate: 200, stormProviderLimit: true,
+		stormIPs: 500, stormHot: 2_000, stormRate: 200, stormProviderLimit: true, stormOffered: 4_000,
 		memoryIPs: 2_000, scalingEvents: 4_000, scalingIPs: 200,
 		economyIPs: 3_000, economySightings: 9_000, economyListed: "0.4",
 		soakFor: 4 * time.Second, soakEvery: 250 * time.Millisecond, soakRate: 500, soakIPs: 200,
@@ -40,7 +40,7 @@ func TestEveryScenarioRunsAtToySizes(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out.String())
 		}
 	}
-	for _, want := range []string{"ceiling", "decnet", "stages", "stock", "storm", "scaling", "memory", "economy 40%"} {
+	for _, want := range []string{"ceiling", "decnet", "stages", "stock", "storm", "scaling", "memory", "economy 40%", "storm-paced"} {
 		if !strings.Contains(out.String(), "\n  "+want) {
 			t.Errorf("no %s figures in the output:\n%s", want, out.String())
 		}

@@ -165,8 +165,29 @@ func (l *Lab) Produce(ctx context.Context, p Population, idx []int, seq0 int) er
 // ProduceMixed writes one event per (pops[i], idx[i]): Population pops[i]'s
 // IP idx[i].
 func (l *Lab) ProduceMixed(ctx context.Context, ps []Population, pops, idx []int, seq0 int) error {
-	const chunk = 50_000
+	return l.ProduceMixedAt(ctx, ps, pops, idx, seq0, 0)
+}
+
+// ProduceMixedAt is ProduceMixed offering perSecond events a second (0: as
+// fast as the broker takes them), as sensors send them: in chunks of 20ms
+// worth, each written when the schedule reaches it.
+func (l *Lab) ProduceMixedAt(ctx context.Context, ps []Population, pops, idx []int, seq0 int, perSecond float64) error {
+	chunk := 50_000
+	if perSecond > 0 {
+		chunk = max(int(perSecond/50), 1)
+	}
+	began := time.Now()
 	for start := 0; start < len(idx); start += chunk {
+		if perSecond > 0 {
+			due := began.Add(time.Duration(float64(start) / perSecond * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
 		end := min(start+chunk, len(idx))
 		recs := make([]*kgo.Record, 0, end-start)
 		for i := start; i < end; i++ {
