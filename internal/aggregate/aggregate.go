@@ -402,6 +402,21 @@ func (r *Row) Pending() []string {
 // the full TTL, a partial one only for the negative TTL.
 func (r *Row) Complete() bool { return len(r.Pending()) == 0 }
 
+// HasRaw reports whether the row holds any provider's raw response.
+func (r *Row) HasRaw() bool {
+	if r.GreyNoiseRaw != nil || r.AbuseIPDBRaw != nil || r.FeodoRaw != nil || r.ThreatFoxRaw != nil {
+		return true
+	}
+	if r.extra != nil {
+		for _, l := range r.extra.lists {
+			if l.Raw != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // StripRaw drops the providers' raw responses, which dominate a row's size,
 // for rows kept only to answer lookups.
 func (r *Row) StripRaw() {

@@ -108,8 +108,8 @@ func (nopObserver) Evicted()                        {}
 // entry is a cached row. Entries are never mutated once cached: an update
 // replaces the entry, so readers need no lock.
 type entry struct {
-	// row is the full row, kept for partial rows (merged into later) and
-	// when raw responses are kept; otherwise the row lives packed.
+	// row is the full row, kept when it holds raw responses that are to
+	// be kept (or cannot be packed); otherwise the row lives packed.
 	row    *aggregate.Row
 	packed aggregate.Compact
 	// expiresAt and cachedAt (the row's version) are unix nanoseconds: an
@@ -832,7 +832,10 @@ func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row, carrier Carrier) {
 // newEntry wraps a finished row for the cache, packing it when complete.
 func (e *Engine) newEntry(row *aggregate.Row, expiresAt time.Time) *entry {
 	ent := &entry{row: row, complete: row.Complete(), expiresAt: expiresAt.UnixNano(), cachedAt: row.CachedAt.UnixNano(), encoded: new([2]atomic.Pointer[[]byte])}
-	if ent.complete && !e.conf.KeepRaw {
+	// Packed whenever that loses nothing kept: a partial row is merged
+	// into from its unpacked copy, and one without raw responses (a storm
+	// of rate-limited lookups makes 100,000 of them) has none to keep.
+	if !e.conf.KeepRaw || !row.HasRaw() {
 		if packed, ok := row.Pack(); ok {
 			ent.row, ent.packed = nil, packed
 		}

@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -574,5 +575,43 @@ func BenchmarkSightParallel(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "sightings/s")
 		})
+	}
+}
+
+// A row holding no raw response is cached packed even when raw responses
+// are kept: a storm of rate-limited lookups fills the cache with such
+// rows, which whole cost about a kilobyte each. Read back, and emitted
+// again for the sighting that carried it, it is the row first emitted.
+func TestRowWithoutRawIsCachedPackedWhenRawIsKept(t *testing.T) {
+	ps := newProviderServer(t)
+	for _, name := range []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameThreatFox} {
+		ps.setFailing(name, true)
+	}
+	e := New(Config{Providers: allProviders(ps), KeepRaw: true, MaxWait: 10 * time.Second})
+	first := e.Lookup(reqs(1, "c"), nil)[0]
+	if !first.Emit || first.Row().Complete() {
+		t.Fatalf("emit %v, complete %v", first.Emit, first.Row().Complete())
+	}
+	want, _ := json.Marshal(first.Row().Table())
+	ent, ok := e.cache.Get(ipN(0))
+	if !ok || ent.row != nil {
+		t.Fatalf("cached: %v, whole: %v", ok, ok && ent.row != nil)
+	}
+	if got, _ := json.Marshal(e.rowOf(ipN(0), ent).Table()); string(got) != string(want) {
+		t.Fatalf("read back:\n got %s\nwant %s", got, want)
+	}
+	again := e.Lookup(reqs(1, "c"), nil)[0]
+	if got, _ := json.Marshal(again.Row().Table()); !again.Emit || string(got) != string(want) {
+		t.Fatalf("redelivered carrier: emit %v\n got %s\nwant %s", again.Emit, got, want)
+	}
+
+	// A row with a raw response stays whole: its raw is what is kept.
+	ps.setFailing(providers.NameGreyNoise, false)
+	answered := e.Lookup([]Request{{IP: ipN(1), Carrier: Carrier{Topic: "c", Offset: 1}}}, nil)[0]
+	if answered.Row().GreyNoiseRaw == nil {
+		t.Fatal("greynoise answered without its raw response")
+	}
+	if ent, ok := e.cache.Get(ipN(1)); !ok || ent.row == nil {
+		t.Fatalf("a row with raw responses was packed (cached: %v)", ok)
 	}
 }
