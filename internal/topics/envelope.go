@@ -132,8 +132,11 @@ func ParseEnvelopeMember(data []byte, subject, member string) (Envelope, error) 
 // slice until one is not, then a map, so a hostile payload of many distinct
 // keys costs one pass.
 type keySet struct {
-	few      [16]string
-	n        int
+	few [16]string
+	n   int
+	// lengths has bit len%64 set for each key in few: a key whose length
+	// no earlier key had is new without a comparison (most are).
+	lengths  uint64
 	many     map[string]struct{}
 	repeated string
 	found    bool // a key was repeated (perhaps "")
@@ -148,15 +151,19 @@ func (s *keySet) seen(k string) bool {
 		s.many[k] = struct{}{}
 		return false
 	}
-	for _, f := range s.few[:s.n] {
-		if f == k {
-			s.repeated, s.found = k, true
-			return true
+	bit := uint64(1) << (len(k) & 63)
+	if s.lengths&bit != 0 {
+		for _, f := range s.few[:s.n] {
+			if f == k {
+				s.repeated, s.found = k, true
+				return true
+			}
 		}
 	}
 	if s.n < len(s.few) {
 		s.few[s.n] = k
 		s.n++
+		s.lengths |= bit
 		return false
 	}
 	s.many = make(map[string]struct{}, 64)

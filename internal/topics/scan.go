@@ -162,7 +162,9 @@ func (s *envelopeScan) onPayload(key string, start, end int) {
 }
 
 func (s *envelopeScan) ws() {
-	for s.i < len(s.data) {
+	// Compact JSON has none: one comparison (every whitespace byte is at
+	// most a space) answers most calls.
+	for s.i < len(s.data) && s.data[s.i] <= ' ' {
 		switch s.data[s.i] {
 		case ' ', '\t', '\n', '\r':
 			s.i++
@@ -377,53 +379,61 @@ func stringStops(w uint64) uint64 {
 }
 
 // str validates the string at s.i, reporting whether it holds escapes.
+// It works on a local index, stored back once: the scan's own field,
+// written through its pointer at every step, cost more than the checks.
 func (s *envelopeScan) str() (escaped, ok bool) {
-	s.i++ // "
-	for s.i < len(s.data) {
-		for s.i+8 <= len(s.data) {
-			if m := stringStops(binary.LittleEndian.Uint64(s.data[s.i:])); m != 0 {
-				s.i += bits.TrailingZeros64(m) >> 3
+	data, i := s.data, s.i+1 // past the opening quote
+	for {
+		// Plain runs eight bytes at a time, then the rest one by one.
+		for i+8 <= len(data) {
+			if m := stringStops(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
 				break
 			}
-			s.i += 8
+			i += 8
 		}
-		if s.i >= len(s.data) {
-			break
+		for i < len(data) && data[i] >= 0x20 && data[i] != '"' && data[i] != '\\' {
+			i++
 		}
-		c := s.data[s.i]
-		switch {
+		if i >= len(data) {
+			s.i = i
+			return escaped, false
+		}
+		switch c := data[i]; {
 		case c == '"':
-			s.i++
+			s.i = i + 1
 			return escaped, true
 		case c < 0x20:
+			s.i = i
 			return escaped, false
-		case c == '\\':
-			escaped = true
-			s.i++
-			if s.i >= len(s.data) {
+		}
+		// A backslash: one escape.
+		escaped = true
+		i++
+		if i >= len(data) {
+			s.i = i
+			return escaped, false
+		}
+		switch data[i] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i++
+		case 'u':
+			if i+4 >= len(data) {
+				s.i = i
 				return escaped, false
 			}
-			switch s.data[s.i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.i++
-			case 'u':
-				if s.i+4 >= len(s.data) {
+			for _, h := range data[i+1 : i+5] {
+				if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+					s.i = i
 					return escaped, false
 				}
-				for _, h := range s.data[s.i+1 : s.i+5] {
-					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
-						return escaped, false
-					}
-				}
-				s.i += 5
-			default:
-				return escaped, false
 			}
+			i += 5
 		default:
-			s.i++
+			s.i = i
+			return escaped, false
 		}
 	}
-	return escaped, false
 }
 
 func (s *envelopeScan) digits() bool {
