@@ -143,7 +143,7 @@ type Engine struct {
 // not come back yet.
 type pendingRequest struct {
 	carrier Carrier
-	at      time.Time
+	at      int64 // unix nanoseconds: a storm holds one per new IP
 }
 
 // job is one IP's fan-out in progress, shared by every caller that needs
@@ -332,10 +332,10 @@ func (e *Engine) SightInto(out []Answer, reqs []Request, requests bool) []Answer
 		e.mu.Lock()
 		p, pending := e.requested[r.IP]
 		switch {
-		case pending && now.Sub(p.at) < e.conf.RequestTTL:
+		case pending && now.UnixNano()-p.at < int64(e.conf.RequestTTL):
 			out[i].Request = r.Carrier != (Carrier{}) && p.carrier == r.Carrier
 		default:
-			e.requested[r.IP] = pendingRequest{carrier: r.Carrier, at: now}
+			e.requested[r.IP] = pendingRequest{carrier: r.Carrier, at: now.UnixNano()}
 			out[i].Request = true
 			e.sweepLocked(now)
 		}
@@ -353,7 +353,7 @@ func (e *Engine) sweepLocked(now time.Time) {
 		return
 	}
 	for ip, p := range e.requested {
-		if now.Sub(p.at) >= e.conf.RequestTTL {
+		if now.UnixNano()-p.at >= int64(e.conf.RequestTTL) {
 			delete(e.requested, ip)
 		}
 	}

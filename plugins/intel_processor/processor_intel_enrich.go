@@ -475,7 +475,9 @@ func (p *processor) priorityOf(batch service.MessageBatch, index []int) enrich.P
 		return nil
 	}
 	return func(k int) float64 {
-		v, err := queryValue(batch[index[k]], p.priority)
+		// On a copy: the mapping parses the event, and the message would
+		// keep the parsed document until its outputs have it.
+		v, err := queryValue(batch[index[k]].Copy(), p.priority)
 		if err != nil {
 			return 0
 		}
