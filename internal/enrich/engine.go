@@ -829,7 +829,7 @@ func (e *Engine) Preload(ip netip.Addr, row *aggregate.Row, carrier Carrier) {
 	e.cache.Add(ip, ent)
 }
 
-// newEntry wraps a finished row for the cache, packing it when complete.
+// newEntry wraps a finished row for the cache, packed when that loses nothing.
 func (e *Engine) newEntry(row *aggregate.Row, expiresAt time.Time) *entry {
 	ent := &entry{row: row, complete: row.Complete(), expiresAt: expiresAt.UnixNano(), cachedAt: row.CachedAt.UnixNano(), encoded: new([2]atomic.Pointer[[]byte])}
 	// Packed whenever that loses nothing kept: a partial row is merged
