@@ -63,35 +63,9 @@ func (o *flakyOutput) WriteBatch(_ context.Context, batch service.MessageBatch) 
 // length was acknowledged undelivered: lost, and its offset committed.)
 func TestRepeatedPartialNacksLoseNothing(t *testing.T) {
 	const n = 600
-	addr := startBroker(t, "in")
-	produce(t, addr, "in", 0, n)
-
 	out := &flakyOutput{attempts: map[int]int{}, delivered: map[int]int{}, times: 3,
 		failing: func(seq int) bool { return seq%7 >= 3 }}
-	env := service.NewEnvironment()
-	must(t, env.RegisterBatchOutput("flaky", service.NewConfigSpec(),
-		func(*service.ParsedConfig, *service.Resources) (service.BatchOutput, service.BatchPolicy, int, error) {
-			return out, service.BatchPolicy{}, 1, nil
-		}))
-	sb := env.NewStreamBuilder()
-	must(t, sb.SetLoggerYAML("level: warn"))
-	must(t, sb.AddInputYAML(inputYAML(addr, "in", "replayer", "")))
-	must(t, sb.AddOutputYAML("flaky: {}"))
-	s, err := sb.Build()
-	must(t, err)
-	go func() { _ = s.Run(context.Background()) }()
-	defer func() { _ = s.StopWithin(10 * time.Second) }()
-
-	waitLag(t, addr, "replayer", 60*time.Second)
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	var lost []int
-	for seq := 0; seq < n; seq++ {
-		if out.delivered[seq] == 0 {
-			lost = append(lost, seq)
-		}
-	}
-	if len(lost) > 0 {
+	if lost := replayThrough(t, n, out, nil, nil, "flaky: {}", every); len(lost) > 0 {
 		t.Fatalf("%d of %d messages were committed but never delivered, e.g. %v", len(lost), n, lost[:min(10, len(lost))])
 	}
 	// Only what failed is replayed: each failure is traced to its record.
@@ -101,6 +75,49 @@ func TestRepeatedPartialNacksLoseNothing(t *testing.T) {
 		}
 	}
 }
+
+// replayThrough produces n events and streams them from the input through
+// processors (YAML, in order) into output (YAML naming the "flaky"
+// output, out) until the group has committed every offset. register adds
+// the test's own plugins. It returns the seqs out never accepted among
+// those want says must arrive, with out locked until the test ends.
+func replayThrough(t *testing.T, n int, out *flakyOutput, register func(*service.Environment), processors []string, output string, want func(seq int) bool) []int {
+	t.Helper()
+	addr := startBroker(t, "in")
+	produce(t, addr, "in", 0, n)
+	env := service.NewEnvironment()
+	must(t, env.RegisterBatchOutput("flaky", service.NewConfigSpec(),
+		func(*service.ParsedConfig, *service.Resources) (service.BatchOutput, service.BatchPolicy, int, error) {
+			return out, service.BatchPolicy{}, 1, nil
+		}))
+	if register != nil {
+		register(env)
+	}
+	sb := env.NewStreamBuilder()
+	must(t, sb.SetLoggerYAML("level: warn"))
+	must(t, sb.AddInputYAML(inputYAML(addr, "in", "replayer", "")))
+	for _, p := range processors {
+		must(t, sb.AddProcessorYAML(p))
+	}
+	must(t, sb.AddOutputYAML(output))
+	s, err := sb.Build()
+	must(t, err)
+	go func() { _ = s.Run(context.Background()) }()
+	t.Cleanup(func() { _ = s.StopWithin(10 * time.Second) })
+
+	waitLag(t, addr, "replayer", 60*time.Second)
+	out.mu.Lock()
+	t.Cleanup(out.mu.Unlock)
+	var lost []int
+	for seq := 0; seq < n; seq++ {
+		if want(seq) && out.delivered[seq] == 0 {
+			lost = append(lost, seq)
+		}
+	}
+	return lost
+}
+
+func every(int) bool { return true }
 
 // The same through a switch output whose cases split each batch, after
 // processors that drop some messages (as intel_enrich drops repeats).
@@ -114,41 +131,17 @@ func TestRepeatedPartialNacksThroughASwitchLoseNothing(t *testing.T) {
 
 func partialNacksThroughASwitch(t *testing.T, sw string) {
 	const n = 600
-	addr := startBroker(t, "in")
-	produce(t, addr, "in", 0, n)
-
 	out := &flakyOutput{attempts: map[int]int{}, delivered: map[int]int{}, times: 3,
 		failing: func(seq int) bool { return seq%7 >= 3 }}
-	env := service.NewEnvironment()
-	must(t, env.RegisterBatchOutput("flaky", service.NewConfigSpec(),
-		func(*service.ParsedConfig, *service.Resources) (service.BatchOutput, service.BatchPolicy, int, error) {
-			return out, service.BatchPolicy{}, 1, nil
-		}))
-	sb := env.NewStreamBuilder()
-	must(t, sb.SetLoggerYAML("level: warn"))
-	must(t, sb.AddInputYAML(inputYAML(addr, "in", "replayer", "")))
-	must(t, sb.AddProcessorYAML(`mutation: 'meta odd = if this.seq % 2 == 1 { "yes" } else { "no" }'`))
-	must(t, sb.AddProcessorYAML(`mapping: 'root = if this.seq % 11 == 0 { deleted() } else { this }'`))
-	must(t, sb.AddOutputYAML(sw+`:
+	lost := replayThrough(t, n, out, nil, []string{
+		`mutation: 'meta odd = if this.seq % 2 == 1 { "yes" } else { "no" }'`,
+		`mapping: 'root = if this.seq % 11 == 0 { deleted() } else { this }'`,
+	}, sw+`:
   cases:
     - check: '@odd == "yes"'
       output: { flaky: {} }
     - output: { flaky: {} }
-`))
-	s, err := sb.Build()
-	must(t, err)
-	go func() { _ = s.Run(context.Background()) }()
-	defer func() { _ = s.StopWithin(10 * time.Second) }()
-
-	waitLag(t, addr, "replayer", 60*time.Second)
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	var lost []int
-	for seq := 0; seq < n; seq++ {
-		if out.delivered[seq] == 0 && seq%11 != 0 {
-			lost = append(lost, seq)
-		}
-	}
+`, func(seq int) bool { return seq%11 != 0 })
 	if len(lost) > 0 {
 		t.Fatalf("%d of %d messages were committed but never delivered, e.g. %v; attempts %d", len(lost), n, lost[:min(10, len(lost))], len(out.attempts))
 	}
@@ -223,40 +216,15 @@ func (renewProcessor) Close(context.Context) error { return nil }
 // batch: duplicates, never a record committed undelivered.
 func TestPartialNacksOfUntraceableMessagesLoseNothing(t *testing.T) {
 	const n = 300
-	addr := startBroker(t, "in")
-	produce(t, addr, "in", 0, n)
-
 	out := &flakyOutput{attempts: map[int]int{}, delivered: map[int]int{}, times: 2,
 		failing: func(seq int) bool { return seq%5 == 2 }}
-	env := service.NewEnvironment()
-	must(t, env.RegisterBatchOutput("flaky", service.NewConfigSpec(),
-		func(*service.ParsedConfig, *service.Resources) (service.BatchOutput, service.BatchPolicy, int, error) {
-			return out, service.BatchPolicy{}, 1, nil
-		}))
-	must(t, env.RegisterBatchProcessor("renew", service.NewConfigSpec(),
-		func(*service.ParsedConfig, *service.Resources) (service.BatchProcessor, error) {
-			return renewProcessor{}, nil
-		}))
-	sb := env.NewStreamBuilder()
-	must(t, sb.SetLoggerYAML("level: warn"))
-	must(t, sb.AddInputYAML(inputYAML(addr, "in", "replayer", "")))
-	must(t, sb.AddProcessorYAML("renew: {}"))
-	must(t, sb.AddOutputYAML("flaky: {}"))
-	s, err := sb.Build()
-	must(t, err)
-	go func() { _ = s.Run(context.Background()) }()
-	defer func() { _ = s.StopWithin(10 * time.Second) }()
-
-	waitLag(t, addr, "replayer", 60*time.Second)
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	var lost []int
-	for seq := 0; seq < n; seq++ {
-		if out.delivered[seq] == 0 {
-			lost = append(lost, seq)
-		}
+	renew := func(env *service.Environment) {
+		must(t, env.RegisterBatchProcessor("renew", service.NewConfigSpec(),
+			func(*service.ParsedConfig, *service.Resources) (service.BatchProcessor, error) {
+				return renewProcessor{}, nil
+			}))
 	}
-	if len(lost) > 0 {
+	if lost := replayThrough(t, n, out, renew, []string{"renew: {}"}, "flaky: {}", every); len(lost) > 0 {
 		t.Fatalf("%d of %d messages were committed but never delivered, e.g. %v", len(lost), n, lost[:min(10, len(lost))])
 	}
 }
