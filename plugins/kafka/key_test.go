@@ -32,7 +32,7 @@ func TestMetadataKeyIsWhatTheInterpolationRenders(t *testing.T) {
 	wc.keyMeta = ""
 	slow := newFranzWriter(wc, service.MockResources())
 
-	values := []any{"198.51.100.7", "", 42, int64(-3), 3.5, true, []byte("bytes"), nil, "absent"}
+	values := []any{"198.51.100.7", "", 42, int64(-3), 3.5, true, []byte("bytes"), nil, map[string]any{"a": 1}, []any{"x", 2}, "absent"}
 	var batch service.MessageBatch
 	for _, v := range values {
 		m := service.NewMessage([]byte(`{}`))
