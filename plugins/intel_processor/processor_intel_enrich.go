@@ -28,6 +28,7 @@ import (
 	"github.com/decnet/decnet-stream/internal/enrich"
 	"github.com/decnet/decnet-stream/internal/geoip"
 	"github.com/decnet/decnet-stream/internal/providers"
+	"github.com/decnet/decnet-stream/internal/recordmeta"
 )
 
 // Metadata keys this processor writes.
@@ -501,7 +502,7 @@ func (p *processor) nameSubject(msg *service.Message) {
 	if v, ok := msg.MetaGet(p.lookupSubjectMeta); ok && v != "" {
 		return
 	}
-	if topic, ok := msg.MetaGet("kafka_topic"); ok && topic != "" {
+	if topic, ok := msg.MetaGet(recordmeta.Topic); ok && topic != "" {
 		msg.MetaSetMut(p.lookupSubjectMeta, topic)
 	}
 }
@@ -662,30 +663,11 @@ func encodeEnrichment(r *aggregate.Row) ([]byte, error) { return json.Marshal(r.
 func encodeRow(r *aggregate.Row) ([]byte, error) { return r.Table().MarshalJSON() }
 
 // carrierOf identifies the record an event came from, so a redelivery of
-// the event that carried a change carries it again.
+// the event that carried a change carries it again; none when the event
+// does not say (it was not read from Kafka, or its metadata was removed).
 func carrierOf(msg *service.Message) enrich.Carrier {
-	topic, ok := msg.MetaGet("kafka_topic")
-	if !ok {
-		return enrich.Carrier{}
-	}
-	part, _ := msg.MetaGetMut("kafka_partition")
-	off, _ := msg.MetaGetMut("kafka_offset")
-	return enrich.Carrier{Topic: topic, Partition: int32(toInt(part)), Offset: toInt(off)}
-}
-
-func toInt(v any) int64 {
-	switch n := v.(type) {
-	case int:
-		return int64(n)
-	case int64:
-		return n
-	case int32:
-		return int64(n)
-	case string:
-		i, _ := strconv.ParseInt(n, 10, 64)
-		return i
-	}
-	return int64(toFloat(v))
+	r, _ := recordmeta.Of(msg)
+	return enrich.Carrier(r)
 }
 
 func toFloat(v any) float64 {

@@ -5,21 +5,22 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/decnet/decnet-stream/internal/recordmeta"
 )
 
 // Metadata keys set on every consumed message, as Redpanda Connect sets them.
 const (
 	metaKey       = "kafka_key"
-	metaTopic     = "kafka_topic"
-	metaPartition = "kafka_partition"
-	metaOffset    = "kafka_offset"
+	metaTopic     = recordmeta.Topic
+	metaPartition = recordmeta.Partition
+	metaOffset    = recordmeta.Offset
 	metaTimestamp = "kafka_timestamp_ms"
 	metaTombstone = "kafka_tombstone_message"
 	// metaLag is how many records of the partition were behind this one
@@ -478,34 +479,11 @@ func failedRecords(b readBatch, err error) []*kgo.Record {
 // recordOf finds the record of recs (one partition's, by ascending
 // offset) that m was made from, by m's kafka_* metadata.
 func recordOf(recs []*kgo.Record, m *service.Message) (int, bool) {
-	topic, _ := m.MetaGet(metaTopic)
-	part, ok1 := metaInt(m, metaPartition)
-	off, ok2 := metaInt(m, metaOffset)
-	if !ok1 || !ok2 || topic != recs[0].Topic || part != int64(recs[0].Partition) {
+	r, ok := recordmeta.Of(m)
+	if !ok || r.Topic != recs[0].Topic || r.Partition != recs[0].Partition {
 		return 0, false
 	}
-	return slices.BinarySearchFunc(recs, off, func(r *kgo.Record, off int64) int { return cmp.Compare(r.Offset, off) })
-}
-
-// metaInt is the integer metadata value key of m, as this input wrote it
-// or as a mapping may have rewritten it (a string of digits).
-func metaInt(m *service.Message, key string) (int64, bool) {
-	v, ok := m.MetaGetMut(key)
-	if !ok {
-		return 0, false
-	}
-	switch v := v.(type) {
-	case int:
-		return int64(v), true
-	case int64:
-		return v, true
-	case int32:
-		return int64(v), true
-	case string:
-		n, err := strconv.ParseInt(v, 10, 64)
-		return n, err == nil
-	}
-	return 0, false
+	return slices.BinarySearchFunc(recs, r.Offset, func(rec *kgo.Record, off int64) int { return cmp.Compare(rec.Offset, off) })
 }
 
 // replayBackoff grows from 1ms to 1s over a message's failed deliveries.

@@ -13,6 +13,7 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/tidwall/gjson"
 
+	"github.com/decnet/decnet-stream/internal/recordmeta"
 	"github.com/decnet/decnet-stream/internal/topics"
 )
 
@@ -506,7 +507,7 @@ func (r *router) subjectOf(msg *service.Message) (string, bool, error) {
 	if s, ok := msg.MetaGet(MetaSubject); ok && s != "" {
 		return s, true, nil
 	}
-	if s, ok := msg.MetaGet("kafka_topic"); ok {
+	if s, ok := msg.MetaGet(recordmeta.Topic); ok {
 		return s, false, nil
 	}
 	return "", false, errors.New("no subject: neither decnet_subject nor kafka_topic metadata is set")
