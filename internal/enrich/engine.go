@@ -105,8 +105,9 @@ func (nopObserver) ProviderResult(providers.Result) {}
 func (nopObserver) Deferred(string)                 {}
 func (nopObserver) Evicted()                        {}
 
-// entry is a cached row. Entries are never mutated once cached: an update
-// replaces the entry, so readers need no lock.
+// entry is a cached row. Its row is never mutated once cached: an update
+// replaces the entry, so readers need no lock (touched, the cache's
+// recency, is kept under the cache's own).
 type entry struct {
 	// row is the full row, kept when it holds raw responses that are to
 	// be kept (or cannot be packed); otherwise the row lives packed.
@@ -120,6 +121,11 @@ type entry struct {
 	carrier  Carrier
 	carried  bool
 	complete bool // row.Complete(), computed once
+	// touched is the second (unix, truncated) the cache last moved the
+	// entry to the front of its LRU: the cache's own bookkeeping, and the
+	// one field that changes, under the cache shard's lock (see
+	// lruShards.Get).
+	touched uint32
 	// encoded caches the row's JSON per variant (0: enrichment, 1: with
 	// raw): rows are immutable once cached, so hits reuse it.
 	encoded *[2]atomic.Pointer[[]byte]
@@ -292,7 +298,7 @@ func (e *Engine) hit(ip netip.Addr, ent *entry) Answer {
 
 // current is ip's cached entry when it is still valid at now.
 func (e *Engine) current(ip netip.Addr, now time.Time) (*entry, bool) {
-	ent, ok := e.cache.Get(ip)
+	ent, ok := e.cache.Get(ip, uint32(now.Unix()))
 	if ok && now.UnixNano() < ent.expiresAt {
 		return ent, true
 	}

@@ -593,7 +593,7 @@ func TestRowWithoutRawIsCachedPackedWhenRawIsKept(t *testing.T) {
 		t.Fatalf("emit %v, complete %v", first.Emit, first.Row().Complete())
 	}
 	want, _ := json.Marshal(first.Row().Table())
-	ent, ok := e.cache.Get(ipN(0))
+	ent, ok := e.cache.Peek(ipN(0))
 	if !ok || ent.row != nil {
 		t.Fatalf("cached: %v, whole: %v", ok, ok && ent.row != nil)
 	}
@@ -611,7 +611,7 @@ func TestRowWithoutRawIsCachedPackedWhenRawIsKept(t *testing.T) {
 	if answered.Row().GreyNoiseRaw == nil {
 		t.Fatal("greynoise answered without its raw response")
 	}
-	if ent, ok := e.cache.Get(ipN(1)); !ok || ent.row == nil {
+	if ent, ok := e.cache.Peek(ipN(1)); !ok || ent.row == nil {
 		t.Fatalf("a row with raw responses was packed (cached: %v)", ok)
 	}
 }

@@ -17,9 +17,9 @@ const shardedFrom = 16 << 10
 const numShards = 16
 
 // lruShards is the cache of rows, split by IP into independently locked
-// LRUs. Every hit is a Get, and a Get is a write (it moves the entry to the
-// front): with one lock, the pipeline's threads answering repeat sightings
-// queue on it.
+// LRUs. Every hit is a Get, and a Get can write (it moves the entry to the
+// front, once a second): with one lock, the pipeline's threads answering
+// repeat sightings queue on it.
 //
 // The bound is global: the cache holds max_entries rows whichever shards
 // they fall in (a fixed share per shard would evict from a full shard while
@@ -74,11 +74,23 @@ func (l *lruShards) of(ip netip.Addr) int {
 	return int(h >> 60 % uint64(len(l.s)))
 }
 
-func (l *lruShards) Get(ip netip.Addr) (*entry, bool) {
+// Get is ip's row, used at sec (unix seconds): the row moves to the front
+// of its LRU on its first use in a second, not on every use. A move is a
+// write to the list (pointers, so a write barrier while the GC runs, and
+// cache lines of the row's neighbours): on the hot path it was half of
+// what a hit cost, for an order that only matters to eviction, where a
+// second's resolution is plenty. The row's touched field is the cache's
+// own, read and written under the shard's lock.
+func (l *lruShards) Get(ip netip.Addr, sec uint32) (*entry, bool) {
 	sh := l.s[l.of(ip)]
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.lru.Get(ip)
+	e, ok := sh.lru.Peek(ip)
+	if ok && e.touched != sec {
+		sh.lru.Get(ip) // to the front
+		e.touched = sec
+	}
+	sh.mu.Unlock()
+	return e, ok
 }
 
 func (l *lruShards) Peek(ip netip.Addr) (*entry, bool) {

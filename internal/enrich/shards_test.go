@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,4 +61,41 @@ func TestShardedCacheHoldsItsWholeBound(t *testing.T) {
 			t.Fatalf("row %d, just added, was evicted", i)
 		}
 	}
+}
+
+// Past its bound the cache evicts the row used longest ago, to the second: a
+// hit moves its row to the front of the LRU once a second, not on every hit
+// (on the hot path that list write was half of what a hit cost). A row hit
+// in a later second than another was last used outlives it; rows used within
+// one second leave in the order they were first used in it.
+func TestEvictionKeepsTheRowsUsedLatestToTheSecond(t *testing.T) {
+	ip := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{45, 0, 0, i}) }
+	l := newLRUShards(3, nil)
+	held := func(want ...byte) {
+		t.Helper()
+		for i := byte(1); i <= 6; i++ {
+			_, ok := l.Peek(ip(i))
+			if ok != slices.Contains(want, i) {
+				t.Fatalf("row %d held: %v; want rows %v held", i, ok, want)
+			}
+		}
+	}
+	for i := byte(1); i <= 3; i++ {
+		l.Add(ip(i), &entry{})
+	}
+	if _, ok := l.Get(ip(1), 100); !ok {
+		t.Fatal("row 1 missing")
+	}
+	l.Add(ip(4), &entry{}) // the oldest row not hit since is 2
+	held(1, 3, 4)
+	// In second 101: 1 is hit, then 3, then 1 again, which moves nothing.
+	// 4, not used since second 100, goes first; then 1, whose first use in
+	// second 101 came before 3's.
+	l.Get(ip(1), 101)
+	l.Get(ip(3), 101)
+	l.Get(ip(1), 101)
+	l.Add(ip(5), &entry{})
+	held(1, 3, 5)
+	l.Add(ip(6), &entry{})
+	held(3, 5, 6)
 }
