@@ -28,6 +28,10 @@ func providerLimits(ratePerSecond float64, burst, concurrent int) []string {
 type throughput struct {
 	events  int64
 	elapsed time.Duration
+	// startCPU is the CPU-seconds the processes had used when the first
+	// event was seen: their start-up (config, connections, a warm start
+	// from ClickHouse), which is not a cost per event.
+	startCPU float64
 }
 
 func (t throughput) rate() float64 { return float64(t.events) / t.elapsed.Seconds() }
@@ -98,10 +102,16 @@ func (l *bench) runPipeline(ctx context.Context, o lab.RunOpts, group string, wa
 func (l *bench) measure(ctx context.Context, ps []*lab.Process, group string, want int64) (throughput, error) {
 	deadline := time.Now().Add(3 * time.Minute)
 	var t0 time.Time
+	var t throughput
 	for t0.IsZero() {
 		for _, p := range ps {
 			if p.Sightings() > 0 {
 				t0 = time.Now()
+			}
+		}
+		if !t0.IsZero() {
+			for _, p := range ps {
+				t.startCPU += p.CPUSeconds()
 			}
 		}
 		if t0.IsZero() && time.Now().After(deadline) {
@@ -122,7 +132,8 @@ func (l *bench) measure(ctx context.Context, ps []*lab.Process, group string, wa
 	if int64(got) != want {
 		return throughput{}, fmt.Errorf("the pipeline received %.0f events, want %d: events were lost or replayed", got, want)
 	}
-	return throughput{events: want, elapsed: t1.Sub(t0)}, nil
+	t.events, t.elapsed = want, t1.Sub(t0)
+	return t, nil
 }
 
 // latencies produces events at a steady rate for d, one in every ten from
