@@ -105,9 +105,8 @@ func (nopObserver) ProviderResult(providers.Result) {}
 func (nopObserver) Deferred(string)                 {}
 func (nopObserver) Evicted()                        {}
 
-// entry is a cached row. Its row is never mutated once cached: an update
-// replaces the entry, so readers need no lock (touched, the cache's
-// recency, is kept under the cache's own).
+// entry is a cached row. Entries are never mutated once cached: an update
+// replaces the entry, so readers need no lock.
 type entry struct {
 	// row is the full row, kept when it holds raw responses that are to
 	// be kept (or cannot be packed); otherwise the row lives packed.
@@ -121,11 +120,6 @@ type entry struct {
 	carrier  Carrier
 	carried  bool
 	complete bool // row.Complete(), computed once
-	// touched is the second (unix, truncated) the cache last moved the
-	// entry to the front of its LRU: the cache's own bookkeeping, and the
-	// one field that changes, under the cache shard's lock (see
-	// lruShards.Get).
-	touched uint32
 	// encoded caches the row's JSON per variant (0: enrichment, 1: with
 	// raw): rows are immutable once cached, so hits reuse it.
 	encoded *[2]atomic.Pointer[[]byte]

@@ -40,11 +40,24 @@ type lruShards struct {
 // hit-only pipeline).
 type lruShard struct {
 	mu  sync.Mutex // every use of lru; additions also keep the global count right
-	lru *simplelru.LRU[netip.Addr, *entry]
+	lru *simplelru.LRU[netip.Addr, slot]
+}
+
+// slot is what the LRU holds per IP: the row's entry, and the second (unix,
+// truncated) the row last moved to the front. touched is the cache's own,
+// read and written under the shard's lock, so entries stay immutable; the
+// LRU's element is 96 bytes with it or without (a size class).
+type slot struct {
+	ent     *entry
+	touched uint32
 }
 
 func newShard(size int, onEvict func(netip.Addr, *entry)) *lruShard {
-	lru, err := simplelru.NewLRU(size, onEvict)
+	var evicted func(netip.Addr, slot)
+	if onEvict != nil {
+		evicted = func(ip netip.Addr, s slot) { onEvict(ip, s.ent) }
+	}
+	lru, err := simplelru.NewLRU(size, evicted)
 	if err != nil {
 		panic(err) // size is max_entries, which the config holds to at least 1
 	}
@@ -79,25 +92,25 @@ func (l *lruShards) of(ip netip.Addr) int {
 // write to the list (pointers, so a write barrier while the GC runs, and
 // cache lines of the row's neighbours): on the hot path it was half of
 // what a hit cost, for an order that only matters to eviction, where a
-// second's resolution is plenty. The row's touched field is the cache's
-// own, read and written under the shard's lock.
+// second's resolution is plenty.
 func (l *lruShards) Get(ip netip.Addr, sec uint32) (*entry, bool) {
 	sh := l.s[l.of(ip)]
 	sh.mu.Lock()
-	e, ok := sh.lru.Peek(ip)
-	if ok && e.touched != sec {
-		sh.lru.Get(ip) // to the front
-		e.touched = sec
+	s, ok := sh.lru.Peek(ip)
+	if ok && s.touched != sec {
+		s.touched = sec
+		sh.lru.Add(ip, s) // to the front
 	}
 	sh.mu.Unlock()
-	return e, ok
+	return s.ent, ok
 }
 
 func (l *lruShards) Peek(ip netip.Addr) (*entry, bool) {
 	sh := l.s[l.of(ip)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.lru.Peek(ip)
+	s, ok := sh.lru.Peek(ip)
+	return s.ent, ok
 }
 
 // Add caches ip's entry; a new row over the bound evicts the least
@@ -108,12 +121,12 @@ func (l *lruShards) Add(ip netip.Addr, e *entry) {
 	sh := l.s[at]
 	sh.mu.Lock()
 	if len(l.s) == 1 {
-		sh.lru.Add(ip, e) // evicts by itself at max_entries
+		sh.lru.Add(ip, slot{ent: e}) // evicts by itself at max_entries
 		sh.mu.Unlock()
 		return
 	}
 	existed := sh.lru.Contains(ip)
-	sh.lru.Add(ip, e)
+	sh.lru.Add(ip, slot{ent: e})
 	sh.mu.Unlock()
 	if existed || l.total.Add(1) <= l.max {
 		return
