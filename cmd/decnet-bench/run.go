@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"github.com/decnet/decnet-stream/internal/lab"
+	"os"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/decnet/decnet-stream/internal/chserver"
+	"github.com/decnet/decnet-stream/internal/lab"
 	"github.com/decnet/decnet-stream/internal/providersim"
 )
 
@@ -220,14 +222,16 @@ func (l *bench) storm(ctx context.Context, o options, rep *report, name string, 
 
 	// Without the storm: hot sightings only.
 	hotOnly := lab.HeavyTailed(hot, o.stormHot, 3)
-	t0, producedAt, err := l.offer(ctx, p, []lab.Population{hot}, make([]int, len(hotOnly)), hotOnly, 1_000_000, offered)
+	first, producedAt, err := l.offer(ctx, p, []lab.Population{hot}, make([]int, len(hotOnly)), hotOnly, 1_000_000, offered)
 	if err != nil {
 		return err
 	}
+	t0 := first.at
 	t1, err := l.WaitCommitted(ctx, "bench-storm", 10*time.Minute)
 	if err != nil {
 		return err
 	}
+	baseCores := first.cores(l.cpu(p))
 	if got := p.Metric("intel_cache_hits"); int(got) != o.stormHot {
 		return fmt.Errorf("%0.f cache hits for %d hot sightings of warm-started IPs", got, o.stormHot)
 	}
@@ -245,10 +249,11 @@ func (l *bench) storm(ctx context.Context, o options, rep *report, name string, 
 	// the extra ones on top.
 	extra := float64(o.stormHot+storm.Size) / float64(o.stormHot)
 	more := lab.HeavyTailed(hot, o.stormHot+storm.Size, 7)
-	c0, _, err := l.offer(ctx, p, []lab.Population{hot}, make([]int, len(more)), more, 3_000_000, offered*extra)
+	cFirst, _, err := l.offer(ctx, p, []lab.Population{hot}, make([]int, len(more)), more, 3_000_000, offered*extra)
 	if err != nil {
 		return err
 	}
+	c0 := cFirst.at
 	cDone, err := p.WaitMetric(ctx, "intel_cache_hits", hitsC+float64(o.stormHot+storm.Size), 20*time.Minute)
 	if err != nil {
 		return err
@@ -270,14 +275,16 @@ func (l *bench) storm(ctx context.Context, o options, rep *report, name string, 
 	if err := p.ResetPeakRSS(); err != nil {
 		return err
 	}
-	s0, stormProduced, err := l.offer(ctx, p, []lab.Population{hot, storm}, pops, idx, 2_000_000, offered*extra)
+	sFirst, stormProduced, err := l.offer(ctx, p, []lab.Population{hot, storm}, pops, idx, 2_000_000, offered*extra)
 	if err != nil {
 		return err
 	}
+	s0 := sFirst.at
 	hotDone, err := p.WaitMetric(ctx, "intel_cache_hits", hits0+float64(o.stormHot), 20*time.Minute)
 	if err != nil {
 		return err
 	}
+	stormCores := sFirst.cores(l.cpu(p))
 	s1, err := l.WaitCommitted(ctx, "bench-storm", 20*time.Minute)
 	if err != nil {
 		return err
@@ -317,6 +324,8 @@ func (l *bench) storm(ctx context.Context, o options, rep *report, name string, 
 	rep.add(name, "hit-path throughput: during the storm / without", fmt.Sprintf("%s / %s = %.2f", rate(during), rate(base), during/base), "≥ 0.90", met(during/base >= 0.9))
 	rep.add(name, fmt.Sprintf("hit-path throughput: during the storm / among %s more repeat sightings instead", thousands(int64(storm.Size))),
 		fmt.Sprintf("%s / %s = %.2f", rate(during), rate(control), during/control), "", nil)
+	rep.add(name, fmt.Sprintf("cores used while the hot sightings were answered, of %d: without the storm / during it", runtime.NumCPU()),
+		baseCores+" / "+stormCores, "", nil)
 	rep.add(name, "peak RSS of the pipeline: during the storm / before it (no storm and control)",
 		fmt.Sprintf("%d / %d MiB", p.PeakRSS()>>20, peakBefore>>20), "", nil)
 	return nil
@@ -325,9 +334,9 @@ func (l *bench) storm(ctx context.Context, o options, rep *report, name string, 
 // offer writes one event per (pops[i], idx[i]), numbered from seq0,
 // offering perSecond a second (0: as fast as the broker takes them), while
 // it waits for p to receive the first: it says when p did (the clock of a
-// rate starts there, not once everything was written) and when the last
-// event was written.
-func (l *bench) offer(ctx context.Context, p *lab.Process, ps []lab.Population, pops, idx []int, seq0 int, perSecond float64) (first, written time.Time, err error) {
+// rate starts there, not once everything was written), with the CPU used
+// by then, and when the last event was written.
+func (l *bench) offer(ctx context.Context, p *lab.Process, ps []lab.Population, pops, idx []int, seq0 int, perSecond float64) (first cpuSnapshot, written time.Time, err error) {
 	recv := p.Sightings()
 	done := make(chan error, 1)
 	go func() {
@@ -335,11 +344,37 @@ func (l *bench) offer(ctx context.Context, p *lab.Process, ps []lab.Population, 
 		written = time.Now()
 		done <- err
 	}()
-	first, err = p.WaitSightings(ctx, recv+1, time.Minute)
+	_, err = p.WaitSightings(ctx, recv+1, time.Minute)
+	first = l.cpu(p)
 	if perr := <-done; perr != nil {
 		return first, written, perr
 	}
 	return first, written, err
+}
+
+// cpuSnapshot is the CPU-seconds used so far by the pipeline, by this
+// process (the embedded broker, the producer, the provider simulators) and
+// by ClickHouse, at a moment: two of them say where a window's cores went,
+// which on a small machine is what bounds a saturated pipeline.
+type cpuSnapshot struct {
+	at                          time.Time
+	pipeline, bench, clickhouse float64
+}
+
+func (l *bench) cpu(p *lab.Process) cpuSnapshot {
+	return cpuSnapshot{at: time.Now(), pipeline: p.CPUSeconds(), bench: lab.CPUSecondsOf(os.Getpid()), clickhouse: lab.CPUSecondsOf(l.CH.Pid())}
+}
+
+// cores is the cores each used between a and b.
+func (a cpuSnapshot) cores(b cpuSnapshot) string {
+	d := b.at.Sub(a.at).Seconds()
+	c := func(x, y float64) string {
+		if x < 0 || y < 0 || d <= 0 {
+			return "?"
+		}
+		return fmt.Sprintf("%.2f", (y-x)/d)
+	}
+	return fmt.Sprintf("pipeline %s, bench %s, ClickHouse %s", c(a.pipeline, b.pipeline), c(a.bench, b.bench), c(a.clickhouse, b.clickhouse))
 }
 
 // scenarioScaling: one replica, then two in one consumer group, on the same

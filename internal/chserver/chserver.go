@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 )
@@ -54,6 +56,17 @@ func New(dir string) (*Server, error) {
 
 // DSN is the clickhouse-go DSN of the server's default database.
 func (s *Server) DSN() string { return fmt.Sprintf("clickhouse://127.0.0.1:%d/default", s.TCPPort) }
+
+// Pid is the running server's process id (scripts/clickhouse.sh keeps it
+// in server.pid), or 0 when it is not running.
+func (s *Server) Pid() int {
+	b, err := os.ReadFile(filepath.Join(s.dir, "server.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
 
 // Start (re)starts the server and waits until it answers.
 func (s *Server) Start() error { return s.run("start") }

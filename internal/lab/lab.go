@@ -558,8 +558,12 @@ func (p *Process) waitFor(ctx context.Context, name string, read func() float64,
 }
 
 // CPUSeconds is the user and system CPU time the process has used so far.
-func (p *Process) CPUSeconds() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Cmd.Process.Pid))
+func (p *Process) CPUSeconds() float64 { return CPUSecondsOf(p.Cmd.Process.Pid) }
+
+// CPUSecondsOf is the user and system CPU time process pid has used so
+// far, or -1 when it cannot be read.
+func CPUSecondsOf(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return -1
 	}
