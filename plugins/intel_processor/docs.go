@@ -45,7 +45,9 @@ same time share one lookup: provider calls per unique IP per TTL window are one 
 concurrency. From 16,384 entries the cache is split by IP into 16 independently locked LRUs under one global
 bound (` + "`cache.max_entries`" + ` rows, whichever shards they fall in; past it, the shard taking a new row gives up
 its least recently used one), so the pipeline's threads answering repeat sightings do not queue on one
-lock.
+lock. Recency is kept to the second: a hit moves its row to the front of its LRU on its first use in a
+second, not on every use (that list write was half of what a hit cost), so rows used within one second
+leave in the order they were first used in it.
 
 ### Bulk lists and the free tiers
 
