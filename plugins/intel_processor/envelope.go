@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -51,7 +52,26 @@ var envelopeLists = [...]string{"greynoise_tags", "abuseipdb_categories",
 // every copy of one enrichment (Kafka, DECNET's bus, a replay) has the same
 // id; a row with neither version nor cached_at gets a random one. Its time is the row's
 // cached_at (now without one).
+//
+// The result is exactly its own size: it is kept with its message until
+// both outputs have it, and a buffer sized for the row (raw answers
+// included) held twice the envelope's bytes. It is built in a pooled
+// buffer and copied out.
 func envelope(row []byte, now time.Time) []byte {
+	buf := scratchPool.Get().(*[]byte)
+	*buf = appendEnvelope((*buf)[:0], row, now)
+	env := make([]byte, len(*buf))
+	copy(env, *buf)
+	scratchPool.Put(buf)
+	return env
+}
+
+// scratchPool holds buffers for what write and envelope build before they
+// copy out the result at its size: a row's intel member, an envelope.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// appendEnvelope appends the envelope of row to out (see envelope).
+func appendEnvelope(out, row []byte, now time.Time) []byte {
 	if len(row) == 0 {
 		row = []byte("{}")
 	}
@@ -92,7 +112,6 @@ func envelope(row []byte, now time.Time) []byte {
 			v = strconv.FormatInt(at.UnixNano(), 10)
 		}
 	}
-	out := make([]byte, 0, len(row)+160)
 	out = append(out, `{"v":1,"id":"`...)
 	if v != "" {
 		sum := sha256.Sum256([]byte(h.ip + "/" + v))

@@ -576,8 +576,11 @@ func (p *processor) refuse(msg *service.Message, err error) {
 }
 
 // write puts the enrichment into the event at target and sets metadata.
-// The row's JSON is encoded once per cached row; the event's attacker_uuid
-// is spliced into it, so a hit costs one insertion into the event.
+// The row's JSON is encoded once per cached row; the member written is that
+// JSON with the event's attacker_uuid first (and, with raw answers, the
+// record carrying it last), built in a pooled buffer: the message keeps
+// only the event with its member and the envelope, each copied at its size
+// (a storm's lookups hold thousands of rows until both outputs have them).
 func (p *processor) write(msg *service.Message, a enrich.Answer, carrier enrich.Carrier) error {
 	raw, err := msg.AsBytes()
 	if err != nil {
@@ -591,29 +594,64 @@ func (p *processor) write(msg *service.Message, a enrich.Answer, carrier enrich.
 	if err != nil {
 		return err
 	}
+	var uuid string
+	if u := gjson.GetBytes(raw, "payload.attacker_uuid"); u.Type == gjson.String {
+		uuid = u.Str
+	}
+	var carried *enrich.Carrier
 	if p.includeRaw {
-		enc = withCarrier(enc, carrier)
+		carried = &carrier
 	}
-	if uuid := gjson.GetBytes(raw, "payload.attacker_uuid"); uuid.Type == gjson.String && uuid.Str != "" && len(enc) > 1 {
-		withUUID := make([]byte, 0, len(enc)+len(uuid.Str)+20)
-		withUUID = append(withUUID, `{"attacker_uuid":`...)
-		withUUID = strconv.AppendQuote(withUUID, uuid.Str)
-		withUUID = append(withUUID, ',')
-		enc = append(withUUID, enc[1:]...)
-	}
-	out, ok := p.splice(raw, enc)
+	buf := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(buf)
+	*buf = appendMember((*buf)[:0], enc, uuid, carried)
+	member := *buf
+	out, ok := p.splice(raw, member)
 	if !ok {
-		if out, err = sjson.SetRawBytes(raw, p.target, enc); err != nil {
+		if out, err = sjson.SetRawBytes(raw, p.target, member); err != nil {
 			return fmt.Errorf("writing %s: %w", p.target, err)
 		}
 	}
 	msg.SetBytes(out)
 	if p.envelopeMeta != "" {
-		msg.MetaSetMut(p.envelopeMeta, envelope(enc, time.Now()))
+		msg.MetaSetMut(p.envelopeMeta, envelope(member, time.Now()))
 	}
 	msg.MetaSetMut(MetaVerdict, a.Verdict())
 	msg.MetaSetMut(MetaCache, string(a.Outcome))
 	return nil
+}
+
+// appendMember appends the row's JSON object enc to dst with uuid (the
+// event's attacker_uuid, when it has one) as its first member and, when c
+// is set, the record that carries the row as its last three (so a warm
+// start recognises that record if it is delivered again). enc is the
+// cached encoding, shared by every hit: it is read, never written.
+func appendMember(dst, enc []byte, uuid string, c *enrich.Carrier) []byte {
+	if len(enc) < 2 || enc[0] != '{' || enc[len(enc)-1] != '}' {
+		return append(dst, enc...)
+	}
+	inner := bytes.TrimSpace(enc[1 : len(enc)-1])
+	dst = append(dst, '{')
+	if uuid != "" {
+		dst = append(dst, `"attacker_uuid":`...)
+		dst = strconv.AppendQuote(dst, uuid)
+		if len(inner) > 0 || c != nil {
+			dst = append(dst, ',')
+		}
+	}
+	dst = append(dst, inner...)
+	if c != nil {
+		if len(inner) > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"carrier_topic":`...)
+		dst = strconv.AppendQuote(dst, c.Topic)
+		dst = append(dst, `,"carrier_partition":`...)
+		dst = strconv.AppendInt(dst, int64(c.Partition), 10)
+		dst = append(dst, `,"carrier_offset":`...)
+		dst = strconv.AppendInt(dst, c.Offset, 10)
+	}
+	return append(dst, '}')
 }
 
 // splice appends the target as the event's last member when the target is a
@@ -637,23 +675,6 @@ func (p *processor) splice(raw, enc []byte) ([]byte, bool) {
 	out = append(out, ':')
 	out = append(out, enc...)
 	return append(out, '}'), true
-}
-
-// withCarrier adds the record that carries this row to its table form, so
-// a warm start recognises that record if it is delivered again.
-func withCarrier(enc []byte, c enrich.Carrier) []byte {
-	if len(enc) < 2 {
-		return enc
-	}
-	out := make([]byte, 0, len(enc)+len(c.Topic)+80)
-	out = append(out, enc[:len(enc)-1]...)
-	out = append(out, `,"carrier_topic":`...)
-	out = strconv.AppendQuote(out, c.Topic)
-	out = append(out, `,"carrier_partition":`...)
-	out = strconv.AppendInt(out, int64(c.Partition), 10)
-	out = append(out, `,"carrier_offset":`...)
-	out = strconv.AppendInt(out, c.Offset, 10)
-	return append(out, '}')
 }
 
 func encodeEnrichment(r *aggregate.Row) ([]byte, error) { return json.Marshal(r.Enrichment()) }

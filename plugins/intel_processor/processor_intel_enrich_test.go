@@ -8,13 +8,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/tidwall/gjson"
 
+	"github.com/decnet/decnet-stream/internal/enrich"
 	"github.com/decnet/decnet-stream/internal/fixtures"
 	"github.com/decnet/decnet-stream/internal/providersim"
 )
@@ -441,5 +444,65 @@ func TestALookupRequestCarriesItsSubject(t *testing.T) {
 	}
 	if b, _ := out[0].AsBytes(); string(b) != event(`"203.0.113.45"`) {
 		t.Fatalf("the request changed the event: %s", b)
+	}
+}
+
+// An emitted row's message waits for both of its outputs, and a storm's
+// lookups hold thousands of them: it keeps its body and its envelope, each
+// no larger than its bytes (the envelope's buffer was sized for the whole
+// row, raw answers included, for a fraction of it). The body's intel member
+// is the row with the sighting's attacker_uuid first and, with include_raw,
+// the record that carried it last.
+func TestAnEmittedRowKeepsOnlyItsOwnBytes(t *testing.T) {
+	p := newTestProcessor(t, feedOnlyYAML(t, "include_raw: true\nenvelope_metadata: intel_enriched_event"))
+	out := run(t, p, service.MessageBatch{msgAt(event(`"45.0.0.1"`), 7)})
+	if len(out) != 1 {
+		t.Fatalf("%d messages out, want the row's", len(out))
+	}
+	body, err := out[0].AsBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := out[0].MetaGetMut("intel_enriched_event")
+	env, _ := v.([]byte)
+	if !json.Valid(env) || cap(body) != len(body) || cap(env) != len(env) {
+		t.Fatalf("envelope valid: %v; body %d bytes in %d, envelope %d in %d", json.Valid(env), len(body), cap(body), len(env), cap(env))
+	}
+	intel := gjson.GetBytes(body, "intel")
+	if !json.Valid(body) || !intel.IsObject() {
+		t.Fatalf("body %s", body)
+	}
+	var keys []string
+	intel.ForEach(func(k, _ gjson.Result) bool { keys = append(keys, k.Str); return true })
+	if keys[0] != "attacker_uuid" || intel.Get("attacker_uuid").Str != "u-1" ||
+		!slices.Equal(keys[len(keys)-3:], []string{"carrier_topic", "carrier_partition", "carrier_offset"}) || intel.Get("carrier_offset").Int() != 7 {
+		t.Fatalf("intel member's keys %v (carrier offset %d)", keys, intel.Get("carrier_offset").Int())
+	}
+}
+
+// The intel member is the row's object with the attacker_uuid put first and
+// the carrier last, whichever of them there is, and valid JSON for an empty
+// row too; the cached encoding it is built from is left as it was.
+func TestAppendMember(t *testing.T) {
+	c := &enrich.Carrier{Topic: "attacker.intel.lookup", Partition: 3, Offset: 42}
+	for _, tc := range []struct {
+		enc, uuid string
+		c         *enrich.Carrier
+		want      string
+	}{
+		{`{"a":1}`, "", nil, `{"a":1}`},
+		{`{"a":1}`, "u-1", nil, `{"attacker_uuid":"u-1","a":1}`},
+		{`{"a":1}`, "", c, `{"a":1,"carrier_topic":"attacker.intel.lookup","carrier_partition":3,"carrier_offset":42}`},
+		{`{"a":1}`, `u"2`, c, `{"attacker_uuid":"u\"2","a":1,"carrier_topic":"attacker.intel.lookup","carrier_partition":3,"carrier_offset":42}`},
+		{`{}`, "u-1", c, `{"attacker_uuid":"u-1","carrier_topic":"attacker.intel.lookup","carrier_partition":3,"carrier_offset":42}`},
+		{`{}`, "u-1", nil, `{"attacker_uuid":"u-1"}`},
+		{`{}`, "", c, `{"carrier_topic":"attacker.intel.lookup","carrier_partition":3,"carrier_offset":42}`},
+		{`null`, "u-1", c, `null`},
+	} {
+		enc := []byte(tc.enc)
+		got := appendMember([]byte("prefix:"), enc, tc.uuid, tc.c)
+		if string(got) != "prefix:"+tc.want || string(enc) != tc.enc || !json.Valid(got[len("prefix:"):]) {
+			t.Errorf("appendMember(%s, %q, %v) = %s (row now %s), want %s", tc.enc, tc.uuid, tc.c != nil, got, enc, tc.want)
+		}
 	}
 }
