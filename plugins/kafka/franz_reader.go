@@ -279,7 +279,7 @@ func (r *franzReader) pollLoop(ctx context.Context, cl *kgo.Client, cp *checkpoi
 			for _, rec := range p.Records {
 				buf.recs = append(buf.recs, rec)
 				buf.n++
-				if buf.batcher.Add(recordToMessage(rec, p.HighWatermark)) && ok {
+				if buf.batcher.Add(r.conf.recordMeta.message(rec, p.HighWatermark)) && ok {
 					ok = r.flush(ctx, buf, enqueue)
 				}
 			}
@@ -340,24 +340,33 @@ func (r *franzReader) flush(ctx context.Context, buf *partitionBuffer, enqueue f
 
 // appendMessages appends the messages of recs, fetched when their
 // partition's high watermark was highWatermark, to batch.
-func appendMessages(batch service.MessageBatch, recs []*kgo.Record, highWatermark int64) service.MessageBatch {
+func (m recordMetadata) appendMessages(batch service.MessageBatch, recs []*kgo.Record, highWatermark int64) service.MessageBatch {
 	for _, rec := range recs {
-		batch = append(batch, recordToMessage(rec, highWatermark))
+		batch = append(batch, m.message(rec, highWatermark))
 	}
 	return batch
 }
 
-// recordToMessage makes rec a message, with the partition's high watermark
-// as fetched for its kafka_lag.
-func recordToMessage(rec *kgo.Record, highWatermark int64) *service.Message {
+// message makes rec a message, with the partition's high watermark as
+// fetched for its kafka_lag. kafka_topic, kafka_partition and kafka_offset
+// are always written: a nack is traced to its record by them.
+func (m recordMetadata) message(rec *kgo.Record, highWatermark int64) *service.Message {
 	msg := service.NewMessage(rec.Value)
-	msg.MetaSetMut(metaKey, string(rec.Key))
+	if m.key {
+		msg.MetaSetMut(metaKey, string(rec.Key))
+	}
 	msg.MetaSetMut(metaTopic, rec.Topic)
 	msg.MetaSetMut(metaPartition, int(rec.Partition))
 	msg.MetaSetMut(metaOffset, int(rec.Offset))
-	msg.MetaSetMut(metaTimestamp, rec.Timestamp.UnixMilli())
-	msg.MetaSetMut(metaTombstone, rec.Value == nil)
-	msg.MetaSetMut(metaLag, max(highWatermark-rec.Offset-1, 0))
+	if m.timestamp {
+		msg.MetaSetMut(metaTimestamp, rec.Timestamp.UnixMilli())
+	}
+	if m.tombstone {
+		msg.MetaSetMut(metaTombstone, rec.Value == nil)
+	}
+	if m.lag {
+		msg.MetaSetMut(metaLag, max(highWatermark-rec.Offset-1, 0))
+	}
 	for _, h := range rec.Headers {
 		msg.MetaSetMut(h.Key, string(h.Value))
 	}
@@ -424,7 +433,7 @@ func (r *franzReader) deliver(b readBatch) (service.MessageBatch, service.AckFun
 		// A redelivery's kafka_lag counts from the partition's end as now
 		// known: it is being read again now.
 		hw := r.lag.highWatermark(failed[0].Topic, failed[0].Partition)
-		again := readBatch{msgs: appendMessages(make(service.MessageBatch, 0, len(failed)), failed, hw), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
+		again := readBatch{msgs: r.conf.recordMeta.appendMessages(make(service.MessageBatch, 0, len(failed)), failed, hw), recs: failed, release: b.release, attempt: b.attempt, n: b.n}
 		time.AfterFunc(replayBackoff(b.attempt), func() { r.addReplay(again) })
 		return nil
 	}, nil

@@ -113,7 +113,7 @@ func (s *partitionSender) run(ctx context.Context) {
 			b.msgs = make(service.MessageBatch, 0, n)
 			at := 0
 			for _, r := range runs {
-				b.msgs = appendMessages(b.msgs, b.recs[at:at+r.n], r.hw)
+				b.msgs = s.r.conf.recordMeta.appendMessages(b.msgs, b.recs[at:at+r.n], r.hw)
 				at += r.n
 			}
 		}

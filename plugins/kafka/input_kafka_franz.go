@@ -27,6 +27,7 @@ const (
 	fieldRackID          = "rack_id"
 	fieldOrderedTopics   = "ordered_topics"
 	fieldOrderedBatch    = "ordered_batch_size"
+	fieldRecordMetadata  = "record_metadata"
 	fieldGroupBalancer   = "group_balancer"
 	fieldBatching        = "batching"
 	fieldAutoReplayNacks = "auto_replay_nacks"
@@ -122,6 +123,12 @@ Each message carries:
 					Description("Topics whose partitions are handed to the pipeline one batch at a time: the next batch of a partition is read only once every message of the previous one was acknowledged by the outputs. What the pipeline writes for a partition then leaves in the order it was read, whatever `pipeline.threads` and `max_in_flight` allow, at the cost of one batch in flight per partition.").
 					Default([]string{}).
 					Example([]string{"attacker.intel.lookup"}).
+					Advanced(),
+				service.NewStringListField(fieldRecordMetadata).
+					Description("Which of a record's optional fields each message carries as metadata: `key` (kafka_key), `timestamp` (kafka_timestamp_ms), `tombstone` (kafka_tombstone_message), `lag` (kafka_lag). kafka_topic, kafka_partition and kafka_offset are always written (a failed message is traced to its record by them), and so are the record's headers. Every key written costs each message a map insert (a number, an allocation too), and a message whose processors add keys past eight grows Go's small map into a table: in a storm of new attackers, where each lookup request gains two keys, `[ key ]` lowered the shipped pipeline's peak RSS from 335-340 to 304-311 MiB (BENCHMARKS.md).").
+					Default(allRecordFields).
+					Example([]string{"key"}).
+					LintRule(`root = if this.type() == "array" { this.filter(f -> !["key", "timestamp", "tombstone", "lag"].contains(f)).map_each(f -> "record_metadata: %q is not one of key, timestamp, tombstone, lag".format(f)) } else if !["key", "timestamp", "tombstone", "lag"].contains(this) { [ "record_metadata: %q is not one of key, timestamp, tombstone, lag".format(this) ] }`).
 					Advanced(),
 				service.NewIntField(fieldOrderedBatch).
 					Description("The most messages of an `ordered_topics` partition handed to the pipeline in one batch. A batch that waits on slow work (lookups waiting for rate-limit tokens) writes all its messages' results only when its slowest is done, and its partition's next batch waits for that write: smaller batches keep the slow work going while the last one's results are written. Default: a poll's worth (10,000).").
@@ -236,6 +243,7 @@ type readerConfig struct {
 	replayNacks     bool
 	orderedTopics   []string
 	orderedBatch    int // most messages in one batch of an ordered partition
+	recordMeta      recordMetadata
 	balancer        kgo.GroupBalancer
 	// Settable under the redpanda input's names (redpanda.go).
 	excludeTopics []string
@@ -325,6 +333,13 @@ func parseReaderConfig(conf *service.ParsedConfig) (rc readerConfig, err error) 
 	}
 	if rc.orderedBatch < 1 {
 		return rc, fmt.Errorf("%s: must be at least 1, got %d", fieldOrderedBatch, rc.orderedBatch)
+	}
+	fields, err := conf.FieldStringList(fieldRecordMetadata)
+	if err != nil {
+		return rc, err
+	}
+	if rc.recordMeta, err = parseRecordMetadata(fields); err != nil {
+		return rc, fmt.Errorf("%s: %w", fieldRecordMetadata, err)
 	}
 	balancer, err := conf.FieldString(fieldGroupBalancer)
 	if err != nil {
@@ -438,4 +453,31 @@ func byteField(conf *service.ParsedConfig, field string) (int32, error) {
 		return 0, fmt.Errorf("%s: %q is out of range (1B to 2GiB)", field, s)
 	}
 	return int32(n), nil
+}
+
+// recordMetadata is which of a record's optional fields its message
+// carries as metadata (record_metadata).
+type recordMetadata struct{ key, timestamp, tombstone, lag bool }
+
+// allRecordFields is record_metadata's default: every field, as Benthos'
+// own kafka inputs write them.
+var allRecordFields = []string{"key", "timestamp", "tombstone", "lag"}
+
+func parseRecordMetadata(fields []string) (recordMetadata, error) {
+	var m recordMetadata
+	for _, f := range fields {
+		switch f {
+		case "key":
+			m.key = true
+		case "timestamp":
+			m.timestamp = true
+		case "tombstone":
+			m.tombstone = true
+		case "lag":
+			m.lag = true
+		default:
+			return m, fmt.Errorf("%q is not one of key, timestamp, tombstone, lag", f)
+		}
+	}
+	return m, nil
 }
