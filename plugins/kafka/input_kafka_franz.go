@@ -82,16 +82,17 @@ to the partitions a replica reads.
 
 ### Metadata
 
-Each message carries:
+Each message carries (the fields marked * only when `+"`record_metadata`"+` names them, as it does all by
+default):
 
 `+"```text"+`
-- kafka_key
+- kafka_key *
 - kafka_topic
 - kafka_partition
 - kafka_offset
-- kafka_timestamp_ms
-- kafka_tombstone_message
-- kafka_lag (records of the partition behind this one when it was fetched, or, for a redelivery, redelivered)
+- kafka_timestamp_ms *
+- kafka_tombstone_message *
+- kafka_lag * (records of the partition behind this one when it was fetched, or, for a redelivery, redelivered)
 - All record headers
 `+"```"+`
 `).
