@@ -62,13 +62,22 @@ func envelope(row []byte, now time.Time) []byte {
 	*buf = appendEnvelope((*buf)[:0], row, now)
 	env := make([]byte, len(*buf))
 	copy(env, *buf)
-	scratchPool.Put(buf)
+	putScratch(buf)
 	return env
 }
 
 // scratchPool holds buffers for what write and envelope build before they
 // copy out the result at its size: a row's intel member, an envelope.
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// putScratch returns buf to the pool, unless one outsized row (a provider's
+// raw answer can be large) grew it past what rows usually need: the pool
+// would keep it.
+func putScratch(buf *[]byte) {
+	if cap(*buf) <= 64<<10 {
+		scratchPool.Put(buf)
+	}
+}
 
 // appendEnvelope appends the envelope of row to out (see envelope).
 func appendEnvelope(out, row []byte, now time.Time) []byte {

@@ -603,7 +603,7 @@ func (p *processor) write(msg *service.Message, a enrich.Answer, carrier enrich.
 		carried = &carrier
 	}
 	buf := scratchPool.Get().(*[]byte)
-	defer scratchPool.Put(buf)
+	defer putScratch(buf)
 	*buf = appendMember((*buf)[:0], enc, uuid, carried)
 	member := *buf
 	out, ok := p.splice(raw, member)
