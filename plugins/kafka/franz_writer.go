@@ -114,30 +114,19 @@ func (w *franzWriter) WriteBatch(ctx context.Context, batch service.MessageBatch
 	return nil
 }
 
-// batchExecutors evaluate the interpolated fields over one batch. A static
-// topic skips interpolation altogether.
+// batchExecutors evaluate the interpolated fields over one batch (nil for
+// a field that is not set or needs no interpolation: see outField).
 type batchExecutors struct {
-	staticTopic                      string
 	topic, key, partition, timestamp *service.MessageBatchInterpolationExecutor
 }
 
 func (w *franzWriter) executors(batch service.MessageBatch) batchExecutors {
-	var ex batchExecutors
-	if t, static := w.conf.topic.Static(); static {
-		ex.staticTopic = t
-	} else {
-		ex.topic = batch.InterpolationExecutor(w.conf.topic)
+	return batchExecutors{
+		topic:     w.conf.topic.executor(batch),
+		key:       w.conf.key.executor(batch),
+		partition: w.conf.partition.executor(batch),
+		timestamp: w.conf.timestampMS.executor(batch),
 	}
-	if w.conf.timestampMS != nil {
-		ex.timestamp = batch.InterpolationExecutor(w.conf.timestampMS)
-	}
-	if w.conf.key != nil && w.conf.keyMeta == "" {
-		ex.key = batch.InterpolationExecutor(w.conf.key)
-	}
-	if w.conf.partition != nil {
-		ex.partition = batch.InterpolationExecutor(w.conf.partition)
-	}
-	return ex
 }
 
 func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*kgo.Record, error) {
@@ -145,33 +134,23 @@ func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*k
 	if err != nil {
 		return nil, err
 	}
-	rec := &kgo.Record{Value: value, Topic: ex.staticTopic}
-	if ex.topic != nil {
-		if rec.Topic, err = ex.topic.TryString(i); err != nil {
-			return nil, fmt.Errorf("topic interpolation: %w", err)
-		}
+	rec := &kgo.Record{Value: value}
+	if rec.Topic, err = w.conf.topic.str(ex.topic, i, msg); err != nil {
+		return nil, fmt.Errorf("topic interpolation: %w", err)
 	}
 	if rec.Topic == "" {
 		return nil, fmt.Errorf("topic interpolation: empty topic")
 	}
-	switch {
-	case w.conf.keyMeta != "":
-		// What ${! @name } renders: the value as a string, "null" when absent.
-		v, ok := msg.MetaGet(w.conf.keyMeta)
-		if !ok {
-			v = "null"
-		}
-		rec.Key = []byte(v)
-	case ex.key != nil:
-		if rec.Key, err = ex.key.TryBytes(i); err != nil {
+	if w.conf.key != nil {
+		if rec.Key, err = w.conf.key.bytes(ex.key, i, msg); err != nil {
 			return nil, fmt.Errorf("key interpolation: %w", err)
 		}
+		if len(rec.Key) == 0 {
+			rec.Key = nil // no key: spread by the partitioner, not all on hash("")
+		}
 	}
-	if len(rec.Key) == 0 {
-		rec.Key = nil // no key: spread by the partitioner, not all on hash("")
-	}
-	if ex.partition != nil {
-		s, err := ex.partition.TryString(i)
+	if w.conf.partition != nil {
+		s, err := w.conf.partition.str(ex.partition, i, msg)
 		if err != nil {
 			return nil, fmt.Errorf("partition interpolation: %w", err)
 		}
@@ -181,8 +160,8 @@ func (w *franzWriter) record(ex batchExecutors, i int, msg *service.Message) (*k
 		}
 		rec.Partition = int32(p)
 	}
-	if ex.timestamp != nil {
-		s, err := ex.timestamp.TryString(i)
+	if w.conf.timestampMS != nil {
+		s, err := w.conf.timestampMS.str(ex.timestamp, i, msg)
 		if err != nil {
 			return nil, fmt.Errorf("timestamp_ms interpolation: %w", err)
 		}

@@ -7,8 +7,9 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/service"
 )
 
-// A key that is one metadata reference is read from the metadata directly;
-// it must be the bytes Benthos' interpolation renders, whatever the value.
+// A key (or topic) that is one metadata reference is read from the metadata
+// directly; it must be the bytes Benthos' interpolation renders, whatever
+// the value.
 func TestMetadataKeyIsWhatTheInterpolationRenders(t *testing.T) {
 	for _, raw := range []string{"${! @decnet_key }", "${!@decnet_key}", "${!  @decnet_key  }"} {
 		if got := metadataReference(raw); got != "decnet_key" {
@@ -21,15 +22,17 @@ func TestMetadataKeyIsWhatTheInterpolationRenders(t *testing.T) {
 		}
 	}
 
-	conf, err := outputSpec().ParseYAML("seed_brokers: [ \"127.0.0.1:9092\" ]\ntopic: t\nkey: ${! @decnet_key }\n", nil)
+	conf, err := outputSpec().ParseYAML("seed_brokers: [ \"127.0.0.1:9092\" ]\ntopic: ${! @decnet_key }\nkey: ${! @decnet_key }\n", nil)
 	must(t, err)
 	wc, err := parseWriterConfig(conf)
 	must(t, err)
-	if wc.keyMeta != "decnet_key" {
-		t.Fatalf("keyMeta %q", wc.keyMeta)
+	if wc.key.meta != "decnet_key" {
+		t.Fatalf("key's metadata reference %q", wc.key.meta)
 	}
 	fast := newFranzWriter(wc, service.MockResources())
-	wc.keyMeta = ""
+	key, topic := *wc.key, *wc.topic
+	key.meta, topic.meta = "", ""
+	wc.key, wc.topic = &key, &topic
 	slow := newFranzWriter(wc, service.MockResources())
 
 	values := []any{"198.51.100.7", "", 42, int64(-3), 3.5, true, []byte("bytes"), nil, map[string]any{"a": 1}, []any{"x", 2}, "absent"}
@@ -50,6 +53,9 @@ func TestMetadataKeyIsWhatTheInterpolationRenders(t *testing.T) {
 		}
 		if errA == nil && !bytes.Equal(a.Key, b.Key) {
 			t.Errorf("value %#v: key %q, the interpolation renders %q", values[i], a.Key, b.Key)
+		}
+		if errA == nil && a.Topic != b.Topic {
+			t.Errorf("value %#v: topic %q, the interpolation renders %q", values[i], a.Topic, b.Topic)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"time"
 
@@ -134,14 +133,10 @@ func newOutput(conf *service.ParsedConfig, mgr *service.Resources) (out service.
 
 // writerConfig is the parsed kafka_franz output config.
 type writerConfig struct {
-	client clientConfig
-	topic  *service.InterpolatedString
-	key    *service.InterpolatedString
-	// keyMeta is the metadata key that key only reads (${! @name }), or
-	// "": such a key is read from the metadata directly, not by running
-	// a Bloblang query per message.
-	keyMeta         string
-	partition       *service.InterpolatedString
+	client          clientConfig
+	topic           *outField
+	key             *outField // nil: not set
+	partition       *outField // nil: not set
 	partitioner     kgo.Partitioner
 	metadata        *service.MetadataFilter
 	compression     kgo.CompressionCodec
@@ -149,7 +144,7 @@ type writerConfig struct {
 	timeout         time.Duration
 	maxMessageBytes int32
 	// Settable under the redpanda output's names (redpanda.go).
-	timestampMS    *service.InterpolatedString
+	timestampMS    *outField // nil: not set
 	noAutoCreate   bool
 	brokerWriteMax int32
 }
@@ -158,18 +153,16 @@ func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) 
 	if wc.client, err = parseClientConfig(conf); err != nil {
 		return wc, err
 	}
-	if wc.topic, err = conf.FieldInterpolatedString(fieldTopic); err != nil {
+	if wc.topic, err = parseOutField(conf, fieldTopic); err != nil {
 		return wc, err
 	}
 	if conf.Contains(fieldKey) {
-		if wc.key, err = conf.FieldInterpolatedString(fieldKey); err != nil {
+		if wc.key, err = parseOutField(conf, fieldKey); err != nil {
 			return wc, err
 		}
-		raw, _ := conf.FieldString(fieldKey)
-		wc.keyMeta = metadataReference(raw)
 	}
 	if conf.Contains(fieldPartition) {
-		if wc.partition, err = conf.FieldInterpolatedString(fieldPartition); err != nil {
+		if wc.partition, err = parseOutField(conf, fieldPartition); err != nil {
 			return wc, err
 		}
 	}
@@ -228,7 +221,7 @@ func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) 
 		return wc, err
 	}
 	if conf.Contains(fieldTimestampMS) {
-		if wc.timestampMS, err = conf.FieldInterpolatedString(fieldTimestampMS); err != nil {
+		if wc.timestampMS, err = parseOutField(conf, fieldTimestampMS); err != nil {
 			return wc, err
 		}
 	}
@@ -250,16 +243,4 @@ func parseWriterConfig(conf *service.ParsedConfig) (wc writerConfig, err error) 
 		}
 	}
 	return wc, nil
-}
-
-// metaReference matches an interpolation that is one metadata reference.
-var metaReference = regexp.MustCompile(`^\$\{!\s*@([A-Za-z0-9_]+)\s*\}$`)
-
-// metadataReference is the metadata key an interpolated field only reads,
-// as in ${! @decnet_key }, or "" when it does anything else.
-func metadataReference(raw string) string {
-	if m := metaReference.FindStringSubmatch(raw); m != nil {
-		return m[1]
-	}
-	return ""
 }
