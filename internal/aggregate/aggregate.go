@@ -404,14 +404,9 @@ func (r *Row) Complete() bool { return len(r.Pending()) == 0 }
 
 // HasRaw reports whether the row holds any provider's raw response.
 func (r *Row) HasRaw() bool {
-	if r.GreyNoiseRaw != nil || r.AbuseIPDBRaw != nil || r.FeodoRaw != nil || r.ThreatFoxRaw != nil {
-		return true
-	}
-	if r.extra != nil {
-		for _, l := range r.extra.lists {
-			if l.Raw != nil {
-				return true
-			}
+	for raw := range r.raws {
+		if *raw != nil {
+			return true
 		}
 	}
 	return false
@@ -420,10 +415,24 @@ func (r *Row) HasRaw() bool {
 // StripRaw drops the providers' raw responses, which dominate a row's size,
 // for rows kept only to answer lookups.
 func (r *Row) StripRaw() {
-	r.GreyNoiseRaw, r.AbuseIPDBRaw, r.FeodoRaw, r.ThreatFoxRaw = nil, nil, nil, nil
+	for raw := range r.raws {
+		*raw = nil
+	}
+}
+
+// raws yields each of the row's raw-response fields: the four per-IP
+// providers' and each bulk list's.
+func (r *Row) raws(yield func(**string) bool) {
+	for _, raw := range [...]**string{&r.GreyNoiseRaw, &r.AbuseIPDBRaw, &r.FeodoRaw, &r.ThreatFoxRaw} {
+		if !yield(raw) {
+			return
+		}
+	}
 	if r.extra != nil {
 		for i := range r.extra.lists {
-			r.extra.lists[i].Raw = nil
+			if !yield(&r.extra.lists[i].Raw) {
+				return
+			}
 		}
 	}
 }
