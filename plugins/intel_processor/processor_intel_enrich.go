@@ -630,20 +630,23 @@ func appendMember(dst, enc []byte, uuid string, c *enrich.Carrier) []byte {
 	if len(enc) < 2 || enc[0] != '{' || enc[len(enc)-1] != '}' {
 		return append(dst, enc...)
 	}
-	inner := bytes.TrimSpace(enc[1 : len(enc)-1])
 	dst = append(dst, '{')
-	if uuid != "" {
-		dst = append(dst, `"attacker_uuid":`...)
-		dst = strconv.AppendQuote(dst, uuid)
-		if len(inner) > 0 || c != nil {
+	open := len(dst)
+	next := func() { // a member follows: a comma unless it is the first
+		if len(dst) > open {
 			dst = append(dst, ',')
 		}
 	}
-	dst = append(dst, inner...)
+	if uuid != "" {
+		dst = append(dst, `"attacker_uuid":`...)
+		dst = strconv.AppendQuote(dst, uuid)
+	}
+	if inner := bytes.TrimSpace(enc[1 : len(enc)-1]); len(inner) > 0 {
+		next()
+		dst = append(dst, inner...)
+	}
 	if c != nil {
-		if len(inner) > 0 {
-			dst = append(dst, ',')
-		}
+		next()
 		dst = append(dst, `"carrier_topic":`...)
 		dst = strconv.AppendQuote(dst, c.Topic)
 		dst = append(dst, `,"carrier_partition":`...)
