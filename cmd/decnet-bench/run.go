@@ -352,17 +352,27 @@ func (l *bench) offer(ctx context.Context, p *lab.Process, ps []lab.Population, 
 	return first, written, err
 }
 
-// cpuSnapshot is the CPU-seconds used so far by the pipeline, by this
-// process (the embedded broker, the producer, the provider simulators) and
-// by ClickHouse, at a moment: two of them say where a window's cores went,
-// which on a small machine is what bounds a saturated pipeline.
+// cpuSnapshot is the CPU-seconds used so far by the pipeline processes, by
+// this process (the embedded broker, the producer, the provider
+// simulators) and by ClickHouse, at a moment: two of them say where a
+// window's cores went, which on a small machine is what bounds a saturated
+// pipeline; one taken at a run's first event is its start-up.
 type cpuSnapshot struct {
 	at                          time.Time
-	pipeline, bench, clickhouse float64
+	pipeline, bench, clickhouse float64 // -1: not readable
 }
 
-func (l *bench) cpu(p *lab.Process) cpuSnapshot {
-	return cpuSnapshot{at: time.Now(), pipeline: p.CPUSeconds(), bench: lab.CPUSecondsOf(os.Getpid()), clickhouse: lab.CPUSecondsOf(l.CH.Pid())}
+func (l *bench) cpu(ps ...*lab.Process) cpuSnapshot {
+	c := cpuSnapshot{at: time.Now(), bench: lab.CPUSecondsOf(os.Getpid()), clickhouse: lab.CPUSecondsOf(l.CH.Pid())}
+	for _, p := range ps {
+		s := p.CPUSeconds()
+		if s < 0 || c.pipeline < 0 {
+			c.pipeline = -1
+			continue
+		}
+		c.pipeline += s
+	}
+	return c
 }
 
 // cores is the cores each used between a and b.

@@ -28,10 +28,10 @@ func providerLimits(ratePerSecond float64, burst, concurrent int) []string {
 type throughput struct {
 	events  int64
 	elapsed time.Duration
-	// startCPU is the CPU-seconds the processes had used when the first
-	// event was seen: their start-up (config, connections, a warm start
-	// from ClickHouse), which is not a cost per event.
-	startCPU float64
+	// first is the CPU used when the first event was seen: the processes'
+	// start-up (config, connections, a warm start from ClickHouse), which
+	// is not a cost per event.
+	first cpuSnapshot
 }
 
 func (t throughput) rate() float64 { return float64(t.events) / t.elapsed.Seconds() }
@@ -110,9 +110,7 @@ func (l *bench) measure(ctx context.Context, ps []*lab.Process, group string, wa
 			}
 		}
 		if !t0.IsZero() {
-			for _, p := range ps {
-				t.startCPU += p.CPUSeconds()
-			}
+			t.first = l.cpu(ps...)
 		}
 		if t0.IsZero() && time.Now().After(deadline) {
 			return throughput{}, fmt.Errorf("no replica received an event within 3m (see %s)", ps[0].Log.Name())

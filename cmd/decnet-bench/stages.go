@@ -163,7 +163,7 @@ func (l *bench) runStage(ctx context.Context, s stage, group, table string, n in
 	t, err := l.measure(ctx, []*lab.Process{p}, group, n)
 	var r stageRun
 	if err == nil {
-		r = stageRun{rate: t.rate(), cpuPerM: (p.CPUSeconds() - t.startCPU) / float64(n) * 1e6, startCPU: t.startCPU, peakRSS: p.PeakRSS()}
+		r = stageRun{rate: t.rate(), cpuPerM: (p.CPUSeconds() - t.first.pipeline) / float64(n) * 1e6, startCPU: t.first.pipeline, peakRSS: p.PeakRSS()}
 	}
 	if err2 := p.Stop(); err == nil {
 		err = err2
