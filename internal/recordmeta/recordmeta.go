@@ -40,22 +40,22 @@ func Of(m Meta) (Record, bool) {
 		return Record{}, false
 	}
 	pv, _ := m.MetaGetMut(Partition)
-	part, ok := Int(pv)
+	part, ok := integer(pv)
 	if !ok || part < 0 || part > math.MaxInt32 {
 		return Record{}, false
 	}
 	ov, _ := m.MetaGetMut(Offset)
-	off, ok := Int(ov)
+	off, ok := integer(ov)
 	if !ok {
 		return Record{}, false
 	}
 	return Record{Topic: topic, Partition: int32(part), Offset: off}, true
 }
 
-// Int reads an integer metadata value as the input writes it (int) or as a
+// integer reads an integer metadata value as the input writes it (int) or as a
 // mapping may have rewritten it (another integer type, a whole float, a
 // string of digits).
-func Int(v any) (int64, bool) {
+func integer(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int:
 		return int64(n), true
