@@ -18,6 +18,7 @@ import (
 	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
 
 	_ "github.com/decnet/decnet-stream/plugins/all"
+	"github.com/decnet/decnet-stream/plugins/runtimeconf"
 
 	"github.com/decnet/decnet-stream/internal/broker"
 	"github.com/decnet/decnet-stream/internal/fixtures"
@@ -51,6 +52,7 @@ func runConfigServing(t *testing.T, path string, env map[string]string) string {
 		t.Fatal(err)
 	}
 	sb := service.NewStreamBuilder()
+	sb.SetSchema(runtimeconf.Schema("e2e", ""))
 	sb.SetEnvVarLookupFunc(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err := sb.SetYAML(string(raw)); err != nil {
 		t.Fatal(err)

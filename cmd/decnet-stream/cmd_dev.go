@@ -21,6 +21,7 @@ import (
 	"github.com/decnet/decnet-stream/internal/chserver"
 	"github.com/decnet/decnet-stream/internal/fixtures"
 	"github.com/decnet/decnet-stream/internal/providersim"
+	"github.com/decnet/decnet-stream/plugins/runtimeconf"
 )
 
 // devCommand is `decnet-stream dev`: the whole job on one machine. It starts
@@ -264,6 +265,9 @@ func buildStream(path string, env map[string]string, scaleLimits bool) (*service
 		return nil, err
 	}
 	sb := service.NewStreamBuilder()
+	// The config's runtime section is accepted and left unapplied: the
+	// demo shares its process with a broker and ClickHouse's feeders.
+	sb.SetSchema(runtimeconf.Schema(version, dateBuilt))
 	sb.SetEnvVarLookupFunc(func(k string) (string, bool) {
 		if v, ok := env[k]; ok {
 			return v, true

@@ -14,6 +14,7 @@ import (
 	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
 
 	_ "github.com/decnet/decnet-stream/plugins/all"
+	"github.com/decnet/decnet-stream/plugins/runtimeconf"
 )
 
 // Set at build time: -ldflags "-X main.version=… -X main.dateBuilt=…".
@@ -30,6 +31,8 @@ func main() {
 		service.CLIOptSetProductName("decnet-stream"),
 		service.CLIOptSetVersion(version, dateBuilt),
 		service.CLIOptSetDocumentationURL("https://github.com/decnet/decnet-stream"),
+		service.CLIOptSetMainSchemaFrom(func() *service.ConfigSchema { return runtimeconf.Schema(version, dateBuilt) }),
+		service.CLIOptOnConfigParse(runtimeconf.OnConfigParse),
 		service.CLIOptAddCommand(brokerCommand()),
 		service.CLIOptAddCommand(devCommand()),
 		service.CLIOptAddCommand(docsCommand()),
