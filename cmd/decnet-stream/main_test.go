@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -112,6 +114,8 @@ output:
 		"a confidence AbuseIPDB refuses": {enrichProviders(`
 - name: abuseipdb_blacklist
   confidence_minimum: 10`), "confidence_minimum must be in [25, 100]"},
+		"a GOGC Go would refuse":         {"runtime:\n  gc_percent: lots\n" + enrichProviders("- name: feodo"), "gc_percent must be a non-negative integer, off or empty"},
+		"a memory limit that is no size": {"runtime:\n  memory_limit: 12 bytes\n" + enrichProviders("- name: feodo"), "memory_limit must be a size"},
 		"Spamhaus more often than it allows": {enrichProviders(`
 - name: spamhaus_drop
   refresh_interval: 10m`), "spamhaus_drop refresh_interval must be at least 1h"},
@@ -329,14 +333,78 @@ func TestStreamsModeTakesEveryStreamConfig(t *testing.T) {
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	runtime := false
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.Contains(line, "lint") || strings.Contains(line, "shutting down") {
 			t.Fatalf("streams mode refused the configs: %s", line)
 		}
+		// The observability file's runtime section, applied before any stream.
+		runtime = runtime || strings.Contains(line, "gc_min_heap_goal 160 MiB")
 		if strings.Contains(line, "Failed to connect to kafka_franz") {
+			if !runtime {
+				t.Fatal("streams mode started its streams without applying the runtime section")
+			}
 			return // every stream was built and is running
 		}
 	}
 	t.Fatal("streams mode exited without starting its streams")
+}
+
+var update = flag.Bool("update", false, "rewrite config/streams/enrich.yaml from config/pipeline.yaml")
+
+// streamCopyHeader opens config/streams/enrich.yaml.
+const streamCopyHeader = "# Generated: config/pipeline.yaml without its runtime section, for streams\n" +
+	"# mode (a stream takes no service-wide fields). Edit pipeline.yaml, then\n" +
+	"# go test ./cmd/decnet-stream -run TestStreamsEnrichIsThePipeline -update\n"
+
+// withoutRuntime is a main config with its top-level runtime section (and
+// the comment above it, and the blank line after it) left out.
+func withoutRuntime(main string) string {
+	lines := strings.Split(main, "\n")
+	i := slices.Index(lines, "runtime:")
+	if i < 0 {
+		return main
+	}
+	from, to := i, i+1
+	for from > 0 && strings.HasPrefix(lines[from-1], "#") {
+		from--
+	}
+	for to < len(lines) && strings.HasPrefix(lines[to], " ") {
+		to++
+	}
+	if to < len(lines) && lines[to] == "" {
+		to++
+	}
+	return strings.Join(slices.Concat(lines[:from], lines[to:]), "\n")
+}
+
+// The streams-mode copy of the enrichment job is pipeline.yaml as shipped,
+// all but the runtime section, which streams mode takes from
+// config/observability.yaml.
+func TestStreamsEnrichIsThePipelineWithoutItsRuntime(t *testing.T) {
+	main, err := os.ReadFile("../../config/pipeline.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(main), "\nruntime:\n") {
+		t.Fatal("pipeline.yaml has no runtime section")
+	}
+	want := streamCopyHeader + withoutRuntime(string(main))
+	const path = "../../config/streams/enrich.yaml"
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Fatalf("%s is not config/pipeline.yaml without its runtime section: run\n  go test ./cmd/decnet-stream -run TestStreamsEnrichIsThePipeline -update", path)
+	}
+	if strings.Contains(string(got), "\nruntime:") {
+		t.Fatalf("%s holds a runtime section", path)
+	}
 }
