@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/decnet/decnet-stream/internal/lab"
 )
 
@@ -16,13 +18,54 @@ import (
 // records in its own consumer group.
 type stage struct {
 	name, config, kafkaInput string
+	env, sets                []string // beyond the run's own
 }
 
+// The stages, by index in stages.
+const (
+	stagePassthrough = iota
+	stageNoop
+	stageRouter
+	stagePipeline
+	stagePipelineDefaultGC
+	stagePassthroughFloor
+)
+
+// The last two are the shipped runtime section's share: pipeline.yaml at
+// Go's default collector, and the passthrough with pipeline.yaml's minimum
+// heap goal: the same collector on both sides.
 var stages = []stage{
-	{"kafka_franz → drop (Benthos passthrough)", "config/bench/stage-passthrough.yaml", "input.kafka_franz"},
-	{"+ two noop processors (Benthos' own cost of two)", "config/bench/stage-noop.yaml", "input.kafka_franz"},
-	{"+ topic_router", "config/bench/stage-router.yaml", "input.kafka_franz"},
-	{"pipeline.yaml (router + intel_enrich, all hits)", pipelineConfig, ""},
+	stagePassthrough:       {name: "kafka_franz → drop (Benthos passthrough)", config: "config/bench/stage-passthrough.yaml", kafkaInput: "input.kafka_franz"},
+	stageNoop:              {name: "+ two noop processors (Benthos' own cost of two)", config: "config/bench/stage-noop.yaml", kafkaInput: "input.kafka_franz"},
+	stageRouter:            {name: "+ topic_router", config: "config/bench/stage-router.yaml", kafkaInput: "input.kafka_franz"},
+	stagePipeline:          {name: "pipeline.yaml (router + intel_enrich, all hits)", config: pipelineConfig},
+	stagePipelineDefaultGC: {name: "pipeline.yaml, gc_min_heap_goal off (Go's default collector)", config: pipelineConfig, env: []string{"DECNET_GC_MIN_HEAP_GOAL=off"}},
+	stagePassthroughFloor:  {name: "kafka_franz → drop, with pipeline.yaml's gc_min_heap_goal", config: "config/bench/stage-passthrough.yaml", kafkaInput: "input.kafka_franz"},
+}
+
+// shippedMinHeapGoal is pipeline.yaml's gc_min_heap_goal as shipped: the
+// default of its ${VAR:default}.
+func shippedMinHeapGoal(root string) (string, error) {
+	raw, err := os.ReadFile(filepath.Join(root, pipelineConfig))
+	if err != nil {
+		return "", err
+	}
+	var conf struct {
+		Runtime struct {
+			MinHeapGoal string `yaml:"gc_min_heap_goal"`
+		} `yaml:"runtime"`
+	}
+	if err := yaml.Unmarshal(raw, &conf); err != nil {
+		return "", err
+	}
+	v := conf.Runtime.MinHeapGoal
+	if i := strings.LastIndex(v, ":"); strings.HasPrefix(v, "${") && i > 0 {
+		v = strings.TrimSuffix(v[i+1:], "}")
+	}
+	if v == "" {
+		return "", fmt.Errorf("%s has no runtime.gc_min_heap_goal", pipelineConfig)
+	}
+	return v, nil
 }
 
 // stageRun is one run of one stage.
@@ -78,6 +121,11 @@ func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) erro
 		return err
 	}
 
+	goal, err := shippedMinHeapGoal(l.Root)
+	if err != nil {
+		return err
+	}
+
 	var bare []float64
 	runs := make([][]stageRun, len(stages))
 	for round := range o.stageRuns {
@@ -88,6 +136,9 @@ func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) erro
 		bare = append(bare, t.rate())
 		for i, s := range stages {
 			group := fmt.Sprintf("bench-stage-%d-%d", i, round)
+			if i == stagePassthroughFloor {
+				s.sets = []string{"runtime.gc_min_heap_goal=" + goal}
+			}
 			l.ResetSim(0)
 			r, err := l.runStage(ctx, s, group, table, n)
 			if err != nil {
@@ -104,13 +155,12 @@ func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) erro
 	}
 
 	rep.add("stages", fmt.Sprintf("bare franz-go consumer, %s records, median of %d", thousands(n), len(bare)), rate(median(bare)), "", nil)
-	pass := medianRun(runs[0])
 	for i, s := range stages {
 		m := medianRun(runs[i])
 		lo, hi := rssRange(runs[i])
 		rep.add("stages", s.name, fmt.Sprintf("%s, %.2f CPU-s/1M, %d–%d MiB (start-up %.2f CPU-s)", rate(m.rate), m.cpuPerM, lo>>20, hi>>20, m.startCPU), "", nil)
 	}
-	pipe := medianRun(runs[len(stages)-1])
+	pass, pipe := medianRun(runs[stagePassthrough]), medianRun(runs[stagePipeline])
 	ratio := pipe.rate / pass.rate
 	rep.add("stages", "pipeline.yaml ÷ passthrough, events/s", fmt.Sprintf("%.2f", ratio), "≥ 0.60", met(ratio >= 0.6))
 	extra := pipe.cpuPerM - pass.cpuPerM
@@ -118,10 +168,21 @@ func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) erro
 	// Benthos' cost of running two processors at all (a tracing span and
 	// a context per message and processor, the pipeline's sort group),
 	// apart from what the router and the enrichment do.
-	noop := medianRun(runs[1])
+	noop := medianRun(runs[stageNoop])
 	own := pipe.cpuPerM - noop.cpuPerM
 	rep.add("stages", "of which beyond two noop processors (the plugins' own work) ÷ passthrough's", fmt.Sprintf("%.2f (%.2f of %.2f CPU-s/1M)", own/pass.cpuPerM, own, extra), "", nil)
-	_, hi := rssRange(runs[len(stages)-1])
+	// The same two figures with the same collector on both sides: what
+	// the plugins cost apart from the runtime section's trade.
+	for _, c := range []struct {
+		how        string
+		pass, pipe stageRun
+	}{
+		{"both at Go's default collector", pass, medianRun(runs[stagePipelineDefaultGC])},
+		{"both with gc_min_heap_goal " + goal, medianRun(runs[stagePassthroughFloor]), pipe},
+	} {
+		rep.add("stages", "pipeline.yaml ÷ passthrough, "+c.how, fmt.Sprintf("%.2f events/s, CPU %.2f", c.pipe.rate/c.pass.rate, (c.pipe.cpuPerM-c.pass.cpuPerM)/c.pass.cpuPerM), "", nil)
+	}
+	_, hi := rssRange(runs[stagePipeline])
 	rep.add("stages", "peak RSS of pipeline.yaml, hit-only", fmt.Sprintf("%d MiB", hi>>20), "≤ 300 MiB", met(hi <= 300<<20))
 	return nil
 }
@@ -129,9 +190,10 @@ func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) erro
 // runStage runs one stage over the workload and measures it, from its
 // first event to every offset committed.
 func (l *bench) runStage(ctx context.Context, s stage, group, table string, n int64) (stageRun, error) {
-	o := lab.RunOpts{Config: s.config, KafkaInput: s.kafkaInput, Env: []string{"CLICKHOUSE_TABLE=" + table, "KAFKA_CONSUMER_GROUP=" + group}}
+	o := lab.RunOpts{Config: s.config, KafkaInput: s.kafkaInput, Sets: s.sets,
+		Env: append([]string{"CLICKHOUSE_TABLE=" + table, "KAFKA_CONSUMER_GROUP=" + group}, s.env...)}
 	if s.config == pipelineConfig {
-		o.Sets = benchLimits
+		o.Sets = slices.Concat(o.Sets, benchLimits)
 	}
 	if l.profiles != "" {
 		o.Debug = true
