@@ -51,7 +51,7 @@ func Field() *service.ConfigField {
 			LintRule(sizeLint(fieldMemoryLimit)).
 			Default(""),
 		service.NewStringField(fieldMinHeapGoal).
-			Description("A minimum heap goal: after each collection GOGC is raised (never below `gc_percent`) so that the heap may grow to at least this size before the next one; once `gc_percent`'s own goal is larger, it is left alone. A small live heap at a high allocation rate (repeat sightings over a small cache) then collects a few times less often, and the process's peak, set by its largest live heap (a full cache, a storm's lookups in flight), is where `gc_percent` puts it whenever that live heap reaches half this size. The older Go services' memory ballast, without the allocation. Empty or `off`: none.").
+			Description("A minimum heap goal: after each collection GOGC is raised (never below `gc_percent`) so that the heap may grow to at least this size before the next one; once `gc_percent`'s own goal is larger, it is left alone. A small live heap at a high allocation rate (repeat sightings over a small cache) then collects a few times less often, and the process's peak, set by its largest live heap (a full cache, a storm's lookups in flight), is where `gc_percent` puts it whenever that live heap reaches half this size. The older Go services' memory ballast, without the allocation. Empty or `off`: none; nothing either with `gc_percent: off`. `memory_limit` still caps the goal.").
 			Examples("160MiB").
 			LintRule(sizeLint(fieldMinHeapGoal)).
 			Default(""),
