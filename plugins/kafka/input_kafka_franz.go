@@ -10,6 +10,7 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/decnet/decnet-stream/internal/bytesize"
 	"github.com/decnet/decnet-stream/internal/topics"
 )
 
@@ -446,7 +447,7 @@ func byteField(conf *service.ParsedConfig, field string) (int32, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := parseBytes(s)
+	n, err := bytesize.Parse(s)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", field, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/redpanda-data/benthos/v4/public/service"
 
+	"github.com/decnet/decnet-stream/internal/bytesize"
 	"github.com/decnet/decnet-stream/internal/gctune"
 )
 
@@ -59,10 +60,10 @@ func Field() *service.ConfigField {
 		Optional()
 }
 
-// sizeLint is the lint rule of a size field: what parseSize accepts, in
-// its usual spellings (a positive number, a unit of B, KB … TB or KiB … TiB).
+// sizeLint is the lint rule of a size field: empty, off, or a size as every
+// size field reads it (internal/bytesize); the range is the parser's.
 func sizeLint(name string) string {
-	return `root = if this.string().trim() != "" && this.string().trim() != "off" && !this.string().trim().re_match("^[0-9]*[1-9][0-9]*(\\.[0-9]+)? *([KMGT]i?B|[KMGT]?B)?$") { [ "` + name + ` must be a size such as 512MiB or 2GiB, off or empty" ] }`
+	return `root = if !["", "off"].contains(this.string().trim()) && !this.string().re_match(` + strconv.Quote(bytesize.Pattern) + `) { [ "` + name + ` must be a size such as 512MiB or 2GiB, off or empty" ] }`
 }
 
 // Schema is Benthos' full config schema with the `runtime` section added:
@@ -144,12 +145,11 @@ func parseSize(v string) (*int64, error) {
 	case "", "off":
 		return nil, nil
 	}
-	n, err := humanize.ParseBytes(v)
-	if err != nil || n == 0 || n > math.MaxInt64 {
+	n, err := bytesize.Parse(v)
+	if err != nil || n == 0 {
 		return nil, fmt.Errorf("%q: want a size such as 512MiB or 2GiB, off or empty", v)
 	}
-	limit := int64(n)
-	return &limit, nil
+	return &n, nil
 }
 
 // Applied is what Apply left in effect: Go's own settings where the
