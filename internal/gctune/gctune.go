@@ -24,6 +24,7 @@ import (
 	"math"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -46,10 +47,11 @@ const pollEvery = 10 * time.Millisecond
 // Tuner raises GOGC after each collection so that the heap goal is at least
 // its minimum. Stop it with Stop.
 type Tuner struct {
-	minGoal uint64 // bytes
-	base    int    // GOGC never set below this
-	stop    chan struct{}
-	done    chan struct{}
+	minGoal uint64        // bytes
+	base    int           // GOGC never set below this
+	stop    chan struct{} // closed by Stop
+	stopped sync.Once
+	done    chan struct{} // closed when run has set GOGC back
 	// adjusted, if set, hears each GOGC set (tests wait on it).
 	adjusted func(percent int)
 }
@@ -91,11 +93,11 @@ func (t *Tuner) run() {
 		case <-tick.C:
 		}
 		metrics.Read(cycles)
-		if n := cycles[0].Value.Uint64(); n == seen {
-			continue
-		} else {
-			seen = n
+		n := cycles[0].Value.Uint64()
+		if n == seen {
+			continue // no collection since the last look
 		}
+		seen = n
 		metrics.Read(heap)
 		live, roots := heap[0].Value.Uint64(), heap[1].Value.Uint64()+heap[2].Value.Uint64()
 		if p := Percent(live, roots, t.minGoal, t.base); worthSetting(percent, p, t.base) {
@@ -137,14 +139,6 @@ func (t *Tuner) Stop() {
 	if t == nil {
 		return
 	}
-	select {
-	case <-t.done:
-		return
-	default:
-	}
-	select {
-	case t.stop <- struct{}{}:
-	case <-t.done:
-	}
+	t.stopped.Do(func() { close(t.stop) })
 	<-t.done
 }
