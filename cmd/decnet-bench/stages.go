@@ -28,19 +28,19 @@ const (
 	stageRouter
 	stagePipeline
 	stagePipelineDefaultGC
-	stagePassthroughFloor
+	stagePassthroughMinGoal
 )
 
 // The last two are the shipped runtime section's share: pipeline.yaml at
 // Go's default collector, and the passthrough with pipeline.yaml's minimum
 // heap goal: the same collector on both sides.
 var stages = []stage{
-	stagePassthrough:       {name: "kafka_franz → drop (Benthos passthrough)", config: "config/bench/stage-passthrough.yaml", kafkaInput: "input.kafka_franz"},
-	stageNoop:              {name: "+ two noop processors (Benthos' own cost of two)", config: "config/bench/stage-noop.yaml", kafkaInput: "input.kafka_franz"},
-	stageRouter:            {name: "+ topic_router", config: "config/bench/stage-router.yaml", kafkaInput: "input.kafka_franz"},
-	stagePipeline:          {name: "pipeline.yaml (router + intel_enrich, all hits)", config: pipelineConfig},
-	stagePipelineDefaultGC: {name: "pipeline.yaml, gc_min_heap_goal off (Go's default collector)", config: pipelineConfig, env: []string{"DECNET_GC_MIN_HEAP_GOAL=off"}},
-	stagePassthroughFloor:  {name: "kafka_franz → drop, with pipeline.yaml's gc_min_heap_goal", config: "config/bench/stage-passthrough.yaml", kafkaInput: "input.kafka_franz"},
+	stagePassthrough:        {name: "kafka_franz → drop (Benthos passthrough)", config: "config/bench/stage-passthrough.yaml", kafkaInput: "input.kafka_franz"},
+	stageNoop:               {name: "+ two noop processors (Benthos' own cost of two)", config: "config/bench/stage-noop.yaml", kafkaInput: "input.kafka_franz"},
+	stageRouter:             {name: "+ topic_router", config: "config/bench/stage-router.yaml", kafkaInput: "input.kafka_franz"},
+	stagePipeline:           {name: "pipeline.yaml (router + intel_enrich, all hits)", config: pipelineConfig},
+	stagePipelineDefaultGC:  {name: "pipeline.yaml, gc_min_heap_goal off (Go's default collector)", config: pipelineConfig, env: []string{"DECNET_GC_MIN_HEAP_GOAL=off"}},
+	stagePassthroughMinGoal: {name: "kafka_franz → drop, with pipeline.yaml's gc_min_heap_goal", config: "config/bench/stage-passthrough.yaml", kafkaInput: "input.kafka_franz"},
 }
 
 // shippedMinHeapGoal is pipeline.yaml's gc_min_heap_goal as shipped: the
@@ -136,7 +136,7 @@ func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) erro
 		bare = append(bare, t.rate())
 		for i, s := range stages {
 			group := fmt.Sprintf("bench-stage-%d-%d", i, round)
-			if i == stagePassthroughFloor {
+			if i == stagePassthroughMinGoal {
 				s.sets = []string{"runtime.gc_min_heap_goal=" + goal}
 			}
 			l.ResetSim(0)
@@ -180,7 +180,7 @@ func (l *bench) scenarioStages(ctx context.Context, o options, rep *report) erro
 		pass, pipe stageRun
 	}{
 		{"both at Go's default collector", pass, medianRun(runs[stagePipelineDefaultGC])},
-		{"both with gc_min_heap_goal " + goal, medianRun(runs[stagePassthroughFloor]), pipe},
+		{"both with gc_min_heap_goal " + goal, medianRun(runs[stagePassthroughMinGoal]), pipe},
 	} {
 		rep.add("stages", "pipeline.yaml ÷ passthrough, "+c.how, fmt.Sprintf("%.2f events/s, CPU %.2f", c.pipe.rate/c.pass.rate, (c.pipe.cpuPerM-c.pass.cpuPerM)/c.pass.cpuPerM), "", nil)
 	}

@@ -333,16 +333,16 @@ func TestStreamsModeTakesEveryStreamConfig(t *testing.T) {
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	runtime := false
+	applied := false
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.Contains(line, "lint") || strings.Contains(line, "shutting down") {
 			t.Fatalf("streams mode refused the configs: %s", line)
 		}
 		// The observability file's runtime section, applied before any stream.
-		runtime = runtime || strings.Contains(line, "gc_min_heap_goal 160 MiB")
+		applied = applied || strings.Contains(line, "gc_min_heap_goal 160 MiB")
 		if strings.Contains(line, "Failed to connect to kafka_franz") {
-			if !runtime {
+			if !applied {
 				t.Fatal("streams mode started its streams without applying the runtime section")
 			}
 			return // every stream was built and is running
