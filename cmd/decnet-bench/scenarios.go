@@ -103,16 +103,12 @@ func (l *bench) measure(ctx context.Context, ps []*lab.Process, group string, wa
 	deadline := time.Now().Add(3 * time.Minute)
 	var t0 time.Time
 	var t throughput
-	for t0.IsZero() {
-		for _, p := range ps {
-			if p.Sightings() > 0 {
-				t0 = time.Now()
-			}
+	for {
+		if slices.ContainsFunc(ps, func(p *lab.Process) bool { return p.Sightings() > 0 }) {
+			t0, t.first = time.Now(), l.cpu(ps...)
+			break
 		}
-		if !t0.IsZero() {
-			t.first = l.cpu(ps...)
-		}
-		if t0.IsZero() && time.Now().After(deadline) {
+		if time.Now().After(deadline) {
 			return throughput{}, fmt.Errorf("no replica received an event within 3m (see %s)", ps[0].Log.Name())
 		}
 		if err := lab.SleepCtx(ctx, lab.PollEvery); err != nil {
