@@ -31,16 +31,16 @@ import (
 )
 
 const (
-	// Section is the top-level field's name.
-	Section          = "runtime"
+	// section is the top-level field's name.
+	section          = "runtime"
 	fieldGCPercent   = "gc_percent"
 	fieldMemoryLimit = "memory_limit"
 	fieldMinHeapGoal = "gc_min_heap_goal"
 )
 
-// Field is the `runtime` section's spec.
-func Field() *service.ConfigField {
-	return service.NewObjectField(Section,
+// field is the `runtime` section's spec.
+func field() *service.ConfigField {
+	return service.NewObjectField(section,
 		service.NewStringField(fieldGCPercent).
 			Description("The garbage collector's target, as `GOGC`: heap growth over the live heap, in percent, before a collection; `off` turns collection off (set `memory_limit` then). Empty leaves Go's own (the `GOGC` environment variable, else 100). A higher value trades memory for CPU.").
 			Examples("200", "${GOGC:200}").
@@ -56,7 +56,7 @@ func Field() *service.ConfigField {
 			Examples("160MiB").
 			LintRule(sizeLint(fieldMinHeapGoal)).
 			Default(""),
-	).Description("Settings of the Go runtime decnet-stream runs on, applied before the pipeline starts.").
+	).Description("settings of the Go runtime decnet-stream runs on, applied before the pipeline starts.").
 		Optional()
 }
 
@@ -70,45 +70,45 @@ func sizeLint(name string) string {
 // the schema `run`, `lint`, `test` and stream builders use, so a config with
 // the section lints and runs everywhere.
 func Schema(version, dateBuilt string) *service.ConfigSchema {
-	return service.GlobalEnvironment().FullConfigSchema(version, dateBuilt).Field(Field())
+	return service.GlobalEnvironment().FullConfigSchema(version, dateBuilt).Field(field())
 }
 
-// Settings are a parsed `runtime` section. A nil field leaves Go's own
+// settings are a parsed `runtime` section. A nil field leaves Go's own
 // setting as it is.
-type Settings struct {
+type settings struct {
 	GCPercent   *int   // -1 is off
 	MemoryLimit *int64 // math.MaxInt64 is none
 	MinHeapGoal uint64 // bytes; 0 is none
 }
 
-// Parse reads the `runtime` section of a parsed main config (absent: no
+// parse reads the `runtime` section of a parsed main config (absent: no
 // settings).
-func Parse(conf *service.ParsedConfig) (Settings, error) {
-	var s Settings
-	if !conf.Contains(Section) {
+func parse(conf *service.ParsedConfig) (settings, error) {
+	var s settings
+	if !conf.Contains(section) {
 		return s, nil
 	}
-	rc := conf.Namespace(Section)
+	rc := conf.Namespace(section)
 	gc, err := rc.FieldString(fieldGCPercent)
 	if err != nil {
 		return s, err
 	}
 	if s.GCPercent, err = parseGCPercent(gc); err != nil {
-		return s, fmt.Errorf("%s.%s: %w", Section, fieldGCPercent, err)
+		return s, fmt.Errorf("%s.%s: %w", section, fieldGCPercent, err)
 	}
 	limit, err := rc.FieldString(fieldMemoryLimit)
 	if err != nil {
 		return s, err
 	}
 	if s.MemoryLimit, err = parseMemoryLimit(limit); err != nil {
-		return s, fmt.Errorf("%s.%s: %w", Section, fieldMemoryLimit, err)
+		return s, fmt.Errorf("%s.%s: %w", section, fieldMemoryLimit, err)
 	}
 	minGoal, err := rc.FieldString(fieldMinHeapGoal)
 	if err != nil {
 		return s, err
 	}
 	if size, err := parseSize(minGoal); err != nil {
-		return s, fmt.Errorf("%s.%s: %w", Section, fieldMinHeapGoal, err)
+		return s, fmt.Errorf("%s.%s: %w", section, fieldMinHeapGoal, err)
 	} else if size != nil {
 		s.MinHeapGoal = uint64(*size)
 	}
@@ -152,18 +152,18 @@ func parseSize(v string) (*int64, error) {
 	return &n, nil
 }
 
-// Applied is what Apply left in effect: Go's own settings where the
+// applied is what apply left in effect: Go's own settings where the
 // section set none.
-type Applied struct {
+type applied struct {
 	GCPercent   int
 	MemoryLimit int64 // math.MaxInt64 is none
 	MinHeapGoal uint64
 	tuner       *gctune.Tuner
 }
 
-// Apply sets what s holds, starting the minimum heap goal's tuner when there
-// is one (Stop ends it).
-func (s Settings) Apply() Applied {
+// apply sets what s holds, starting the minimum heap goal's tuner when there
+// is one (stop ends it).
+func (s settings) apply() applied {
 	if s.GCPercent != nil {
 		debug.SetGCPercent(*s.GCPercent)
 	}
@@ -173,15 +173,15 @@ func (s Settings) Apply() Applied {
 	now := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
 	metrics.Read(now)
 	gc := int(now[0].Value.Uint64()) // off, -1, reads as its two's complement
-	return Applied{GCPercent: gc, MemoryLimit: int64(now[1].Value.Uint64()), MinHeapGoal: s.MinHeapGoal,
+	return applied{GCPercent: gc, MemoryLimit: int64(now[1].Value.Uint64()), MinHeapGoal: s.MinHeapGoal,
 		tuner: gctune.Start(s.MinHeapGoal, gc)}
 }
 
-// Stop ends the minimum heap goal's tuning, setting GOGC back to gc_percent.
-func (a Applied) Stop() { a.tuner.Stop() }
+// stop ends the minimum heap goal's tuning, setting GOGC back to gc_percent.
+func (a applied) stop() { a.tuner.Stop() }
 
 // String is how the start-up log shows the settings in effect.
-func (a Applied) String() string {
+func (a applied) String() string {
 	gc, limit, minGoal := strconv.Itoa(a.GCPercent), "none", "none"
 	if a.GCPercent < 0 {
 		gc = "off"
@@ -201,10 +201,10 @@ func OnConfigParse(conf *service.ParsedConfig) error {
 	if conf == nil { // a manager without a main config
 		return nil
 	}
-	s, err := Parse(conf)
+	s, err := parse(conf)
 	if err != nil {
 		return err
 	}
-	conf.Resources().Logger().Infof("Go runtime: %s", s.Apply())
+	conf.Resources().Logger().Infof("Go runtime: %s", s.apply())
 	return nil
 }
