@@ -100,7 +100,7 @@ func (t *Tuner) run() {
 		seen = n
 		metrics.Read(heap)
 		live, roots := heap[0].Value.Uint64(), heap[1].Value.Uint64()+heap[2].Value.Uint64()
-		if p := Percent(live, roots, t.minGoal, t.base); worthSetting(percent, p, t.base) {
+		if p := goalPercent(live, roots, t.minGoal, t.base); worthSetting(percent, p, t.base) {
 			debug.SetGCPercent(p)
 			percent = p
 			if t.adjusted != nil {
@@ -110,10 +110,10 @@ func (t *Tuner) run() {
 	}
 }
 
-// Percent is the GOGC whose heap goal for a live heap of live bytes (and
+// goalPercent is the GOGC whose heap goal for a live heap of live bytes (and
 // roots bytes of stacks and globals) is at least minGoal, and never less
 // than base: Go's goal is live + (live + roots) × GOGC/100.
-func Percent(live, roots, minGoal uint64, base int) int {
+func goalPercent(live, roots, minGoal uint64, base int) int {
 	if live >= minGoal {
 		return base
 	}

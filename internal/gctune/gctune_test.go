@@ -23,8 +23,8 @@ func TestPercentGivesTheMinimumGoalAndNeverLessThanTheBase(t *testing.T) {
 		{live: 1, min: 192 * mib, base: 100, want: maxPercent}, // start-up: bounded
 		{live: 0, min: 192 * mib, base: 100, want: maxPercent},
 	} {
-		if got := Percent(c.live, c.roots, c.min, c.base); got != c.want {
-			t.Errorf("Percent(%d MiB live, %d MiB roots, %d MiB minimum, base %d) = %d, want %d",
+		if got := goalPercent(c.live, c.roots, c.min, c.base); got != c.want {
+			t.Errorf("goalPercent(%d MiB live, %d MiB roots, %d MiB minimum, base %d) = %d, want %d",
 				c.live/mib, c.roots/mib, c.min/mib, c.base, got, c.want)
 		}
 	}
