@@ -136,7 +136,9 @@ type Engine struct {
 	inflight  map[netip.Addr]*job
 	requested map[netip.Addr]pendingRequest
 	sweepAt   int // len(requested) at which old requests are forgotten
-	jobs      sync.WaitGroup
+	// The sizes inflight and requested last grew to (see forgetLocked).
+	inflightPeak, requestedPeak int
+	jobs                        sync.WaitGroup
 }
 
 // pendingRequest is a lookup request a sighting has sent and whose row has
@@ -352,11 +354,13 @@ func (e *Engine) sweepLocked(now time.Time) {
 	if len(e.requested) < max(e.sweepAt, 1024) {
 		return
 	}
+	e.requestedPeak = max(e.requestedPeak, len(e.requested))
 	for ip, p := range e.requested {
 		if now.UnixNano()-p.at >= int64(e.conf.RequestTTL) {
 			delete(e.requested, ip)
 		}
 	}
+	e.requested, e.requestedPeak = shrunk(e.requested, e.requestedPeak)
 	e.sweepAt = 2 * len(e.requested)
 }
 
@@ -752,8 +756,7 @@ func (e *Engine) extend(ip netip.Addr, j *job, expiresAt time.Time) {
 		ent = &upd
 		e.cache.Add(ip, ent)
 	}
-	delete(e.inflight, ip)
-	delete(e.requested, ip)
+	e.forgetLocked(ip)
 	e.mu.Unlock()
 	j.result = ent
 	if ent == nil { // evicted meanwhile: the job's row stands
@@ -772,11 +775,41 @@ func (e *Engine) extend(ip netip.Addr, j *job, expiresAt time.Time) {
 func (e *Engine) finish(ip netip.Addr, j *job, ent *entry) {
 	e.mu.Lock()
 	e.cache.Add(ip, ent)
-	delete(e.inflight, ip)
-	delete(e.requested, ip)
+	e.forgetLocked(ip)
 	e.mu.Unlock()
 	j.result = ent
 	close(j.done)
+}
+
+// forgetLocked drops ip's lookup in flight and its pending request. Call
+// with mu held.
+//
+// Go's maps keep their peak size when emptied, and a storm of new
+// attackers grows both maps by one entry per IP (~90 bytes each for the
+// requests): once one is down to a quarter of its peak, what is left moves
+// to a map of its own size, so the storm's bookkeeping is given back with
+// it (a copy paid for by the three quarters deleted before it).
+func (e *Engine) forgetLocked(ip netip.Addr) {
+	e.inflightPeak = max(e.inflightPeak, len(e.inflight))
+	e.requestedPeak = max(e.requestedPeak, len(e.requested))
+	delete(e.inflight, ip)
+	delete(e.requested, ip)
+	e.inflight, e.inflightPeak = shrunk(e.inflight, e.inflightPeak)
+	e.requested, e.requestedPeak = shrunk(e.requested, e.requestedPeak)
+}
+
+// shrunk is m, or a copy of it sized to it when it holds a quarter or less
+// of its peak (a small map is left as it is), with its new peak.
+func shrunk[V any](m map[netip.Addr]V, peak int) (map[netip.Addr]V, int) {
+	if peak < 4096 || len(m) > peak/4 {
+		return m, peak
+	}
+	// Not maps.Clone: it copies the table at its old size.
+	small := make(map[netip.Addr]V, len(m))
+	for k, v := range m {
+		small[k] = v
+	}
+	return small, len(small)
 }
 
 // rowOf is a cached entry's row, unpacked when packed.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -614,4 +615,56 @@ func TestRowWithoutRawIsCachedPackedWhenRawIsKept(t *testing.T) {
 	if ent, ok := e.cache.Peek(ipN(1)); !ok || ent.row == nil {
 		t.Fatalf("a row with raw responses was packed (cached: %v)", ok)
 	}
+}
+
+// A storm of new attackers fills the pending requests (one per IP until
+// its row comes back). Go's maps keep their peak size when emptied, so
+// without care a process that met one storm keeps its bookkeeping for
+// good: the invariant is that the memory is given back once the rows are.
+// Two storms, the second measured: by then what earlier tests left behind
+// is collected, and a map kept from the first would take the second's
+// requests without growing (and would not give them back either).
+func TestAStormsPendingRequestsAreGivenBack(t *testing.T) {
+	// No providers: rows come back at once. A small cache, so the storm's
+	// rows do not stay either and what is left is the bookkeeping.
+	e := New(Config{MaxEntries: 1_000, RequestTTL: time.Hour, MaxWait: time.Second})
+	const storm = 200_000
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	batch := func(from int, carrier bool) []Request {
+		reqs := make([]Request, 1_000)
+		for k := range reqs {
+			n := from + k
+			reqs[k].IP = netip.AddrFrom4([4]byte{11, byte(n >> 16), byte(n >> 8), byte(n)}) // n < 2^24
+			if carrier {
+				reqs[k].Carrier = Carrier{Topic: "attacker.observed", Offset: int64(n)}
+			}
+		}
+		return reqs
+	}
+	var pending, after uint64
+	for _, first := range []int{0, storm} { // new IPs each time
+		for i := first; i < first+storm; i += 1_000 {
+			for _, a := range e.Sight(batch(i, true), true) {
+				if !a.Request {
+					t.Fatal("a new IP sent no lookup request")
+				}
+			}
+		}
+		pending = heap()
+		for i := first; i < first+storm; i += 1_000 {
+			e.Lookup(batch(i, false), nil)
+		}
+		after = heap()
+	}
+	// 24 bytes an IP: less than a request's address alone.
+	if pending < after+storm*24 {
+		t.Fatalf("the second storm's %d pending requests gave back %d KiB once their rows came back: they were kept",
+			storm, (int64(pending)-int64(after))>>10)
+	}
+	t.Logf("the second storm's pending requests gave back %d KiB", (pending-after)>>10)
 }
