@@ -138,7 +138,10 @@ type Engine struct {
 	sweepAt   int // len(requested) at which old requests are forgotten
 	// The sizes inflight and requested last grew to (see forgetLocked).
 	inflightPeak, requestedPeak int
-	jobs                        sync.WaitGroup
+	// reserves: some provider keeps a reserve of its daily budget, so a
+	// lookup's priority can matter (see reserved).
+	reserves bool
+	jobs     sync.WaitGroup
 }
 
 // pendingRequest is a lookup request a sighting has sent and whose row has
@@ -189,6 +192,9 @@ func New(c Config) *Engine {
 	e := &Engine{conf: c, obs: c.Observer, inflight: map[netip.Addr]*job{}, requested: map[netip.Addr]pendingRequest{}}
 	for _, p := range c.Providers {
 		e.names = append(e.names, p.Name())
+		if bp, ok := p.(BudgetedProvider); ok && c.BudgetReserve > 0 && bp.DailyBudget() > 0 {
+			e.reserves = true
+		}
 	}
 	// Expiry is the engine's own (fixed from fetch time, per row): the LRU
 	// only bounds memory.
@@ -552,7 +558,8 @@ func (j *job) snapshot() *aggregate.Row {
 // start returns the job looking ip up, starting one unless one is running
 // (then started is false: the caller coalesces onto it).
 //
-// Only a lookup that starts needs its priority: priority(k) is asked then,
+// Only a lookup that starts needs its priority, and only when some
+// provider keeps a reserve of its daily budget: priority(k) is asked then,
 // outside the engine's lock (it runs a Bloblang mapping over the event).
 func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority Priority, k int) (j *job, started bool) {
 	e.mu.Lock()
@@ -570,7 +577,7 @@ func (e *Engine) start(ip netip.Addr, prior *aggregate.Row, priority Priority, k
 	e.jobs.Add(1)
 	e.mu.Unlock()
 	prio := 0.0
-	if priority != nil {
+	if priority != nil && e.reserves {
 		prio = priority(k)
 	}
 	go e.fetch(ip, j, prior, prio)

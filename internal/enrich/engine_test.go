@@ -431,6 +431,23 @@ func TestBudgetReserveKeepsLastCallsForPriority(t *testing.T) {
 	}
 }
 
+// The priority is a Bloblang mapping over the event, run when a lookup
+// starts: where no provider has a daily budget to keep a reserve of, no
+// answer depends on it, and a storm of new attackers should not pay for it.
+func TestPriorityIsAskedOnlyWhereABudgetHasAReserve(t *testing.T) {
+	ps := newProviderServer(t)
+	for _, budget := range []int{0, 10} {
+		gn := providers.NewGreyNoise(providers.GreyNoiseConfig{Common: providers.Common{BaseURL: ps.URL,
+			Limits: providers.Limits{DailyBudget: budget, Timeout: 10 * time.Second}}})
+		e := New(Config{Providers: []providers.Provider{gn}, BudgetReserve: 0.5, PriorityThreshold: 5, MaxWait: 10 * time.Second})
+		var asked atomic.Int32
+		e.Lookup([]Request{{IP: ipN(budget)}, {IP: ipN(budget + 1)}}, func(int) float64 { asked.Add(1); return 1 })
+		if want := map[bool]int32{true: 2, false: 0}[budget > 0]; asked.Load() != want {
+			t.Fatalf("daily budget %d: the priority was asked %d times for two lookups, want %d", budget, asked.Load(), want)
+		}
+	}
+}
+
 // A miss asks the shared store first: a complete row there costs no
 // provider call and is not published again; a partial one is completed.
 func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
@@ -464,10 +481,13 @@ func TestSecondLevelIsAskedBeforeProviders(t *testing.T) {
 }
 
 // A repeat sighting costs a cache lookup: its priority (a Bloblang mapping
-// over the event, in the processor) is computed only for a lookup that starts.
+// over the event, in the processor) is computed only for a lookup that starts
+// (here where a daily budget keeps a reserve: see the test above).
 func TestPriorityIsComputedOnlyForLookups(t *testing.T) {
 	ps := newProviderServer(t)
-	e := New(Config{Providers: allProviders(ps), MaxWait: 10 * time.Second})
+	gn := providers.NewGreyNoise(providers.GreyNoiseConfig{Common: providers.Common{BaseURL: ps.URL,
+		Limits: providers.Limits{DailyBudget: 100, Timeout: 10 * time.Second}}})
+	e := New(Config{Providers: []providers.Provider{gn}, BudgetReserve: 0.1, MaxWait: 10 * time.Second})
 	asked := map[int]int{}
 	count := func(k int) float64 { asked[k]++; return 1 }
 	e.Lookup([]Request{{IP: ipN(1)}}, count)

@@ -202,7 +202,7 @@ func spec() *service.ConfigSpec {
 				Optional(),
 			verdictsField(),
 			service.NewBloblangField(fPriority).
-				Description("A mapping giving an event's priority (e.g. from `attacker.scored` payloads). With `budget_reserve`, low-priority lookups leave a provider's last calls to the attackers that matter.").
+				Description("A mapping giving an event's priority (e.g. from `attacker.scored` payloads). With `budget_reserve`, low-priority lookups leave a provider's last calls to the attackers that matter. It runs once per lookup that starts (never for a repeat sighting), and only when some provider has a `daily_budget` whose reserve it could decide.").
 				Example(`root = this.payload.event_count.or(0) + if this.payload.is_traversal.or(false) { 100 } else { 0 }`).
 				Optional().Advanced(),
 			service.NewFloatField(fBudgetReserve).
