@@ -8,6 +8,7 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/tidwall/gjson"
 
 	"github.com/decnet/decnet-stream/internal/chtest"
 )
@@ -34,7 +35,7 @@ func BenchmarkClickHouseOutput(b *testing.B) {
 	exec := msgs.BloblangExecutor(o.mapping)
 	typed := make([][]any, n)
 	for i := range typed {
-		r, err := o.row(exec, msgs, i, o.convs)
+		r, err := o.row(exec, msgs, i, o.convs, make([]gjson.Result, len(o.columns)))
 		if err != nil {
 			b.Fatal(err)
 		}

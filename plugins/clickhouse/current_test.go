@@ -23,6 +23,7 @@ import (
 
 	"github.com/chdb-io/chdb-go/chdb"
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/tidwall/gjson"
 	"gopkg.in/yaml.v3"
 
 	"github.com/decnet/decnet-stream/internal/chschema"
@@ -108,8 +109,9 @@ func (e *engine) insert(table string, msgs ...*service.Message) {
 		}
 	}
 	var values []string
+	members := make([]gjson.Result, len(o.columns)) // shared, as WriteBatch shares it
 	for _, m := range msgs {
-		row, err := o.fastRow(m, convs)
+		row, err := o.fastRow(m, convs, members)
 		if err != nil {
 			e.t.Fatal(err)
 		}
