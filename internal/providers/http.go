@@ -211,6 +211,7 @@ func (p *httpProvider) observeQuota(r *response) {
 		}
 	}
 	if r.status == http.StatusTooManyRequests {
+		p.gate.throttled()
 		until, kind := p.silent429(now)
 		if at, said := retryAfter(r.header, now); said {
 			until, kind = at, ErrRateLimited

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -66,6 +67,10 @@ type gate struct {
 	// and burst, drawn on one request at a time (pace) as it leaves.
 	pace  sync.Mutex
 	sends *rate.Limiter
+	// throttledAt is when the provider last answered 429 (unix ns, 0:
+	// never): sends are metered to half the burst for a minute after it
+	// (see throttled).
+	throttledAt atomic.Int64
 
 	shared *Shared
 
@@ -93,12 +98,8 @@ func newGate(name string, l Limits, store *BudgetStore, shared *Shared, now func
 		g.sem = make(chan struct{}, l.MaxConcurrent)
 	}
 	if l.RatePerSecond > 0 {
-		burst := l.Burst
-		if burst < 1 {
-			burst = 1
-		}
-		g.bucket = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
-		g.sends = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
+		g.bucket = rate.NewLimiter(rate.Limit(l.RatePerSecond), g.burst())
+		g.sends = rate.NewLimiter(rate.Limit(l.RatePerSecond), g.burst())
 	}
 	if store != nil {
 		st, known := store.load(name)
@@ -307,6 +308,35 @@ func (g *gate) acquire(ctx context.Context) (release func(), kind ErrorKind, why
 	}, ErrNone, ""
 }
 
+// throttleCalm is how long sends stay metered to half the burst after a
+// 429.
+const throttleCalm = time.Minute
+
+// throttled meters sends to half the burst after the provider answered
+// 429: inside our own rate, that means it meters a smaller burst than ours,
+// or our spaced sends reached it bunched (a stalled network or process
+// delivers a second's sends together; the storm benchmark's 429s came so),
+// and each 429's Retry-After holds every request back. Half, not one: a
+// process descheduled with a burst of 1 cannot bank what a stall costs it
+// (the storm benchmark used 36% of the allowed rate so). The burst comes
+// back once a minute passes without a 429 (see meter).
+func (g *gate) throttled() {
+	if g.sends == nil {
+		return
+	}
+	g.throttledAt.Store(g.now().UnixNano())
+	half := (g.burst() + 1) / 2
+	now := time.Now()
+	g.sends.SetBurstAt(now, half)
+	// Tokens saved at the old burst would still leave together: spend them.
+	if extra := int(g.sends.TokensAt(now)) - half; extra > 0 {
+		g.sends.ReserveN(now, extra)
+	}
+}
+
+// burst is the configured burst.
+func (g *gate) burst() int { return max(g.limits.Burst, 1) }
+
 // meter waits until a send fits the rate and burst as actually sent,
 // reporting false when that is past the request's deadline. Requests are
 // metered one at a time, so each is reserved at the moment it really
@@ -315,6 +345,9 @@ func (g *gate) meter(ctx context.Context) bool {
 	g.pace.Lock()
 	defer g.pace.Unlock()
 	now := time.Now()
+	if g.sends.Burst() < g.burst() && g.now().UnixNano()-g.throttledAt.Load() >= int64(throttleCalm) {
+		g.sends.SetBurstAt(now, g.burst())
+	}
 	r := g.sends.ReserveN(now, 1)
 	wait := r.DelayFrom(now)
 	if wait == 0 {

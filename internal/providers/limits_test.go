@@ -219,3 +219,38 @@ func TestSendsLeaveNoMoreThanTheBurstBackToBack(t *testing.T) {
 		t.Fatal("a fourth send left back to back (burst 3 at 1/s)")
 	}
 }
+
+// A 429 inside our own rate means the provider meters a smaller burst than
+// ours, or our spaced sends reached it bunched (a stalled network or
+// process delivers them together): after one, at most half the burst goes
+// back to back, until a minute passes without another.
+func TestA429HalvesTheBurstSentBackToBackForAMinute(t *testing.T) {
+	clock := &testClock{now: time.Date(2025, 6, 15, 8, 0, 0, 0, time.UTC)}
+	g := newGate("p", Limits{RatePerSecond: 1, Burst: 4}, nil, nil, clock.Now) // idle: a full burst
+	past := WithAcquireDeadline(context.Background(), time.Now().Add(-time.Second))
+	backToBack := func() (n int) {
+		for g.meter(past) {
+			n++
+		}
+		return n
+	}
+	g.throttled()
+	if n := backToBack(); n != 2 {
+		t.Fatalf("after a 429, %d sends left back to back, want 2 (half of the burst of 4)", n)
+	}
+	clock.Add(59 * time.Second)
+	backToBack()
+	if b := g.sends.Burst(); b != 2 {
+		t.Fatalf("within the minute after a 429 the burst is %d again, want 2", b)
+	}
+	clock.Add(time.Second)
+	backToBack()
+	if b := g.sends.Burst(); b != 4 {
+		t.Fatalf("a minute after the last 429 the burst is %d, want 4 again", b)
+	}
+	one := newGate("p", Limits{RatePerSecond: 1, Burst: 1}, nil, nil, clock.Now)
+	one.throttled()
+	if b := one.sends.Burst(); b != 1 {
+		t.Fatalf("a burst of 1 was halved to %d", b)
+	}
+}
