@@ -96,7 +96,7 @@ func limitsFields() []*service.ConfigField {
 	return []*service.ConfigField{
 		service.NewIntField(fMaxConcurrent).Description("Requests in flight at once.").Optional(),
 		service.NewFloatField(fRatePerSecond).Description("Token-bucket rate of requests per second.").Optional(),
-		service.NewIntField(fBurst).Description("Token-bucket burst: requests that may leave back to back. Against a provider that enforces a per-second rate, set it below the provider's own burst: requests sent evenly reach it bunched by scheduling and the network, and a 429 holds the provider back for its Retry-After.").Optional(),
+		service.NewIntField(fBurst).Description("Token-bucket burst: requests that may leave back to back. Against a provider that enforces a per-second rate, set it below the provider's own burst: requests sent evenly reach it bunched by scheduling and the network, and a 429 holds the provider back for its Retry-After. After a 429, sends leave at most half the burst back to back until a minute passes without one.").Optional(),
 		service.NewIntField(fDailyBudget).Description("Requests per UTC day; 0 for no cap. Persisted in `state_file`.").Optional(),
 		service.NewDurationField(fTimeout).Description("Per-request timeout.").Optional(),
 		service.NewIntField(fMaxBodyBytes).Description("Largest response accepted.").Optional(),
