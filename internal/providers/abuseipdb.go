@@ -60,12 +60,14 @@ func (a *AbuseIPDB) lookup(ctx context.Context, ip netip.Addr) Result {
 	if a.conf.APIKey == "" {
 		return failed(NameAbuseIPDB, ErrDisabled, "no API key configured")
 	}
-	q := url.Values{"ipAddress": {ip.Unmap().String()}, "maxAgeInDays": {strconv.Itoa(a.conf.MaxAgeInDays)}}
-	target := strings.TrimRight(a.common.BaseURL, "/") + "/api/v2/check?" + q.Encode()
-	if a.conf.Verbose {
-		target += "&verbose"
-	}
+	// The request is built once a token is had: in a storm most lookups
+	// find none.
 	resp, fail := a.do(ctx, ip, func(ctx context.Context) (*http.Request, error) {
+		q := url.Values{"ipAddress": {ip.Unmap().String()}, "maxAgeInDays": {strconv.Itoa(a.conf.MaxAgeInDays)}}
+		target := strings.TrimRight(a.common.BaseURL, "/") + "/api/v2/check?" + q.Encode()
+		if a.conf.Verbose {
+			target += "&verbose"
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 		if err != nil {
 			return nil, err

@@ -55,8 +55,10 @@ func (g *GreyNoise) lookup(ctx context.Context, ip netip.Addr) Result {
 	if !ip.Unmap().Is4() {
 		return failed(NameGreyNoise, ErrSkipped, "the Community API answers IPv4 only")
 	}
-	target := strings.TrimRight(g.common.BaseURL, "/") + "/v3/community/" + url.PathEscape(ip.Unmap().String())
+	// The request is built once a token is had: in a storm most lookups
+	// find none.
 	resp, fail := g.do(ctx, ip, func(ctx context.Context) (*http.Request, error) {
+		target := strings.TrimRight(g.common.BaseURL, "/") + "/v3/community/" + url.PathEscape(ip.Unmap().String())
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 		if err != nil {
 			return nil, err

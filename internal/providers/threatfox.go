@@ -51,10 +51,11 @@ func (t *ThreatFox) lookup(ctx context.Context, ip netip.Addr) Result {
 	if t.key == "" {
 		return failed(NameThreatFox, ErrDisabled, "no Auth-Key configured")
 	}
-	ipStr := ip.Unmap().String()
-	payload, _ := json.Marshal(map[string]string{"query": "search_ioc", "search_term": ipStr})
-	target := strings.TrimRight(t.common.BaseURL, "/") + "/api/v1/"
+	// The request is built once a token is had: in a storm most lookups
+	// find none, and need no body.
 	resp, fail := t.do(ctx, ip, func(ctx context.Context) (*http.Request, error) {
+		payload, _ := json.Marshal(map[string]string{"query": "search_ioc", "search_term": ip.Unmap().String()})
+		target := strings.TrimRight(t.common.BaseURL, "/") + "/api/v1/"
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(payload))
 		if err != nil {
 			return nil, err
