@@ -625,31 +625,38 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	// negative_ttl.
 	ctx := providers.WithAcquireDeadline(context.Background(), time.Now().Add(e.conf.MaxWait))
 	var answered atomic.Bool
-	lookUp := func(ps []providers.Provider) {
-		var wg sync.WaitGroup
-		for _, p := range ps {
-			wg.Add(1)
-			go func(p providers.Provider) {
-				defer wg.Done()
-				res := p.Lookup(ctx, ip)
-				e.obs.ProviderResult(res)
-				if res.OK() {
-					answered.Store(true)
-				}
-				j.mu.Lock()
-				j.row.Merge(res)
-				delete(j.waiting, p.Name())
-				j.mu.Unlock()
-			}(p)
+	lookUp := func(p providers.Provider) {
+		res := p.Lookup(ctx, ip)
+		e.obs.ProviderResult(res)
+		if res.OK() {
+			answered.Store(true)
 		}
-		wg.Wait()
+		j.mu.Lock()
+		j.row.Merge(res)
+		delete(j.waiting, p.Name())
+		j.mu.Unlock()
 	}
-	// Feeds first (answered from memory), then the per-IP providers that
-	// no feed named in their skip_when has covered and whose last calls
-	// are not kept for higher priorities.
+	// Feeds first: a loaded one answers from memory, in turn, since a
+	// goroutine each (four per new attacker with every list configured)
+	// cost more than their lookups; one still to download (a first start)
+	// is asked on its own goroutine, so cold downloads overlap. Then the
+	// per-IP providers that no feed named in their skip_when has covered
+	// and whose last calls are not kept for higher priorities, in
+	// parallel: they wait on the network.
 	feeds, perIP := splitFeeds(ask)
-	lookUp(feeds)
-	lookUp(e.admitted(j, perIP, priority))
+	var wg sync.WaitGroup
+	for _, p := range feeds {
+		if p.Ready() {
+			lookUp(p)
+		} else {
+			wg.Go(func() { lookUp(p) })
+		}
+	}
+	wg.Wait()
+	for _, p := range e.admitted(j, perIP, priority) {
+		wg.Go(func() { lookUp(p) })
+	}
+	wg.Wait()
 	if e.conf.Geo != nil { // cheap: every lookup takes the current file's answer
 		asn, org, country := e.conf.Geo(ip)
 		j.mu.Lock()
@@ -691,10 +698,10 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 
 // splitFeeds separates the providers answered from memory (Feodo, bulk
 // lists) from those that cost a request per IP.
-func splitFeeds(ps []providers.Provider) (feeds, perIP []providers.Provider) {
+func splitFeeds(ps []providers.Provider) (feeds []providers.Feed, perIP []providers.Provider) {
 	for _, p := range ps {
-		if _, ok := p.(providers.Feed); ok {
-			feeds = append(feeds, p)
+		if f, ok := p.(providers.Feed); ok {
+			feeds = append(feeds, f)
 		} else {
 			perIP = append(perIP, p)
 		}

@@ -688,3 +688,59 @@ func TestAStormsPendingRequestsAreGivenBack(t *testing.T) {
 	}
 	t.Logf("the second storm's pending requests gave back %d KiB", (pending-after)>>10)
 }
+
+// BenchmarkLookupOfNewAttackersUnderRateLimits: a storm's lookup stage,
+// where most new attackers find no token before max_wait: batches of 1,000
+// never-seen IPs against three per-IP providers allowed one request an hour
+// (so every lookup is rate_limited at once, after the first) and a Feodo
+// feed loaded in memory. What each new attacker costs beyond the network.
+func BenchmarkLookupOfNewAttackersUnderRateLimits(b *testing.B) {
+	ps := newProviderServer(b)
+	limited := providers.Common{BaseURL: ps.URL, Limits: providers.Limits{Timeout: 10 * time.Second, RatePerSecond: 1.0 / 3600, Burst: 1}}
+	feodo := providers.NewFeodo(providers.FeodoConfig{URL: ps.URL + "/feodo.json"})
+	e := New(Config{MaxEntries: 10_000, MaxWait: time.Millisecond, Providers: []providers.Provider{
+		providers.NewGreyNoise(providers.GreyNoiseConfig{Common: limited}),
+		providers.NewAbuseIPDB(providers.AbuseIPDBConfig{Common: limited, APIKey: "k"}),
+		feodo,
+		providers.NewThreatFox(providers.ThreatFoxConfig{Common: limited, AuthKey: "k"}),
+	}})
+	perIP := []string{providers.NameGreyNoise, providers.NameAbuseIPDB, providers.NameThreatFox}
+	// Loads the feed and spends each provider's one token: until each has
+	// answered once (a lookup may find its deadline gone before a provider
+	// had its token, which then stays unspent).
+	answered := map[string]bool{}
+	for i := 0; len(answered) < len(perIP); i++ {
+		if i == 1_000 {
+			b.Fatalf("only %v answered in 1,000 lookups", answered)
+		}
+		row := e.Lookup([]Request{{IP: ipN(i)}}, nil)[0].Row()
+		for _, n := range perIP {
+			if row.Status.Of(n) == aggregate.StatusOK {
+				answered[n] = true
+			}
+		}
+	}
+	allLimited := func(a Answer) bool {
+		for _, n := range perIP {
+			if a.Row().Status.Of(n) != string(providers.ErrRateLimited) {
+				return false
+			}
+		}
+		return true
+	}
+	reqs := make([]Request, 1_000)
+	n := 1
+	b.ReportAllocs()
+	for b.Loop() {
+		for k := range reqs {
+			reqs[k] = Request{IP: netip.AddrFrom4([4]byte{11, byte(n >> 16), byte(n >> 8), byte(n)})}
+			n++
+		}
+		for _, a := range e.Lookup(reqs, nil) {
+			if !allLimited(a) {
+				b.Fatalf("%s: a provider was asked: %v", a.Row().AttackerIP, a.Row().Status)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(reqs)), "ns/IP")
+}

@@ -54,6 +54,9 @@ type Feed interface {
 	// FeedStatus is the loaded list's size and age and the last refresh
 	// error.
 	FeedStatus() (entries int, age time.Duration, lastErr error)
+	// Ready reports whether Lookup answers from memory now, without a
+	// download first.
+	Ready() bool
 	Start()
 	Stop()
 }
@@ -404,6 +407,9 @@ func (l *BulkList) Lookup(ctx context.Context, ip netip.Addr) Result {
 
 // FeedStatus reports the loaded list's size and age and the last refresh
 // error.
+// Ready reports whether Lookup answers without a download first.
+func (l *BulkList) Ready() bool { return l.disabled() || l.index.Load() != nil }
+
 func (l *BulkList) FeedStatus() (entries int, age time.Duration, lastErr error) {
 	if l.disabled() {
 		return 0, 0, errDisabledList

@@ -324,6 +324,9 @@ func (f *Feodo) lookup(ctx context.Context, ip netip.Addr) Result {
 	})
 }
 
+// Ready reports whether Lookup answers without a download first.
+func (f *Feodo) Ready() bool { return f.index.Load() != nil }
+
 // FeedStatus reports the loaded feed's size and age and the last refresh
 // error, for metrics and logs.
 func (f *Feodo) FeedStatus() (entries int, age time.Duration, lastErr error) {
