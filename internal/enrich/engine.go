@@ -653,8 +653,13 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 		}
 	}
 	wg.Wait()
-	for _, p := range e.admitted(j, perIP, priority) {
-		wg.Go(func() { lookUp(p) })
+	// The last on this goroutine: it waits for the others anyway, and its
+	// stack has grown already where a new one's would have to.
+	if admitted := e.admitted(j, perIP, priority); len(admitted) > 0 {
+		for _, p := range admitted[:len(admitted)-1] {
+			wg.Go(func() { lookUp(p) })
+		}
+		lookUp(admitted[len(admitted)-1])
 	}
 	wg.Wait()
 	if e.conf.Geo != nil { // cheap: every lookup takes the current file's answer

@@ -150,7 +150,7 @@ func (p *httpProvider) do(ctx context.Context, ip netip.Addr, build func(ctx con
 func (p *httpProvider) once(ctx context.Context, build func(ctx context.Context) (*http.Request, error)) (*response, *Result) {
 	release, kind, why := p.gate.acquire(ctx)
 	if kind != ErrNone {
-		r := failed(p.name, kind, "%s", why)
+		r := Result{Provider: p.name, ErrKind: kind, Err: why} // most of a storm's lookups: no formatting
 		return nil, &r
 	}
 	defer release()
