@@ -54,7 +54,7 @@ order. Where order matters, keep it at the input (one batch per partition out at
 		Fields(
 			service.NewObjectListField(fCases,
 				service.NewBloblangField(fCheck).
-					Description("A Bloblang query that should return a boolean: whether a message goes to this case. Empty: every message.").
+					Description("A Bloblang query that should return a boolean: whether a message goes to this case. Empty: every message. `errored()` and `@name.or(\"…\") == \"…\"` (or `!=`, literals without escapes) are answered from the message itself, with Bloblang's result and without its per-message mapping, unless the metadata value is not a string.").
 					Default("").
 					Examples(`errored()`, `@intel_lookup.or("") == "request"`),
 				service.NewOutputField(fOutput).Description("The output of this case."),
@@ -107,6 +107,7 @@ func init() {
 // switchCase is one case: a check (nil takes everything) and its output.
 type switchCase struct {
 	check  *bloblang.Executor
+	fast   *metaCheck // check, when it reads one metadata value
 	out    *service.OwnedOutput
 	primed bool // Connect started it
 }
@@ -131,6 +132,7 @@ func newOutput(conf *service.ParsedConfig, log *service.Logger) (*output, error)
 			if sc.check, err = c.FieldBloblang(fCheck); err != nil {
 				return nil, fmt.Errorf("cases[%d].check: %w", i, err)
 			}
+			sc.fast = metaCheckOf(s)
 		}
 		if sc.out, err = c.FieldOutput(fOutput); err != nil {
 			return nil, fmt.Errorf("cases[%d].output: %w", i, err)
@@ -168,7 +170,7 @@ func (o *output) route(batch service.MessageBatch) [][]int {
 	}
 	for i := range batch {
 		for c := range o.cases {
-			if execs[c] == nil || o.passes(execs[c], c, i) {
+			if execs[c] == nil || o.passes(execs[c], batch[i], c, i) {
 				routes[c] = append(routes[c], i)
 				break
 			}
@@ -177,9 +179,15 @@ func (o *output) route(batch service.MessageBatch) [][]int {
 	return routes
 }
 
-// passes runs case c's check on message i; a check that fails to run, or
-// returns anything but true, is false.
-func (o *output) passes(exec *service.MessageBatchBloblangExecutor, c, i int) bool {
+// passes runs case c's check on message i (msg); a check that fails to run, or
+// returns anything but true, is false. A check that reads one metadata
+// value is answered from the message when it can be.
+func (o *output) passes(exec *service.MessageBatchBloblangExecutor, msg *service.Message, c, i int) bool {
+	if fast := o.cases[c].fast; fast != nil {
+		if pass, known := fast.test(msg); known {
+			return pass
+		}
+	}
 	res, err := exec.Query(i)
 	if err == nil && res != nil {
 		var v any
