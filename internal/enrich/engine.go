@@ -141,7 +141,11 @@ type Engine struct {
 	// reserves: some provider keeps a reserve of its daily budget, so a
 	// lookup's priority can matter (see reserved).
 	reserves bool
-	jobs     sync.WaitGroup
+	// feeds and perIP are the configured providers split (splitFeeds):
+	// what a new attacker's lookup asks.
+	feeds []providers.Feed
+	perIP []providers.Provider
+	jobs  sync.WaitGroup
 }
 
 // pendingRequest is a lookup request a sighting has sent and whose row has
@@ -196,6 +200,7 @@ func New(c Config) *Engine {
 			e.reserves = true
 		}
 	}
+	e.feeds, e.perIP = splitFeeds(c.Providers)
 	// Expiry is the engine's own (fixed from fetch time, per row): the LRU
 	// only bounds memory.
 	e.cache = newLRUShards(c.MaxEntries, func(netip.Addr, *entry) { e.obs.Evicted() })
@@ -611,10 +616,12 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	}
 	j.mu.Lock()
 	ask := e.conf.Providers // a first lookup, or a complete row's refresh
+	feeds, perIP := e.feeds, e.perIP
 	if prior != nil && !prior.Complete() {
 		// A partial row: its pending providers, and the answered ones too
 		// once their answers are as old as a full TTL.
 		ask = e.dueOf(prior)
+		feeds, perIP = splitFeeds(ask)
 	}
 	for _, p := range ask {
 		j.waiting[p.Name()] = true
@@ -643,7 +650,6 @@ func (e *Engine) fetch(ip netip.Addr, j *job, prior *aggregate.Row, priority flo
 	// per-IP providers that no feed named in their skip_when has covered
 	// and whose last calls are not kept for higher priorities, in
 	// parallel: they wait on the network.
-	feeds, perIP := splitFeeds(ask)
 	var wg sync.WaitGroup
 	for _, p := range feeds {
 		if p.Ready() {
