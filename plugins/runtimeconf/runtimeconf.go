@@ -162,7 +162,7 @@ type applied struct {
 }
 
 // apply sets what s holds, starting the minimum heap goal's tuner when there
-// is one (stop ends it).
+// is one: it runs for the process's life (tests stop it with tuner.Stop).
 func (s settings) apply() applied {
 	if s.GCPercent != nil {
 		debug.SetGCPercent(*s.GCPercent)
@@ -176,9 +176,6 @@ func (s settings) apply() applied {
 	return applied{GCPercent: gc, MemoryLimit: int64(now[1].Value.Uint64()), MinHeapGoal: s.MinHeapGoal,
 		tuner: gctune.Start(s.MinHeapGoal, gc)}
 }
-
-// stop ends the minimum heap goal's tuning, setting GOGC back to gc_percent.
-func (a applied) stop() { a.tuner.Stop() }
 
 // String is how the start-up log shows the settings in effect.
 func (a applied) String() string {

@@ -58,14 +58,14 @@ func TestParseNamesTheBadField(t *testing.T) {
 }
 
 // apply sets Go's collector as the section says and reports what is in
-// effect; stop ends the minimum goal's tuning at the section's GOGC.
+// effect; stopping the tuner leaves the section's GOGC.
 func TestApplySetsTheCollector(t *testing.T) {
 	gc, limit := debug.SetGCPercent(100), debug.SetMemoryLimit(math.MaxInt64)
 	defer func() { debug.SetGCPercent(gc); debug.SetMemoryLimit(limit) }()
 
 	p, l := 150, int64(3<<30)
 	a := settings{GCPercent: &p, MemoryLimit: &l, MinHeapGoal: 64 << 20}.apply()
-	defer a.stop()
+	defer a.tuner.Stop()
 	if a.GCPercent != 150 || a.MemoryLimit != 3<<30 || a.tuner == nil {
 		t.Fatalf("applied %+v", a)
 	}
@@ -75,7 +75,7 @@ func TestApplySetsTheCollector(t *testing.T) {
 	if want := "gc_percent 150, memory_limit 3.0 GiB, gc_min_heap_goal 64 MiB"; a.String() != want {
 		t.Fatalf("described as %q, want %q", a, want)
 	}
-	a.stop()
+	a.tuner.Stop()
 	if got := debug.SetGCPercent(100); got != 150 {
 		t.Fatalf("GOGC %d after stop, want the section's 150", got)
 	}
